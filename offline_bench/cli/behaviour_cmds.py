@@ -1,0 +1,1 @@
+"""(commands added by their issue)"""

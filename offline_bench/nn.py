@@ -1,0 +1,130 @@
+"""Networks batched over a group axis (agents, critic ensembles, or agents x ensembles).
+
+A "group" is one independent network. ``StackedLinear`` holds the weights of G linear layers in one tensor and
+applies them in one ``baddbmm``, so N agents with E critics each cost one kernel per layer, not N x E.
+Inputs and outputs are ``[G, B, D]``.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class StackedLinear(nn.Module):
+    """G independent ``nn.Linear(in_dim, out_dim)`` layers applied at once: ``[G, B, in] -> [G, B, out]``.
+
+    Initialised exactly like ``nn.Linear`` (uniform in +-1/sqrt(in_dim) for weight and bias), per group.
+    """
+
+    def __init__(self, groups: int, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.groups, self.in_dim, self.out_dim = groups, in_dim, out_dim
+        self.weight = nn.Parameter(torch.empty(groups, in_dim, out_dim))
+        self.bias = nn.Parameter(torch.empty(groups, 1, out_dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        bound = 1.0 / math.sqrt(self.in_dim)
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        assert x.dim() == 3 and x.shape[0] == self.groups, f"expected [{self.groups}, B, {self.in_dim}], got {tuple(x.shape)}"
+        return torch.baddbmm(self.bias, x, self.weight)  # [G, B, out]
+
+    def load_from_linears(self, layers: Sequence[nn.Linear]) -> None:
+        """Copy the weights of G ``nn.Linear`` layers in (used by tests and by checkpoint conversion)."""
+        with torch.no_grad():
+            for g, layer in enumerate(layers):
+                self.weight[g].copy_(layer.weight.T)
+                self.bias[g, 0].copy_(layer.bias)
+
+    def extra_repr(self) -> str:
+        return f"groups={self.groups}, in_dim={self.in_dim}, out_dim={self.out_dim}"
+
+
+class StackedBatchNorm(nn.Module):
+    """BatchNorm over the feature axis, with separate statistics per group: ``[G, B, D] -> [G, B, D]``.
+
+    The OMAR authors' MPE networks normalise their input with ``BatchNorm1d`` (no affine in their code's default
+    is not assumed here; affine is on, as in ``nn.BatchNorm1d``).
+    """
+
+    def __init__(self, groups: int, dim: int, affine: bool = True) -> None:
+        super().__init__()
+        self.groups, self.dim = groups, dim
+        self.norm = nn.BatchNorm1d(groups * dim, affine=affine)
+
+    def forward(self, x: Tensor) -> Tensor:
+        g, b, d = x.shape
+        flat = x.transpose(0, 1).reshape(b, g * d)  # [B, G*D]
+        return self.norm(flat).reshape(b, g, d).transpose(0, 1)  # [G, B, D]
+
+
+class StackedMLP(nn.Module):
+    """G independent MLPs ``in_dim -> hidden_sizes... -> out_dim`` evaluated together: ``[G, B, in] -> [G, B, out]``."""
+
+    def __init__(
+        self,
+        groups: int,
+        in_dim: int,
+        hidden_sizes: Sequence[int],
+        out_dim: int,
+        activation: Callable[[Tensor], Tensor] = torch.relu,
+        input_norm: bool = False,
+        layer_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        self.groups = groups
+        self.activation = activation
+        self.input_norm = StackedBatchNorm(groups, in_dim) if input_norm else None
+        sizes = [in_dim, *hidden_sizes]
+        self.hidden = nn.ModuleList(StackedLinear(groups, a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        # Layer norms are per group: normalise the last axis, then a per-group affine transform.
+        self.norms = (
+            nn.ModuleList(nn.LayerNorm(h, elementwise_affine=False) for h in hidden_sizes) if layer_norm else None
+        )
+        self.out = StackedLinear(groups, sizes[-1], out_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.input_norm is not None:
+            x = self.input_norm(x)
+        for i, layer in enumerate(self.hidden):
+            x = layer(x)  # [G, B, H]
+            if self.norms is not None:
+                x = self.norms[i](x)
+            x = self.activation(x)
+        return self.out(x)  # [G, B, out]
+
+
+def agents_to_groups(x: Tensor, ensemble: int = 1) -> Tensor:
+    """``[B, N, D] -> [N * ensemble, B, D]``: agent-major groups, each agent's input repeated per ensemble member."""
+    b, n, d = x.shape
+    x = x.transpose(0, 1)  # [N, B, D]
+    if ensemble == 1:
+        return x
+    return x.unsqueeze(1).expand(n, ensemble, b, d).reshape(n * ensemble, b, d)  # [N*E, B, D]
+
+
+def groups_to_agents(x: Tensor, n_agents: int) -> Tensor:
+    """``[N * E, B, D] -> [B, N, E, D]`` (the inverse layout of ``agents_to_groups``)."""
+    g, b, d = x.shape
+    return x.reshape(n_agents, g // n_agents, b, d).permute(2, 0, 1, 3)  # [B, N, E, D]
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, source: nn.Module, polyak: float) -> None:
+    """target <- (1 - polyak) * target + polyak * source, for parameters; buffers (BatchNorm statistics) are copied."""
+    t_params = list(target.parameters())
+    s_params = list(source.parameters())
+    torch._foreach_lerp_(t_params, s_params, polyak)
+    for t_buf, s_buf in zip(target.buffers(), source.buffers()):
+        t_buf.copy_(s_buf)
+
+
+def set_requires_grad(module: nn.Module, flag: bool) -> None:
+    for p in module.parameters():
+        p.requires_grad_(flag)
