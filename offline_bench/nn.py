@@ -49,8 +49,8 @@ class StackedLinear(nn.Module):
 class StackedBatchNorm(nn.Module):
     """BatchNorm over the feature axis, with separate statistics per group: ``[G, B, D] -> [G, B, D]``.
 
-    The OMAR authors' MPE networks normalise their input with ``BatchNorm1d`` (no affine in their code's default
-    is not assumed here; affine is on, as in ``nn.BatchNorm1d``).
+    The OMAR authors' MPE networks normalise their input with ``BatchNorm1d``; this is that layer for G networks
+    at once (affine on, as in ``nn.BatchNorm1d``'s default).
     """
 
     def __init__(self, groups: int, dim: int, affine: bool = True) -> None:
