@@ -1,0 +1,256 @@
+"""Small building blocks every algorithm imports: observation normaliser, actors, critic ensembles, optimizers.
+
+Everything is batched over agents (and critic ensembles) with ``offline_bench.nn.StackedMLP``: one network per
+group, G = agents x ensemble, one kernel per layer for all of them. Public tensors are agent-last-but-one:
+``obs [B, N, O]``, ``action [B, N, A]``, critic values ``[B, N, E]``. Extra leading axes (``[K, B, N, A]`` for K
+sampled actions per state) are accepted by the critic and flattened inside.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from offline_bench.algos.base import Problem
+from offline_bench.nn import StackedMLP, agents_to_groups, groups_to_agents
+
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # rlkit / CQL authors' bounds, also CORL's and d3rlpy's
+_LOG2 = math.log(2.0)
+
+
+class ObsNormalizer(nn.Module):
+    """``(obs - mean) / std`` with the dataset statistics from ``Problem``: ``[..., N, O] -> [..., N, O]``.
+
+    The statistics are buffers, so they travel with ``state_dict`` and the device.
+    """
+
+    def __init__(self, problem: Problem, enabled: bool = True) -> None:
+        super().__init__()
+        mean = torch.as_tensor(problem.obs_mean, dtype=torch.float32).reshape(problem.n_agents, problem.obs_dim)
+        std = torch.as_tensor(problem.obs_std, dtype=torch.float32).reshape(problem.n_agents, problem.obs_dim)
+        if not enabled:
+            mean, std = torch.zeros_like(mean), torch.ones_like(std)
+        if bool((std <= 0).any()):
+            raise ValueError("Problem.obs_std must be > 0 everywhere (use 1 on padding and constant features)")
+        self.register_buffer("mean", mean)  # [N, O]
+        self.register_buffer("inv_std", 1.0 / std)  # [N, O]
+
+    def forward(self, obs: Tensor) -> Tensor:
+        return (obs - self.mean) * self.inv_std  # [..., N, O]
+
+
+class DeterministicActor(nn.Module):
+    """One tanh policy per agent: ``[B, N, O] -> [B, N, A]`` in [-1, 1] (TD3, TD3+BC, OMAR)."""
+
+    def __init__(
+        self,
+        n_agents: int,
+        obs_dim: int,
+        action_dim: int,
+        hidden_sizes: Sequence[int],
+        input_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        self.n_agents, self.obs_dim, self.action_dim = n_agents, obs_dim, action_dim
+        self.net = StackedMLP(n_agents, obs_dim, hidden_sizes, action_dim, input_norm=input_norm)
+
+    def forward(self, obs: Tensor) -> Tensor:
+        assert obs.dim() == 3 and obs.shape[1:] == (self.n_agents, self.obs_dim), f"obs {tuple(obs.shape)}"
+        out = self.net(agents_to_groups(obs))  # [N, B, A]
+        return torch.tanh(out).transpose(0, 1)  # [B, N, A]
+
+
+def tanh_gaussian_log_prob(pre_tanh: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
+    """Log-density of ``tanh(u)``, ``u ~ Normal(mean, exp(log_std))``, summed over the action axis: ``[..., A] -> [...]``.
+
+    Uses the stable identity ``log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u))``.
+    """
+    std = log_std.exp()
+    normal = -0.5 * ((pre_tanh - mean) / std).square() - log_std - 0.5 * math.log(2 * math.pi)  # [..., A]
+    squash = 2.0 * (_LOG2 - pre_tanh - nn.functional.softplus(-2.0 * pre_tanh))  # [..., A]
+    return (normal - squash).sum(-1)  # [...]
+
+
+class GaussianActor(nn.Module):
+    """One tanh-Gaussian policy per agent (SAC, CQL, BEAR): mean and log-std heads from one stacked MLP.
+
+    ``sample(obs)`` draws reparameterised actions with their log-probabilities; ``sample(obs, k)`` draws K actions
+    per state from one network forward. ``deterministic(obs)`` is ``tanh(mean)`` for evaluation.
+    """
+
+    def __init__(
+        self,
+        n_agents: int,
+        obs_dim: int,
+        action_dim: int,
+        hidden_sizes: Sequence[int],
+        input_norm: bool = False,
+        log_std_min: float = LOG_STD_MIN,
+        log_std_max: float = LOG_STD_MAX,
+    ) -> None:
+        super().__init__()
+        self.n_agents, self.obs_dim, self.action_dim = n_agents, obs_dim, action_dim
+        self.log_std_min, self.log_std_max = log_std_min, log_std_max
+        self.net = StackedMLP(n_agents, obs_dim, hidden_sizes, 2 * action_dim, input_norm=input_norm)
+
+    def distribution(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """``obs [B, N, O] -> (mean [B, N, A], log_std [B, N, A])`` of the pre-tanh Gaussian."""
+        assert obs.dim() == 3 and obs.shape[1:] == (self.n_agents, self.obs_dim), f"obs {tuple(obs.shape)}"
+        out = self.net(agents_to_groups(obs)).transpose(0, 1)  # [B, N, 2A]
+        mean, log_std = out.chunk(2, dim=-1)  # [B, N, A] each
+        return mean, log_std.clamp(self.log_std_min, self.log_std_max)
+
+    def sample(self, obs: Tensor, n_samples: int | None = None) -> tuple[Tensor, Tensor]:
+        """Reparameterised samples: ``[B, N, O] -> (action [B, N, A], log_prob [B, N])``, or with ``n_samples=K``
+        ``(action [K, B, N, A], log_prob [K, B, N])``."""
+        mean, log_std = self.distribution(obs)
+        shape = mean.shape if n_samples is None else (n_samples, *mean.shape)
+        pre_tanh = mean + log_std.exp() * torch.randn(shape, device=mean.device, dtype=mean.dtype)  # [(K,) B, N, A]
+        return torch.tanh(pre_tanh), tanh_gaussian_log_prob(pre_tanh, mean, log_std)
+
+    def log_prob(self, obs: Tensor, action: Tensor, eps: float = 1e-6) -> Tensor:
+        """Log-density of given actions (e.g. dataset actions, for behaviour cloning): ``[B, N, A] -> [B, N]``."""
+        mean, log_std = self.distribution(obs)
+        pre_tanh = torch.atanh(action.clamp(-1.0 + eps, 1.0 - eps))  # [B, N, A]
+        return tanh_gaussian_log_prob(pre_tanh, mean, log_std)
+
+    def deterministic(self, obs: Tensor) -> Tensor:
+        mean, _ = self.distribution(obs)
+        return torch.tanh(mean)  # [B, N, A]
+
+    def forward(self, obs: Tensor) -> Tensor:
+        return self.deterministic(obs)
+
+
+class AgentCritics(nn.Module):
+    """E critics per agent as ONE stacked MLP over N x E groups: ``forward(obs, action) -> [..., N, E]``.
+
+    - decentralized (default): critic i of agent n sees ``(o_n, a_n)`` (independent learners, OMAR's setting);
+    - ``centralized=True``: every critic of agent n sees the state ``s = (o_1..o_N)`` and a joint action
+      ``(a_1..a_N)`` (MATD3-style). ``forward(obs, action, others=data_action)`` puts agent n's own action from
+      ``action`` and the other agents' from ``others`` (the actor update: ``a_n = pi_n(o_n)``, ``a_-n`` from data).
+      Decentralized critics ignore ``others``.
+    - ``input_norm=True`` adds a per-group input BatchNorm (the OMAR authors' MPE networks).
+
+    ``obs [..., N, O]`` may have fewer leading axes than ``action [..., N, A]``; it is broadcast (K sampled actions
+    per state need no copies of the observations by the caller).
+    """
+
+    def __init__(
+        self,
+        n_agents: int,
+        obs_dim: int,
+        action_dim: int,
+        hidden_sizes: Sequence[int],
+        n_critics: int = 2,
+        centralized: bool = False,
+        input_norm: bool = False,
+        layer_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        self.n_agents, self.obs_dim, self.action_dim = n_agents, obs_dim, action_dim
+        self.n_critics, self.centralized = n_critics, centralized
+        in_dim = (obs_dim + action_dim) * (n_agents if centralized else 1)
+        self.net = StackedMLP(
+            n_agents * n_critics, in_dim, hidden_sizes, 1, input_norm=input_norm, layer_norm=layer_norm
+        )
+        if centralized:
+            self.register_buffer("own", torch.eye(n_agents, dtype=torch.bool).unsqueeze(-1), persistent=False)
+
+    def _inputs(self, obs: Tensor, action: Tensor, others: Tensor | None) -> Tensor:
+        """Each agent's critic input: ``[..., N, D]``."""
+        n = self.n_agents
+        obs = obs.expand(*action.shape[:-1], self.obs_dim)  # [..., N, O]
+        if not self.centralized:
+            return torch.cat([obs, action], dim=-1)  # [..., N, O+A]
+        lead = action.shape[:-2]
+        state = obs.flatten(-2).unsqueeze(-2).expand(*lead, n, n * self.obs_dim)  # [..., N, N*O]
+        if others is None:
+            joint = action.flatten(-2).unsqueeze(-2).expand(*lead, n, n * self.action_dim)  # [..., N, N*A]
+        else:
+            # joint[..., i, j] = action[..., j] if i == j else others[..., j]
+            joint = torch.where(self.own, action.unsqueeze(-3), others.unsqueeze(-3))  # [..., N, N, A]
+            joint = joint.flatten(-2)  # [..., N, N*A]
+        return torch.cat([state, joint], dim=-1)  # [..., N, N*(O+A)]
+
+    def forward(self, obs: Tensor, action: Tensor, others: Tensor | None = None) -> Tensor:
+        assert action.shape[-2:] == (self.n_agents, self.action_dim), f"action {tuple(action.shape)}"
+        assert obs.shape[-2:] == (self.n_agents, self.obs_dim), f"obs {tuple(obs.shape)}"
+        x = self._inputs(obs, action, others)  # [..., N, D]
+        lead = x.shape[:-2]
+        flat = x.reshape(-1, self.n_agents, x.shape[-1])  # [B', N, D]
+        q = self.net(agents_to_groups(flat, self.n_critics))  # [N*E, B', 1]
+        q = groups_to_agents(q, self.n_agents).squeeze(-1)  # [B', N, E]
+        return q.reshape(*lead, self.n_agents, self.n_critics)  # [..., N, E]
+
+    def first(self, obs: Tensor, action: Tensor, others: Tensor | None = None) -> Tensor:
+        """Only critic 0 of each agent (TD3's actor objective), still one batched pass: ``-> [..., N]``.
+
+        Computes all E critics and keeps the first: with E = 2 this costs one extra small matmul per layer but
+        avoids slicing weights, which would break BatchNorm statistics and fused kernels.
+        """
+        return self.forward(obs, action, others)[..., 0]
+
+
+def td_target(reward: Tensor, done: Tensor, next_q: Tensor, gamma: float) -> Tensor:
+    """``y = r + gamma * (1 - done) * Q'``: reward ``[B, N, 1]``, done ``[B, 1]``, next_q ``[B, N, E]`` -> ``[B, N, E]``."""
+    not_done = (1.0 - done).unsqueeze(-1)  # [B, 1, 1]
+    return reward + gamma * not_done * next_q  # [B, N, E]
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A target network: a deep copy with gradients off (update it with ``offline_bench.nn.soft_update``)."""
+    target = copy.deepcopy(module)
+    for p in target.parameters():
+        p.requires_grad_(False)
+    return target
+
+
+def make_adam(params: Iterable[nn.Parameter] | Iterable[Tensor], lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
+    """Adam with the fused kernel (CPU and CUDA): the optimizer step is a large share of a small network's update."""
+    params = list(params)
+    device = params[0].device if params else torch.device("cpu")
+    fused = device.type in ("cpu", "cuda")
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused)
+
+
+def clip_grad_norm(params: Iterable[Tensor], max_norm: float | None) -> Tensor | None:
+    """Clip the total gradient norm without a host sync (``foreach``); ``None`` or <= 0 disables clipping."""
+    if max_norm is None or max_norm <= 0:
+        return None
+    return torch.nn.utils.clip_grad_norm_(list(params), max_norm, foreach=True)
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, loss: Tensor, params: Sequence[Tensor] | None = None,
+                   max_grad_norm: float | None = None) -> None:
+    """``zero_grad -> backward -> (clip) -> step``. With ``params``, backward computes gradients for those only,
+    so an actor loss that goes through a critic does not compute the critic's weight gradients."""
+    optimizer.zero_grad(set_to_none=True)
+    if params is None:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+    loss.backward(inputs=list(params))
+    clip_grad_norm(params, max_grad_norm)
+    optimizer.step()
+
+
+def uniform_actions(shape: Sequence[int], device: torch.device, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Uniform random actions in [-1, 1] with torch's global generator."""
+    return torch.rand(*shape, device=device, dtype=dtype) * 2.0 - 1.0
+
+
+__all__ = [
+    "AgentCritics",
+    "DeterministicActor",
+    "GaussianActor",
+    "ObsNormalizer",
+    "clip_grad_norm",
+    "frozen_copy",
+    "make_adam",
+    "optimizer_step",
+    "tanh_gaussian_log_prob",
+    "td_target",
+    "uniform_actions",
+]
