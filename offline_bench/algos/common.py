@@ -43,7 +43,10 @@ class ObsNormalizer(nn.Module):
 
 
 class DeterministicActor(nn.Module):
-    """One tanh policy per agent: ``[B, N, O] -> [B, N, A]`` in [-1, 1] (TD3, TD3+BC, OMAR)."""
+    """One tanh policy per agent: ``[B, N, O] -> [B, N, A]`` in [-1, 1] (TD3, TD3+BC, OMAR).
+
+    ``final_init`` draws the output layer's weights from U(-final_init, final_init) (3e-3 in the OMAR code).
+    """
 
     def __init__(
         self,
@@ -52,10 +55,13 @@ class DeterministicActor(nn.Module):
         action_dim: int,
         hidden_sizes: Sequence[int],
         input_norm: bool = False,
+        final_init: float | None = None,
     ) -> None:
         super().__init__()
         self.n_agents, self.obs_dim, self.action_dim = n_agents, obs_dim, action_dim
         self.net = StackedMLP(n_agents, obs_dim, hidden_sizes, action_dim, input_norm=input_norm)
+        if final_init is not None:  # small last layer so tanh starts unsaturated (MADDPG/OMAR authors' init)
+            nn.init.uniform_(self.net.out.weight, -final_init, final_init)
 
     def forward(self, obs: Tensor) -> Tensor:
         assert obs.dim() == 3 and obs.shape[1:] == (self.n_agents, self.obs_dim), f"obs {tuple(obs.shape)}"

@@ -1,7 +1,61 @@
-"""TD3+BC (Fujimoto & Gu 2021). (Algorithm class follows.)"""
+"""TD3+BC: "A Minimalist Approach to Offline Reinforcement Learning" (Fujimoto & Gu, NeurIPS 2021).
+
+TD3 (clipped double-Q, target policy smoothing, delayed actor and target updates) whose actor maximises
+``lambda * Q(s, pi(s)) - (pi(s) - a)^2`` with ``lambda = alpha / mean|Q|``, on dataset-normalised observations.
+
+Reference implementation checked: github.com/sfujim/TD3_BC (``TD3_BC.py``, ``main.py``); hyperparameters agree with
+CORL's ``td3_bc.py`` and d3rlpy's ``TD3PlusBC``.
+
+Deviations:
+- Observations are normalised with ``Problem.obs_mean/obs_std`` (the data layer guarantees std > 0); the authors
+  add 1e-3 to the std instead.
+- Twin critics are one stacked network over an ensemble axis (same maths, one kernel per layer).
+- The actor's gradient is taken through the first critic with the critic's weight gradients skipped
+  (``backward(inputs=actor params)``), which is what the reference computes and then discards.
+- Metrics of the delayed actor step are carried over between actor updates so every step returns the same keys.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
 from torch import Tensor
+
+from offline_bench.algos.base import Problem
+from offline_bench.algos.common import (
+    AgentCritics,
+    DeterministicActor,
+    ObsNormalizer,
+    frozen_copy,
+    make_adam,
+    optimizer_step,
+    td_target,
+)
+from offline_bench.batch import Batch
+from offline_bench.config import cfg
+from offline_bench.nn import soft_update
+
+
+@dataclass(frozen=True)
+class TD3BCConfig:
+    gamma: float = cfg(0.99, "discount factor")
+    polyak: float = cfg(0.005, "target-network update rate: target <- (1 - polyak) * target + polyak * online")
+    batch_size: int = cfg(256, "transitions per update")
+    actor_lr: float = cfg(3e-4, "actor Adam learning rate")
+    critic_lr: float = cfg(3e-4, "critic Adam learning rate")
+    hidden_sizes: tuple[int, ...] = cfg((256, 256), "hidden layer sizes of actor and critics")
+    n_critics: int = cfg(2, "critics in the ensemble; the target takes their minimum (clipped double Q)")
+    policy_noise: float = cfg(0.2, "std of the Gaussian noise added to target actions (target policy smoothing)")
+    noise_clip: float = cfg(0.5, "target-action noise is clipped to [-noise_clip, noise_clip]")
+    policy_freq: int = cfg(2, "critic updates per actor and target update (delayed policy updates)")
+    alpha: float = cfg(2.5, "Q weight in the actor loss: lambda = alpha / mean|Q| (smaller = closer to the data)")
+    normalize_obs: bool = cfg(True, "standardise observations with the dataset's mean and std")
+
+
+def td3_critic_loss(q: Tensor, target: Tensor) -> Tensor:
+    """Squared TD error, mean over the batch, summed over agents and critics: q ``[B, N, E]``, target ``[B, N, 1]``."""
+    return (q - target).square().mean(0).sum()
 
 
 def bc_actor_loss(q_pi: Tensor, pi_action: Tensor, data_action: Tensor, alpha: float) -> Tensor:
@@ -16,3 +70,82 @@ def bc_actor_loss(q_pi: Tensor, pi_action: Tensor, data_action: Tensor, alpha: f
     q_term = -(lmbda * q_pi.mean(0))  # [N]
     bc_term = (pi_action - data_action).square().mean(dim=(0, 2))  # [N]
     return (q_term + bc_term).sum()
+
+
+class TD3BC:
+    config_cls: ClassVar[type] = TD3BCConfig
+    multi_agent: ClassVar[bool] = False
+
+    def __init__(self, config: TD3BCConfig, problem: Problem, device: torch.device) -> None:
+        if problem.n_agents != 1:
+            raise ValueError(
+                f"td3bc is single-agent but the dataset has {problem.n_agents} agents; use --algo ma-td3bc"
+            )
+        self.config, self.problem, self.device = config, problem, torch.device(device)
+        n, o, a = problem.n_agents, problem.obs_dim, problem.action_dim
+        self.normalizer = ObsNormalizer(problem, enabled=config.normalize_obs).to(self.device)
+        self.actor = DeterministicActor(n, o, a, config.hidden_sizes).to(self.device)
+        self.critic = AgentCritics(n, o, a, config.hidden_sizes, config.n_critics).to(self.device)
+        self.actor_target = frozen_copy(self.actor)
+        self.critic_target = frozen_copy(self.critic)
+        self.actor_params = list(self.actor.parameters())
+        self.critic_params = list(self.critic.parameters())
+        self.actor_opt = make_adam(self.actor_params, config.actor_lr)
+        self.critic_opt = make_adam(self.critic_params, config.critic_lr)
+        self.updates = 0
+        self.last_actor_loss = torch.zeros((), device=self.device)
+
+    def update(self, batch: Batch) -> dict[str, Tensor]:
+        c = self.config
+        self.updates += 1
+        obs, next_obs = self.normalizer(batch.obs), self.normalizer(batch.next_obs)  # [B, N, O]
+
+        # Critic: clipped double-Q target with target policy smoothing.
+        with torch.no_grad():
+            noise = (torch.randn_like(batch.action) * c.policy_noise).clamp(-c.noise_clip, c.noise_clip)
+            next_action = (self.actor_target(next_obs) + noise).clamp(-1.0, 1.0)  # [B, N, A]
+            next_q = self.critic_target(next_obs, next_action).amin(-1, keepdim=True)  # [B, N, 1]
+            target = td_target(batch.reward, batch.done, next_q, c.gamma)  # [B, N, 1]
+        q = self.critic(obs, batch.action)  # [B, N, E]
+        critic_loss = td3_critic_loss(q, target)
+        optimizer_step(self.critic_opt, critic_loss, self.critic_params)
+
+        # Actor and targets, every policy_freq critic updates.
+        if self.updates % c.policy_freq == 0:
+            pi = self.actor(obs)  # [B, N, A]
+            q_pi = self.critic.first(obs, pi)  # [B, N]
+            actor_loss = bc_actor_loss(q_pi, pi, batch.action, c.alpha)
+            optimizer_step(self.actor_opt, actor_loss, self.actor_params)
+            soft_update(self.critic_target, self.critic, c.polyak)
+            soft_update(self.actor_target, self.actor, c.polyak)
+            self.last_actor_loss = actor_loss.detach()
+
+        return {
+            "critic_loss": critic_loss.detach(),
+            "actor_loss": self.last_actor_loss,
+            "q_mean": q.detach().mean(),
+        }
+
+    @torch.no_grad()
+    def act(self, obs: Tensor) -> Tensor:
+        """Deterministic actions ``[E, N, O] -> [E, N, A]`` from raw observations."""
+        return self.actor(self.normalizer(obs.to(self.device, torch.float32)))  # [E, N, A]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "actor_target": self.actor_target.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "actor_opt": self.actor_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "normalizer": self.normalizer.state_dict(),
+            "updates": self.updates,
+            "last_actor_loss": self.last_actor_loss,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name in ("actor", "critic", "actor_target", "critic_target", "actor_opt", "critic_opt", "normalizer"):
+            getattr(self, name).load_state_dict(state[name])
+        self.updates = int(state["updates"])
+        self.last_actor_loss = state["last_actor_loss"].to(self.device)

@@ -1,0 +1,155 @@
+"""MA-TD3+BC: TD3+BC (Fujimoto & Gu 2021) per agent on independent TD3 learners, the baseline of the OMAR paper
+(Pan et al., ICML 2022, Tables 3, 5 and 6).
+
+Each agent n has a tanh actor pi_n(o_n) and twin critics Q_n(o_n, a_n) (decentralized, de Witt et al. 2020), or
+with ``critic="centralized"`` Q_n(s, a_1..a_N) (MATD3-style; in the actor update agent n's own action comes from
+pi_n and the others' from the dataset). All agents and critics are one stacked network: one forward and one
+backward pass per update, no Python loop over agents. The actor loss is ``td3_bc.bc_actor_loss`` per agent.
+
+Reference implementation checked: github.com/ling-pan/OMAR (``algorithms/maddpg.py``, ``utils/networks.py``,
+``main.py``), the TD3 backbone every method of the paper shares, and github.com/sfujim/TD3_BC for the BC part.
+Defaults are the authors' MPE settings: hidden 64 x 2 with input BatchNorm, batch 1024, lr 0.01, polyak 0.01,
+gamma 0.95, gradient norm clipped at 0.5, actor output layer initialised in +-3e-3. For halfcheetah-2x3 the
+per-dataset config files set hidden 256, batch 256, lr 3e-4, polyak 0.005, gamma 0.99.
+
+Deviations:
+- The authors' backbone has neither target policy smoothing nor delayed actor updates, and adds
+  1e-3 * mean(pi^2) to the actor loss; we keep TD3+BC's own recipe (policy noise 0.2 clipped at 0.5, actor
+  every 2 critic updates, no action L2 term), since the method is "TD3+BC per agent".
+- Observations are also normalised with the dataset's statistics (TD3+BC's recipe) before the input BatchNorm;
+  set ``normalize_obs=false`` for the authors' exact inputs.
+- The twin critics have separate input BatchNorm statistics (the authors share one BatchNorm between the two
+  heads); both see the same inputs, so the statistics are equal and only the affine parameters differ.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from offline_bench.algos.base import Problem
+from offline_bench.algos.common import (
+    AgentCritics,
+    DeterministicActor,
+    ObsNormalizer,
+    frozen_copy,
+    make_adam,
+    optimizer_step,
+    td_target,
+)
+from offline_bench.algos.td3_bc import bc_actor_loss, td3_critic_loss
+from offline_bench.batch import Batch
+from offline_bench.config import cfg
+from offline_bench.nn import soft_update
+
+CRITIC_KINDS = ("decentralized", "centralized")
+
+
+@dataclass(frozen=True)
+class MATD3BCConfig:
+    gamma: float = cfg(0.95, "discount factor (OMAR code: 0.95 on MPE)")
+    polyak: float = cfg(0.01, "target-network update rate: target <- (1 - polyak) * target + polyak * online")
+    batch_size: int = cfg(1024, "transitions per update (each agent sees the same rows)")
+    actor_lr: float = cfg(0.01, "actor Adam learning rate")
+    critic_lr: float = cfg(0.01, "critic Adam learning rate")
+    hidden_sizes: tuple[int, ...] = cfg((64, 64), "hidden layer sizes of every agent's actor and critics")
+    n_critics: int = cfg(2, "critics per agent; the target takes their minimum (clipped double Q)")
+    policy_noise: float = cfg(0.2, "std of the Gaussian noise added to target actions (target policy smoothing)")
+    noise_clip: float = cfg(0.5, "target-action noise is clipped to [-noise_clip, noise_clip]")
+    policy_freq: int = cfg(2, "critic updates per actor and target update (delayed policy updates)")
+    alpha: float = cfg(2.5, "Q weight in each agent's actor loss: lambda = alpha / mean|Q| (smaller = closer to data)")
+    critic: str = cfg("decentralized", "critic inputs: decentralized Q_i(o_i, a_i) or centralized Q_i(s, a_1..a_N)")
+    input_norm: bool = cfg(True, "BatchNorm on every network's input (the OMAR authors' MPE networks)")
+    max_grad_norm: float = cfg(0.5, "clip each optimizer's total gradient norm to this (<= 0 disables)")
+    actor_final_init: float = cfg(3e-3, "actor output weights start in U(-x, x) so tanh starts unsaturated (<= 0: default)")
+    normalize_obs: bool = cfg(True, "standardise observations with the dataset's per-agent mean and std")
+
+
+class MATD3BC:
+    config_cls: ClassVar[type] = MATD3BCConfig
+    multi_agent: ClassVar[bool] = True
+
+    def __init__(self, config: MATD3BCConfig, problem: Problem, device: torch.device) -> None:
+        if config.critic not in CRITIC_KINDS:
+            raise ValueError(f"critic must be one of {', '.join(CRITIC_KINDS)}, got {config.critic!r}")
+        self.config, self.problem, self.device = config, problem, torch.device(device)
+        n, o, a = problem.n_agents, problem.obs_dim, problem.action_dim
+        final_init = config.actor_final_init if config.actor_final_init > 0 else None
+        self.normalizer = ObsNormalizer(problem, enabled=config.normalize_obs).to(self.device)
+        self.actor = DeterministicActor(
+            n, o, a, config.hidden_sizes, input_norm=config.input_norm, final_init=final_init
+        ).to(self.device)
+        self.critic = AgentCritics(
+            n, o, a, config.hidden_sizes, config.n_critics,
+            centralized=config.critic == "centralized", input_norm=config.input_norm,
+        ).to(self.device)
+        self.actor_target = frozen_copy(self.actor)
+        self.critic_target = frozen_copy(self.critic)
+        self.actor_params = list(self.actor.parameters())
+        self.critic_params = list(self.critic.parameters())
+        self.actor_opt = make_adam(self.actor_params, config.actor_lr)
+        self.critic_opt = make_adam(self.critic_params, config.critic_lr)
+        self.updates = 0
+        self.last_actor_loss = torch.zeros((), device=self.device)
+
+    def update(self, batch: Batch) -> dict[str, Tensor]:
+        c = self.config
+        self.updates += 1
+        obs, next_obs = self.normalizer(batch.obs), self.normalizer(batch.next_obs)  # [B, N, O]
+
+        # Critics of all agents: clipped double-Q target with target policy smoothing.
+        with torch.no_grad():
+            noise = (torch.randn_like(batch.action) * c.policy_noise).clamp(-c.noise_clip, c.noise_clip)
+            next_action = (self.actor_target(next_obs) + noise).clamp(-1.0, 1.0)  # [B, N, A]
+            next_q = self.critic_target(next_obs, next_action).amin(-1, keepdim=True)  # [B, N, 1]
+            target = td_target(batch.reward, batch.done, next_q, c.gamma)  # [B, N, 1]
+        q = self.critic(obs, batch.action)  # [B, N, E]
+        critic_loss = td3_critic_loss(q, target)
+        optimizer_step(self.critic_opt, critic_loss, self.critic_params, c.max_grad_norm)
+
+        # Actors (each through its own first critic; others' actions from data if centralized), then targets.
+        if self.updates % c.policy_freq == 0:
+            pi = self.actor(obs)  # [B, N, A]
+            q_pi = self.critic.first(obs, pi, others=batch.action)  # [B, N]
+            actor_loss = bc_actor_loss(q_pi, pi, batch.action, c.alpha)
+            optimizer_step(self.actor_opt, actor_loss, self.actor_params, c.max_grad_norm)
+            soft_update(self.critic_target, self.critic, c.polyak)
+            soft_update(self.actor_target, self.actor, c.polyak)
+            self.last_actor_loss = actor_loss.detach()
+
+        return {
+            "critic_loss": critic_loss.detach(),
+            "actor_loss": self.last_actor_loss,
+            "q_mean": q.detach().mean(),
+        }
+
+    @torch.no_grad()
+    def act(self, obs: Tensor) -> Tensor:
+        """Deterministic actions ``[E, N, O] -> [E, N, A]`` from raw observations (BatchNorm in eval mode)."""
+        was_training = self.actor.training
+        self.actor.eval()
+        try:
+            return self.actor(self.normalizer(obs.to(self.device, torch.float32)))  # [E, N, A]
+        finally:
+            self.actor.train(was_training)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "actor_target": self.actor_target.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "actor_opt": self.actor_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "normalizer": self.normalizer.state_dict(),
+            "updates": self.updates,
+            "last_actor_loss": self.last_actor_loss,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name in ("actor", "critic", "actor_target", "critic_target", "actor_opt", "critic_opt", "normalizer"):
+            getattr(self, name).load_state_dict(state[name])
+        self.updates = int(state["updates"])
+        self.last_actor_loss = state["last_actor_loss"].to(self.device)
