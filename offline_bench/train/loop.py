@@ -1,0 +1,513 @@
+"""THE training loop, for every algorithm, single- and multi-agent.
+
+Per update: ``DeviceSampler.sample(batch_size) -> algo.update(batch) -> metrics`` (0-dim tensors, kept on the device).
+The metrics of all updates since the last row are averaged and copied to the host in one go when a row is written,
+so an update never waits on the device. Every ``eval_every`` updates the policy plays ``eval_episodes`` episodes side
+by side (``offline_bench.evaluate.Evaluator``).
+
+Run directory ``<runs>/<dataset-id>/<algo-id>/seed<k>/``:
+
+- ``config.json``: resolved algorithm + loop config (and where each value came from), dataset id + sha256 + references,
+  package versions, device. Written before the first update.
+- ``metrics.csv``: one row per log step (every ``log_every`` updates, plus evaluation and checkpoint steps and the
+  last one): ``step, time_s, eval_return, eval_return_std, normalized_score`` (empty on rows without an evaluation),
+  then the algorithm's metrics averaged over the updates since the previous row.
+- ``checkpoint.pt``: algorithm state, sampler generator state, torch CPU/CUDA and numpy RNG states, step, the
+  evaluations so far. Written atomically (temp file + rename) every ``checkpoint_every`` updates and at the end.
+- ``result.json`` (written last; its presence means the run is finished): ``final_score``, ``last_k_score`` (mean
+  of the last ``last_k`` evaluations), ``best_score`` (normalized) and the same for the raw return
+  (``final_return``, ...). Tables use ``score`` = ``last_k_score`` (``"statistic": "last_k_mean"``, k = 10 by
+  default), as the DBR paper reports "the mean over the last 10 evaluation steps". Without reference returns in the
+  manifest the scores are absent (``"normalized": false``) and only raw returns are recorded.
+
+Resume: the same command on an unfinished run loads ``checkpoint.pt``, truncates ``metrics.csv`` back to the
+checkpoint step and continues; on CPU the result equals an uninterrupted run's. A finished run is not re-run.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime as dt
+import io
+import json
+import logging
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from offline_bench import __version__
+from offline_bench.evaluate import EvalResult, Evaluator, eval_seed, normalized_score, reference_returns
+from offline_bench.paths import runs_root
+from offline_bench.train.config import ResolvedConfig, TrainConfig, resolve_config, split_dataset_id
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+TABLE_STATISTIC = "last_k_mean"
+_FIXED_COLUMNS = ("step", "time_s", "eval_return", "eval_return_std", "normalized_score")
+_VERSIONED_PACKAGES = ("torch", "numpy", "h5py", "gymnasium", "pybullet", "mpe2", "pettingzoo", "gymnasium-robotics", "mujoco")
+
+
+class TrainError(Exception):
+    """A problem the user can fix (a conflicting run directory, a dataset the algorithm cannot train on, ...)."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Passed to ``on_progress`` after every update (cheap: no device sync)."""
+
+    step: int
+    steps: int
+    eval_return: float | None  # latest evaluation's mean return, None before the first
+    eval_score: float | None  # latest evaluation's normalized score, None before the first or without references
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    run_dir: Path
+    status: str  # "finished" | "already finished" | "stopped" (stop_after reached)
+    start_step: int  # 0 for a fresh run, else the checkpoint step it resumed from
+    step: int  # the step it ended at
+    result: dict[str, Any] | None  # result.json's content when finished
+
+
+def run_dir_for(dataset_id: str, algo_id: str, seed: int, runs: str | os.PathLike[str] | None = None) -> Path:
+    """``<runs>/<dataset-id>/<algo-id>/seed<k>``."""
+    return runs_root(runs) / dataset_id / algo_id / f"seed{seed}"
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; ``cuda`` without CUDA is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise TrainError(f"--device {device} was asked for but CUDA is not available here; use --device cpu or auto")
+    return torch.device(device)
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"offline-bench": __version__, "python": platform.python_version()}
+    for name in _VERSIONED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+# ----------------------------------------------------------------------------------------------------------- files
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write to ``<path>.tmp`` then rename, so a crash never leaves a half-written file under the real name."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer, np.floating)):
+        return obj.item()
+    if isinstance(obj, (np.ndarray, tuple, set)):
+        return list(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    return str(obj)
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_atomic(path, buffer.getvalue())
+
+
+class MetricsCSV:
+    """``metrics.csv``: rows appended as they come; the header grows (file rewritten) if a new metric appears."""
+
+    def __init__(self, path: Path, keep_until_step: int | None) -> None:
+        """Open ``path``; keep existing rows with ``step <= keep_until_step`` (None: start a new file)."""
+        self.path = path
+        self.columns: list[str] = list(_FIXED_COLUMNS)
+        self.rows: list[dict[str, str]] = []
+        if keep_until_step is not None and path.exists():
+            with open(path, newline="") as f:
+                reader = csv.DictReader(f)
+                for name in reader.fieldnames or []:
+                    if name not in self.columns:
+                        self.columns.append(name)
+                for row in reader:
+                    try:
+                        step = int(row["step"])
+                    except (TypeError, ValueError):  # a row cut short by a kill
+                        break
+                    if step > keep_until_step or None in row or any(v is None for v in row.values()):
+                        break
+                    self.rows.append(row)
+        self._rewrite()
+
+    def _rewrite(self) -> None:
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=self.columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_atomic(self.path, out.getvalue())
+
+    def append(self, row: dict[str, Any]) -> None:
+        text = {k: _fmt(v) for k, v in row.items()}
+        self.rows.append(text)
+        new = [k for k in text if k not in self.columns]
+        if new:
+            self.columns.extend(new)
+            self._rewrite()
+            return
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self.columns, lineterminator="\n").writerow(text)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+# ------------------------------------------------------------------------------------------------------- dataset
+def dataset_facts(dataset: Any) -> dict[str, Any]:
+    """What config.json records about the dataset: id, sha256, task, quality, references, path."""
+    manifest = dict(getattr(dataset, "manifest", {}) or {})
+    dataset_id = getattr(dataset, "id", None) or getattr(dataset, "dataset_id", None) or manifest.get("id")
+    if dataset_id is None:
+        raise TrainError("the dataset has no id (manifest 'id' missing); re-collect it with offline-bench collect")
+    task, quality, _ = split_dataset_id(str(dataset_id))
+    ref_random, ref_expert = reference_returns(manifest)
+    return {
+        "id": str(dataset_id),
+        "sha256": manifest.get("sha256") or getattr(dataset, "sha256", None),
+        "task": manifest.get("task", task),
+        "quality": quality,
+        "path": str(getattr(dataset, "path", "") or ""),
+        "transitions": manifest.get("transitions"),
+        "references": {"random": ref_random, "expert": ref_expert},
+    }
+
+
+def check_compatible(algo_cls: type, algo_id: str, problem: Any, dataset_id: str) -> None:
+    if problem.n_agents > 1 and not getattr(algo_cls, "multi_agent", False):
+        from offline_bench.algos import ALGORITHMS
+
+        ma = [k for k in ALGORITHMS if k.startswith("ma-") or k == "omar"]
+        raise TrainError(
+            f"{algo_id} is a single-agent algorithm but {dataset_id} has {problem.n_agents} agents; "
+            f"use a multi-agent one: {', '.join(ma)}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------- loop
+def _average_metrics(buffer: dict[str, list[Tensor]]) -> dict[str, float]:
+    """Mean of each metric over the buffered updates, copied to the host in ONE transfer."""
+    if not buffer:
+        return {}
+    keys = list(buffer)
+    means = torch.stack([torch.stack([t.detach().float() for t in buffer[k]]).mean() for k in keys])  # [K]
+    return dict(zip(keys, means.cpu().tolist()))
+
+
+def _summarize(evals: list[dict[str, Any]], last_k: int, has_refs: bool) -> dict[str, Any]:
+    last = evals[-last_k:]
+    summary: dict[str, Any] = {
+        "final_return": evals[-1]["return"],
+        "last_k_return": float(np.mean([e["return"] for e in last])),
+        "best_return": max(e["return"] for e in evals),
+    }
+    if has_refs:
+        scores = [e["score"] for e in evals]
+        summary |= {
+            "final_score": scores[-1],
+            "last_k_score": float(np.mean(scores[-last_k:])),
+            "last_k_score_std": float(np.std(scores[-last_k:])),
+            "best_score": max(scores),
+        }
+    return summary
+
+
+def _config_record(resolved: ResolvedConfig, facts: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {
+        **resolved.to_json(),
+        "dataset": facts,
+        "sources": resolved.sources,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "versions": package_versions(),
+        "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": sys.argv,
+    }
+
+
+def _same_run(stored: dict[str, Any], record: dict[str, Any]) -> list[str]:
+    """Fields that differ between a stored config.json and this invocation's (device may differ on resume)."""
+    diffs = []
+    if stored.get("algo") != record["algo"]:
+        diffs.append(f"algo {stored.get('algo')} vs {record['algo']}")
+    if (stored.get("dataset") or {}).get("sha256") != record["dataset"]["sha256"]:
+        diffs.append("dataset sha256 (the dataset file changed)")
+    for section in ("algo_config", "train_config"):
+        old, new = stored.get(section, {}), record[section]
+        for key in sorted(set(old) | set(new)):
+            if key != "device" and old.get(key) != new.get(key):
+                diffs.append(f"{key} {old.get(key)!r} vs {new.get(key)!r}")
+    return diffs
+
+
+def train_run(
+    dataset: Any,
+    algo_cls: type,
+    resolved: ResolvedConfig,
+    runs: str | os.PathLike[str] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    stop_after: int | None = None,
+) -> TrainOutcome:
+    """Train ``algo_cls`` on a loaded ``dataset`` with ``resolved`` config, writing (or resuming) its run directory.
+
+    ``stop_after`` ends the run after that many updates in total, as if it were killed there (no result.json):
+    the next call resumes from the last checkpoint.
+    """
+    from offline_bench.data import DeviceSampler
+
+    tc: TrainConfig = resolved.train_config
+    facts = dataset_facts(dataset)
+    run_dir = run_dir_for(facts["id"], resolved.algo_id, tc.seed, runs)
+    result_path, config_path, ckpt_path = run_dir / "result.json", run_dir / "config.json", run_dir / "checkpoint.pt"
+    device = resolve_device(tc.device)
+    problem = dataset.problem()
+    check_compatible(algo_cls, resolved.algo_id, problem, facts["id"])
+    batch_size = getattr(resolved.algo_config, "batch_size", None)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise TrainError(f"{resolved.algo_id}'s config has no positive integer batch_size field; the loop needs one")
+
+    record = _config_record(resolved, facts, device)
+    if result_path.exists():
+        stored = json.loads(config_path.read_text()) if config_path.exists() else {}
+        diffs = _same_run(stored, record) if stored else []
+        note = f" (its config differs: {'; '.join(diffs)})" if diffs else ""
+        log.warning("run %s is already finished%s; not re-running", run_dir, note)
+        result = json.loads(result_path.read_text())
+        return TrainOutcome(run_dir, "already finished", int(result.get("steps", 0)), int(result.get("steps", 0)), result)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resuming = ckpt_path.exists()
+    if config_path.exists():
+        diffs = _same_run(json.loads(config_path.read_text()), record)
+        if diffs:
+            raise TrainError(
+                f"{run_dir} holds an unfinished run with a different config ({'; '.join(diffs)}); "
+                "use the same arguments to resume it, or delete the directory / pass another --runs to start over"
+            )
+    if not resuming:
+        write_json(config_path, record)  # before the first update
+
+    ref_random, ref_expert = facts["references"]["random"], facts["references"]["expert"]
+    has_refs = ref_random is not None and ref_expert is not None and ref_random != ref_expert
+    if not has_refs:
+        log.warning("%s carries no random/expert reference returns: evaluations record raw returns only", facts["id"])
+
+    torch.manual_seed(tc.seed)
+    np.random.seed(tc.seed % 2**32)
+    algo = algo_cls(resolved.algo_config, problem, device)
+    sampler = DeviceSampler(dataset, device, tc.seed)
+    start, elapsed, evals = 0, 0.0, []
+    if resuming:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise TrainError(f"{ckpt_path} has checkpoint format {ckpt.get('format')}, expected {CHECKPOINT_FORMAT}; delete the run directory to start over")
+        algo.load_state_dict(ckpt["algo"])
+        sampler.load_state_dict(ckpt["sampler"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+        np.random.set_state(ckpt["numpy_rng"])
+        start, elapsed, evals = int(ckpt["step"]), float(ckpt["time_s"]), list(ckpt["evals"])
+        log.info("resuming %s from step %d", run_dir, start)
+    metrics = MetricsCSV(run_dir / "metrics.csv", keep_until_step=start if resuming else None)
+
+    evaluator: Evaluator | None = None
+    buffer: dict[str, list[Tensor]] = {}
+    latest = evals[-1] if evals else None
+    step = start
+    t0 = time.perf_counter() - elapsed
+    try:
+        for step in range(start + 1, tc.steps + 1):
+            batch = sampler.sample(batch_size)
+            for key, value in algo.update(batch).items():
+                buffer.setdefault(key, []).append(value)
+
+            last = step == tc.steps
+            do_eval = step % tc.eval_every == 0 or last
+            do_ckpt = step % tc.checkpoint_every == 0 or last
+            if step % tc.log_every == 0 or do_eval or do_ckpt:
+                row: dict[str, Any] = {"step": step}
+                if do_eval:
+                    if evaluator is None:
+                        evaluator = Evaluator(facts["task"], tc.eval_episodes, device, opponent=_opponent(dataset))
+                    res: EvalResult = evaluator(algo.act, eval_seed(tc.seed, step))
+                    score = normalized_score(res.mean_return, ref_random, ref_expert) if has_refs else None
+                    latest = {"step": step, "return": res.mean_return, "return_std": res.std_return, "score": score}
+                    evals.append(latest)
+                    row |= {"eval_return": res.mean_return, "eval_return_std": res.std_return, "normalized_score": score}
+                row["time_s"] = round(time.perf_counter() - t0, 3)
+                row |= _average_metrics(buffer)
+                buffer = {}
+                metrics.append(row)
+                if do_ckpt:
+                    save_checkpoint(ckpt_path, {
+                        "format": CHECKPOINT_FORMAT,
+                        "step": step,
+                        "time_s": time.perf_counter() - t0,
+                        "evals": evals,
+                        "algo": algo.state_dict(),
+                        "sampler": sampler.state_dict(),
+                        "torch_rng": torch.get_rng_state(),
+                        "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+                        "numpy_rng": np.random.get_state(),
+                    })
+            if on_progress is not None:
+                on_progress(Progress(step, tc.steps, latest and latest["return"], latest and latest["score"]))
+            if stop_after is not None and step >= stop_after and not last:
+                log.info("stopping %s at step %d (stop_after)", run_dir, step)
+                return TrainOutcome(run_dir, "stopped", start, step, None)
+    finally:
+        if evaluator is not None:
+            evaluator.close()
+
+    if not evals:  # resumed from the final checkpoint after its evaluation: nothing left to run
+        raise TrainError(f"{run_dir} has no evaluations to summarize; delete the directory and run again")
+    result = {
+        "dataset_id": facts["id"],
+        "algo": resolved.algo_id,
+        "seed": tc.seed,
+        "steps": tc.steps,
+        "statistic": TABLE_STATISTIC if has_refs else None,
+        "last_k": tc.last_k,
+        "score": None,
+        "normalized": has_refs,
+        "references": facts["references"],
+        "evaluations": len(evals),
+        "eval_episodes": tc.eval_episodes,
+        **_summarize(evals, tc.last_k, has_refs),
+        "steps_done": step,
+        "device": str(device),
+        "package_version": __version__,
+        "wall_time_s": round(time.perf_counter() - t0, 3),
+    }
+    if has_refs:
+        result["score"] = result["last_k_score"]
+    write_json(result_path, result)
+    return TrainOutcome(run_dir, "finished", start, step, result)
+
+
+def load_algorithm(algo: str) -> tuple[str, type]:
+    """Registry id and class for ``algo`` (aliases like ``td3_bc`` accepted); TrainError when unknown or missing."""
+    from offline_bench.algos import canonical_algo_id, get_algorithm
+
+    try:
+        algo_id = canonical_algo_id(algo)
+    except KeyError as err:
+        raise TrainError(err.args[0]) from None
+    try:
+        return algo_id, get_algorithm(algo_id)
+    except (ImportError, AttributeError) as err:
+        raise TrainError(f"algorithm {algo_id} is registered but cannot be loaded ({err})") from None
+
+
+def prepare(
+    algo: str,
+    dataset_id: str | None = None,
+    *,
+    seed: int | None = None,
+    steps: int | None = None,
+    device: str | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+    sets: dict[str, Any] | None = None,
+) -> tuple[type, ResolvedConfig]:
+    """The algorithm class and the fully resolved config (every layer, see ``train.config``), without training."""
+    algo_id, algo_cls = load_algorithm(algo)
+    resolved = resolve_config(
+        algo_id,
+        algo_cls.config_cls,
+        dataset_id,
+        config_file=config_file,
+        sets=sets,
+        flags={"steps": steps, "seed": seed, "device": device},
+    )
+    return algo_cls, resolved
+
+
+def train(
+    algo: str,
+    dataset: str,
+    *,
+    seed: int | None = None,
+    steps: int | None = None,
+    device: str | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+    sets: dict[str, Any] | None = None,
+    root: str | os.PathLike[str] | None = None,
+    runs: str | os.PathLike[str] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    stop_after: int | None = None,
+) -> TrainOutcome:
+    """Load (and verify) ``dataset`` from ``root``, resolve the config, and train or resume its run directory.
+
+    ``offline-bench train --algo X --dataset Y ...`` is this function.
+    """
+    from offline_bench.data import load_dataset
+
+    algo_id, algo_cls = load_algorithm(algo)
+    loaded = load_dataset(dataset, root=root)
+    _, resolved = prepare(
+        algo_id, dataset_facts(loaded)["id"], seed=seed, steps=steps, device=device, config_file=config_file, sets=sets
+    )
+    return train_run(loaded, algo_cls, resolved, runs=runs, on_progress=on_progress, stop_after=stop_after)
+
+
+def _opponent(dataset: Any) -> Any:
+    """The fixed opponent policy the dataset was collected against (tag, world), if the dataset names one."""
+    opponent = getattr(dataset, "opponent", None)
+    if opponent is None:
+        opponent = (getattr(dataset, "manifest", {}) or {}).get("opponent")
+    return opponent
+
+
+__all__ = [
+    "Progress",
+    "TABLE_STATISTIC",
+    "TrainError",
+    "TrainOutcome",
+    "check_compatible",
+    "load_algorithm",
+    "prepare",
+    "train",
+    "dataset_facts",
+    "resolve_device",
+    "run_dir_for",
+    "train_run",
+    "write_atomic",
+    "write_json",
+]
