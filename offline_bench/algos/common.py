@@ -80,6 +80,14 @@ def tanh_gaussian_log_prob(pre_tanh: Tensor, mean: Tensor, log_std: Tensor) -> T
     return (normal - squash).sum(-1)  # [...]
 
 
+def tanh_gaussian_sample(mean: Tensor, log_std: Tensor, n_samples: int | None = None) -> tuple[Tensor, Tensor]:
+    """Reparameterised ``tanh(mean + std * eps)`` and its log-density: ``[..., A] -> ([..., A], [...])``, or with
+    ``n_samples=K`` ``([K, ..., A], [K, ...])``. Lets a caller draw from one ``distribution()`` forward several times."""
+    shape = mean.shape if n_samples is None else (n_samples, *mean.shape)
+    pre_tanh = mean + log_std.exp() * torch.randn(shape, device=mean.device, dtype=mean.dtype)  # [(K,) ..., A]
+    return torch.tanh(pre_tanh), tanh_gaussian_log_prob(pre_tanh, mean, log_std)
+
+
 class GaussianActor(nn.Module):
     """One tanh-Gaussian policy per agent (SAC, CQL, BEAR): mean and log-std heads from one stacked MLP.
 
@@ -113,9 +121,7 @@ class GaussianActor(nn.Module):
         """Reparameterised samples: ``[B, N, O] -> (action [B, N, A], log_prob [B, N])``, or with ``n_samples=K``
         ``(action [K, B, N, A], log_prob [K, B, N])``."""
         mean, log_std = self.distribution(obs)
-        shape = mean.shape if n_samples is None else (n_samples, *mean.shape)
-        pre_tanh = mean + log_std.exp() * torch.randn(shape, device=mean.device, dtype=mean.dtype)  # [(K,) B, N, A]
-        return torch.tanh(pre_tanh), tanh_gaussian_log_prob(pre_tanh, mean, log_std)
+        return tanh_gaussian_sample(mean, log_std, n_samples)
 
     def log_prob(self, obs: Tensor, action: Tensor, eps: float = 1e-6) -> Tensor:
         """Log-density of given actions (e.g. dataset actions, for behaviour cloning): ``[B, N, A] -> [B, N]``."""
@@ -257,6 +263,7 @@ __all__ = [
     "make_adam",
     "optimizer_step",
     "tanh_gaussian_log_prob",
+    "tanh_gaussian_sample",
     "td_target",
     "uniform_actions",
 ]
