@@ -1,1 +1,106 @@
-"""(commands added by their issue)"""
+"""`offline-bench behaviour ...`: train the behaviour policies of a task, and export them into datasets/policies/."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from offline_bench.cli.main import main
+
+
+@main.group()
+def behaviour() -> None:
+    """Behaviour policies (SAC / MATD3 trained online) that make the medium, mixed and expert datasets."""
+
+
+@behaviour.command()
+@click.argument("task")
+@click.option("--steps", type=int, default=None, help="Training budget in env steps (default: the task's recipe).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Run seed.")
+@click.option("--workdir", type=click.Path(file_okay=False), default=None,
+              help="Run directory (default runs/behaviour/<task>/seed<k>); an existing one is resumed.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a trainer field (eval_every, checkpoint_every, ...) or learner field (hidden_sizes, ...).")
+@click.option("--device", default="cpu", show_default=True, help="torch device of the networks.")
+def train(task: str, steps: int | None, seed: int, workdir: str | None, sets: tuple[str, ...], device: str) -> None:
+    """Train TASK's behaviour policies, resuming WORKDIR if it holds a checkpoint.
+
+    The medium policy is frozen the first time the evaluated return reaches the task's medium target (PyBullet);
+    multi-agent tasks pick it after the run (a third of the way from random to expert). Then measures the
+    expert (best) policy over 50 episodes.
+    """
+    import dataclasses
+
+    from tqdm import tqdm
+
+    from offline_bench.behaviour.tasks import recipe
+    from offline_bench.behaviour.trainer import BehaviourTrainer, TrainerConfig, default_config, default_workdir
+    from offline_bench.config import parse_sets, replace
+
+    try:
+        recipe(task)
+        overrides = parse_sets(sets)
+    except (KeyError, ValueError) as err:
+        raise click.UsageError(str(err.args[0] if err.args else err)) from None
+    trainer_keys = {f.name for f in dataclasses.fields(TrainerConfig)}
+    config = default_config(task, seed=seed, **({"steps": steps} if steps is not None else {}))
+    try:
+        config = replace(config, {k: v for k, v in overrides.items() if k in trainer_keys})
+    except (KeyError, ValueError) as err:
+        raise click.UsageError(str(err)) from None
+    algo_overrides = {k: v for k, v in overrides.items() if k not in trainer_keys}
+    run_dir = Path(workdir) if workdir else default_workdir(task, seed)
+    trainer = BehaviourTrainer(config, run_dir, algo_overrides=algo_overrides, device=device)
+    bar = tqdm(total=config.steps, initial=trainer.step, unit="step", dynamic_ncols=True, desc=task)
+    shown = {"episode": float("nan"), "eval": float("nan")}
+
+    def progress(info: dict) -> None:
+        if "episode_return" in info:
+            shown["episode"] = info["episode_return"]
+        if "eval_return" in info:
+            shown["eval"] = info["eval_return"]
+        bar.update(info["step"] - bar.n)
+        bar.set_postfix(ret=f"{shown['episode']:.1f}", eval=f"{shown['eval']:.1f}", refresh=False)
+
+    summary = trainer.run(progress)
+    bar.close()
+    if trainer.step >= config.steps:
+        summary = trainer.finalize()
+    click.echo(json.dumps({k: summary[k] for k in ("task", "step", "wall_time_s", "random", "medium", "expert")}, indent=2))
+
+
+@behaviour.command()
+@click.argument("task")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workdir", type=click.Path(file_okay=False), default=None, help="Run directory to read.")
+def status(task: str, seed: int, workdir: str | None) -> None:
+    """Show a behaviour run's progress: step, wall time, last evaluations, medium / best."""
+    from offline_bench.behaviour.trainer import default_workdir
+
+    run_dir = Path(workdir) if workdir else default_workdir(task, seed)
+    path = run_dir / "summary.json"
+    if not path.exists():
+        raise click.ClickException(f"no behaviour run in {run_dir}; start one with `offline-bench behaviour train {task}`")
+    summary = json.loads(path.read_text())
+    evals = summary.pop("evals")
+    summary["last_evals"] = evals[-5:]
+    click.echo(json.dumps(summary, indent=2))
+
+
+@behaviour.command()
+@click.argument("task")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workdir", type=click.Path(file_okay=False), default=None, help="Run directory to export from.")
+@click.option("--episodes", type=int, default=50, show_default=True, help="Episodes to measure each policy.")
+def export(task: str, seed: int, workdir: str | None, episodes: int) -> None:
+    """Copy a run's medium and best (expert) actors into datasets/policies/TASK/ and record them in the index.
+
+    Safe while the run is still training: it reads the run's files and measures the returns on its own envs.
+    """
+    from offline_bench.behaviour.export import export_policies
+    from offline_bench.behaviour.trainer import default_workdir
+
+    run_dir = Path(workdir) if workdir else default_workdir(task, seed)
+    entry = export_policies(task, run_dir, episodes=episodes)
+    click.echo(json.dumps(entry, indent=2))
