@@ -1,0 +1,399 @@
+"""The environment layer: every task's adapter against its real simulator (no mocks of our own code).
+
+Spies wrap only the third-party simulators' ``step`` to see which actions reached them.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from offline_bench.envs import OPPONENTS, TASKS, Env, VectorEnv, make_env, task_spec
+
+ALL_TASKS = list(TASKS)
+BULLET = ["hopper", "halfcheetah", "walker2d", "ant"]
+MPE = ["spread", "tag", "world"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def random_actions(name: str, steps: int, seed: int = 0, scale: float = 1.0) -> np.ndarray:
+    spec = task_spec(name)
+    rng = np.random.default_rng(seed)
+    return (scale * rng.uniform(-1, 1, (steps, spec.n_agents, spec.action_dim))).astype(np.float32)  # [T, N, A]
+
+
+def rollout(env: Env, seed: int, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Observations [T+1, N, O] and rewards [T, N] until the episode ends or the actions run out."""
+    obs, rewards = [env.reset(seed)], []
+    for action in actions:
+        result = env.step(action)
+        obs.append(result.obs)
+        rewards.append(result.reward)
+        if result.terminated or result.truncated:
+            break
+    return np.stack(obs), np.stack(rewards)
+
+
+def spy_on_simulator(env: Env) -> list[Any]:
+    """Record every action the wrapped third-party env receives (the adapter's ``_env``)."""
+    calls: list[Any] = []
+    inner = env._env  # type: ignore[attr-defined]
+    original = inner.step
+
+    def recording_step(action: Any) -> Any:
+        calls.append({k: np.array(v) for k, v in action.items()} if isinstance(action, dict) else np.array(action))
+        return original(action)
+
+    inner.step = recording_step
+    return calls
+
+
+# --- specs -------------------------------------------------------------------------------------------------------
+
+
+def true_sizes(env: Env) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Per learning agent (obs size, action size), read from the simulator's own spaces."""
+    inner = env._env  # type: ignore[attr-defined]
+    if env.spec.name in BULLET:
+        return (inner.observation_space.shape[0],), (inner.action_space.shape[0],)
+    agents = env.agents  # type: ignore[attr-defined]
+    return (
+        tuple(inner.observation_space(a).shape[0] for a in agents),
+        tuple(inner.action_space(a).shape[0] for a in agents),
+    )
+
+
+@pytest.mark.parametrize("name", ALL_TASKS)
+def test_task_spec_matches_the_real_env(name: str) -> None:
+    with make_env(name) as env:
+        obs_sizes, action_sizes = true_sizes(env)
+        assert env.spec == TASKS[name]
+        assert obs_sizes == TASKS[name].obs_sizes
+        assert action_sizes == TASKS[name].action_sizes
+        assert len(obs_sizes) == TASKS[name].n_agents
+        if name in OPPONENTS:
+            opp = OPPONENTS[name]
+            inner = env._env  # type: ignore[attr-defined]
+            assert env.opponent_spec == opp  # type: ignore[attr-defined]
+            assert tuple(env.opponent_names) == opp.names  # type: ignore[attr-defined]
+            assert {inner.observation_space(a).shape[0] for a in opp.names} == {opp.obs_size}
+            assert {inner.action_space(a).shape[0] for a in opp.names} == {opp.action_size}
+
+
+def test_task_spec_unknown_name_lists_the_valid_ones() -> None:
+    with pytest.raises(KeyError, match="valid tasks: hopper, halfcheetah"):
+        task_spec("hoper")
+    with pytest.raises(KeyError, match="valid tasks"):
+        make_env("cartpole")
+
+
+def test_specs_padded_sizes() -> None:
+    assert TASKS["world"].action_dim == 9 and TASKS["world"].obs_dim == 34
+    assert TASKS["halfcheetah-2x3"].multi_agent and not TASKS["hopper"].multi_agent
+
+
+# --- shapes, dtypes, bounds --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL_TASKS)
+def test_reset_and_step_shapes_and_dtypes(name: str) -> None:
+    spec = TASKS[name]
+    with make_env(name) as env:
+        obs = env.reset(0)
+        assert obs.shape == (spec.n_agents, spec.obs_dim) and obs.dtype == np.float32
+        for i, size in enumerate(spec.obs_sizes):
+            assert not obs[i, size:].any(), "padding must be zeros"
+        for action in random_actions(name, 3):
+            result = env.step(action)
+            assert result.obs.shape == (spec.n_agents, spec.obs_dim) and result.obs.dtype == np.float32
+            assert result.reward.shape == (spec.n_agents,) and result.reward.dtype == np.float32
+            assert np.isfinite(result.obs).all() and np.isfinite(result.reward).all()
+            assert isinstance(result.terminated, bool) and isinstance(result.truncated, bool)
+
+
+def simulator_actions(calls: list[Any], env: Env) -> list[np.ndarray]:
+    """The last recorded simulator action of each learning agent."""
+    last = calls[-1]
+    if isinstance(last, dict):
+        return [last[a] for a in env.agents]  # type: ignore[attr-defined]
+    return [last]
+
+
+@pytest.mark.parametrize("name", ALL_TASKS)
+def test_plus_minus_one_reach_the_env_bounds(name: str) -> None:
+    spec = TASKS[name]
+    with make_env(name) as env:
+        calls = spy_on_simulator(env)
+        env.reset(0)
+        inner = env._env  # type: ignore[attr-defined]
+        for value, bound in ((-1.0, "low"), (1.0, "high"), (7.5, "high"), (-3.0, "low")):
+            env.step(np.full((spec.n_agents, spec.action_dim), value, dtype=np.float32))
+            for i, sent in enumerate(simulator_actions(calls, env)):
+                space = inner.action_space if name in BULLET else inner.action_space(env.agents[i])  # type: ignore[attr-defined]
+                assert sent.shape == (spec.action_sizes[i],)
+                # out-of-range actions are clipped to [-1, 1], so they also land exactly on the bound
+                np.testing.assert_allclose(sent, getattr(space, bound), atol=1e-6)
+        if name in MPE:  # mpe2's continuous actions are Box(0, 1): 0 maps to the middle
+            env.step(np.zeros((spec.n_agents, spec.action_dim), dtype=np.float32))
+            np.testing.assert_allclose(simulator_actions(calls, env)[0], 0.5)
+
+
+@pytest.mark.parametrize("name", ["hopper", "spread", "halfcheetah-2x3"])
+def test_out_of_range_actions_are_clipped(name: str) -> None:
+    actions = random_actions(name, 10)
+    with make_env(name) as env:
+        obs_clipped, rew_clipped = rollout(env, 1, np.sign(actions))
+        obs_big, rew_big = rollout(env, 1, 10.0 * np.sign(actions))
+    np.testing.assert_array_equal(obs_clipped, obs_big)
+    np.testing.assert_array_equal(rew_clipped, rew_big)
+
+
+def test_bad_actions_are_rejected_with_a_clear_message() -> None:
+    with make_env("spread") as env:
+        env.reset(0)
+        with pytest.raises(ValueError, match=r"shape \[N, A\] = \[3, 5\]"):
+            env.step(np.zeros((3, 4), dtype=np.float32))
+        bad = np.zeros((3, 5), dtype=np.float32)
+        bad[1, 2] = np.nan
+        with pytest.raises(ValueError, match="NaN or inf"):
+            env.step(bad)
+
+
+def test_padded_action_dims_are_ignored() -> None:
+    """world's adversaries have 5 action dims padded to the leader's 9: the padding must not matter."""
+    actions = random_actions("world", 6)
+    noisy = actions.copy()
+    noisy[:, 1:, 5:] = np.random.default_rng(5).uniform(-1, 1, noisy[:, 1:, 5:].shape)
+    with make_env("world") as env:
+        a = rollout(env, 2, actions)
+        b = rollout(env, 2, noisy)
+    np.testing.assert_array_equal(a[0], b[0])
+
+
+# --- determinism ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL_TASKS)
+def test_seeded_determinism(name: str) -> None:
+    actions = random_actions(name, 30, seed=4)
+    with make_env(name) as env:
+        first = rollout(env, 7, actions)
+        rollout(env, 8, actions)  # another episode in between must not leak into the next one
+        again = rollout(env, 7, actions)
+        other = env.reset(8)
+    with make_env(name) as fresh:
+        fresh_run = rollout(fresh, 7, actions)
+    for run in (again, fresh_run):
+        np.testing.assert_array_equal(first[0], run[0])
+        np.testing.assert_array_equal(first[1], run[1])
+    assert not np.array_equal(first[0][0], other), "different seeds should give different first observations"
+
+
+# --- episode ends --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["spread", "tag", "world", "halfcheetah", "halfcheetah-2x3"])
+def test_episodes_end_by_truncation_at_the_time_limit(name: str) -> None:
+    spec = TASKS[name]
+    with make_env(name) as env:
+        env.reset(0)
+        zero = np.zeros((spec.n_agents, spec.action_dim), dtype=np.float32)
+        for t in range(1, spec.episode_length + 1):
+            result = env.step(zero)
+            assert not result.terminated
+            assert result.truncated == (t == spec.episode_length), f"truncated at step {t}"
+        assert result.info["t"] == spec.episode_length
+        with pytest.raises(RuntimeError, match="call reset"):
+            env.step(zero)
+        env.reset(1)  # and a reset starts a new episode
+        assert not env.step(zero).truncated
+
+
+@pytest.mark.parametrize("name", ["hopper", "walker2d"])
+def test_falling_terminates_without_truncation(name: str) -> None:
+    with make_env(name) as env:
+        obs, rewards = rollout(env, 0, random_actions(name, 1000))
+        assert len(rewards) < 1000, "random actions should make the robot fall long before the time limit"
+        assert rewards[-1, 0] < 0  # the alive bonus turns to -1 when it falls
+    with make_env(name) as env:
+        env.reset(0)
+        for action in random_actions(name, 1000):
+            result = env.step(action)
+            if result.terminated or result.truncated:
+                break
+        assert result.terminated and not result.truncated
+
+
+def test_step_before_reset_is_refused() -> None:
+    with make_env("hopper") as env, pytest.raises(RuntimeError, match="call reset"):
+        env.step(np.zeros((1, 3), dtype=np.float32))
+
+
+# --- opponents -----------------------------------------------------------------------------------------------------
+
+
+class RecordingOpponent:
+    """A fixed policy that always pushes in +x, and remembers what it saw."""
+
+    def __init__(self, action_size: int) -> None:
+        self.action_size = action_size
+        self.seen: list[np.ndarray] = []
+        self.reset_seeds: list[int] = []
+
+    def reset(self, seed: int) -> None:
+        self.reset_seeds.append(seed)
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        self.seen.append(obs.copy())
+        action = -np.ones((obs.shape[0], self.action_size), dtype=np.float32)
+        action[:, 1] = 1.0  # +x force
+        return action
+
+
+@pytest.mark.parametrize("name", ["tag", "world"])
+def test_opponent_hook_is_used_when_given(name: str) -> None:
+    opp = OPPONENTS[name]
+    policy = RecordingOpponent(opp.action_size)
+    with make_env(name, opponent=policy) as env:
+        calls = spy_on_simulator(env)
+        env.reset(3)
+        for action in random_actions(name, 5):
+            env.step(action)
+        assert policy.reset_seeds == [3]
+        assert len(policy.seen) == 5
+        assert all(o.shape == (opp.n_agents, opp.obs_size) and o.dtype == np.float32 for o in policy.seen)
+        for name_ in opp.names:  # its [-1, 1] actions reached the simulator mapped to Box(0, 1)
+            np.testing.assert_allclose(calls[-1][name_], [0.0, 1.0, 0.0, 0.0, 0.0])
+        # what the opponent sees is the simulator's own observation of those agents at that step
+        raw = [np.asarray(env._env.aec_env.observe(a)) for a in opp.names]  # type: ignore[attr-defined]
+        env.step(random_actions(name, 1)[0])
+        np.testing.assert_allclose(policy.seen[-1], np.stack(raw), rtol=1e-6)
+
+
+def test_opponent_is_replaceable_and_changes_the_episode() -> None:
+    actions = random_actions("tag", 10)
+    with make_env("tag") as env:
+        random_run = rollout(env, 0, actions)
+        env.opponent = RecordingOpponent(5)
+        pushed = rollout(env, 0, actions)
+        assert len(env.opponent.seen) == 10  # type: ignore[union-attr]
+        env.opponent = None  # back to the seeded random prey
+        random_again = rollout(env, 0, actions)
+    assert not np.array_equal(random_run[0], pushed[0])
+    np.testing.assert_array_equal(random_run[0], random_again[0])
+
+
+def test_opponent_errors() -> None:
+    with pytest.raises(ValueError, match="no opponents"):
+        make_env("spread", opponent=lambda obs: obs)
+    with make_env("tag", opponent=lambda obs: np.zeros((1, 3), dtype=np.float32)) as env:
+        env.reset(0)
+        with pytest.raises(ValueError, match=r"shape \[1, 5\]"):
+            env.step(np.zeros((3, 5), dtype=np.float32))
+
+
+# --- no stray output, no MUJOCO_LOG.TXT ----------------------------------------------------------------------------
+
+
+def test_first_use_prints_nothing_and_writes_no_files(tmp_path: Path) -> None:
+    """In a fresh process (so imports happen for the first time): build, reset and step all 8 tasks."""
+    script = textwrap.dedent(
+        """
+        import numpy as np
+        from offline_bench.envs import TASKS, make_env
+        for name, spec in TASKS.items():
+            env = make_env(name)
+            env.reset(0)
+            for _ in range(3):
+                env.step(np.zeros((spec.n_agents, spec.action_dim), dtype=np.float32))
+            env.close()
+        """
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert done.stderr == ""
+    assert list(tmp_path.iterdir()) == [], "no MUJOCO_LOG.TXT (or anything else) in the working directory"
+
+
+@pytest.mark.parametrize("name", ALL_TASKS)
+def test_no_stdout_in_process(name: str, capfd: pytest.CaptureFixture[str], tmp_path: Path,
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    spec = TASKS[name]
+    with make_env(name) as env:
+        env.reset(0)
+        env.step(np.zeros((spec.n_agents, spec.action_dim), dtype=np.float32))
+    out, _ = capfd.readouterr()
+    assert out == ""
+    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
+
+
+# --- VectorEnv -----------------------------------------------------------------------------------------------------
+
+
+def test_vector_env_matches_single_envs_and_freezes_finished_copies() -> None:
+    seeds = [0, 1, 2]
+    actions = random_actions("hopper", 200, seed=9)  # [T, 1, A]; random hopping falls within a few dozen steps
+    singles = []
+    for seed in seeds:
+        with make_env("hopper") as env:
+            singles.append(rollout(env, seed, actions))
+    lengths = [len(r) for _, r in singles]
+    assert len(set(lengths)) > 1, "need copies that end at different steps"
+    with VectorEnv("hopper", 3) as venv:
+        obs = venv.reset(seeds)
+        assert obs.shape == (3, 1, 15)
+        for e in range(3):
+            np.testing.assert_array_equal(obs[e], singles[e][0][0])
+        for t in range(max(lengths) + 2):
+            obs, reward, terminated, truncated = venv.step(np.repeat(actions[t][None], 3, axis=0))
+            assert obs.shape == (3, 1, 15) and reward.shape == (3, 1)
+            assert terminated.dtype == bool and truncated.shape == (3,)
+            for e in range(3):
+                if t < lengths[e]:
+                    np.testing.assert_array_equal(obs[e], singles[e][0][t + 1])
+                    np.testing.assert_array_equal(reward[e], singles[e][1][t])
+                    assert terminated[e] == (t == lengths[e] - 1)
+                else:  # frozen: zeros, flags stay as they ended
+                    assert not obs[e].any() and not reward[e].any()
+                    assert terminated[e] and not truncated[e]
+        assert venv.done.all()
+        obs = venv.reset([5, 6, 7])
+        assert not venv.done.any() and obs.any()
+
+
+def test_vector_env_multi_agent_shapes_and_errors() -> None:
+    with VectorEnv("world", 2) as venv:
+        assert venv.spec == TASKS["world"]
+        obs = venv.reset([0, 1])
+        assert obs.shape == (2, 4, 34)
+        obs, reward, terminated, truncated = venv.step(np.zeros((2, 4, 9), dtype=np.float32))
+        assert obs.shape == (2, 4, 34) and reward.shape == (2, 4) and not terminated.any()
+        with pytest.raises(ValueError, match=r"\[E, N, A\] = \[2, 4, 9\]"):
+            venv.step(np.zeros((2, 4, 5), dtype=np.float32))
+        with pytest.raises(ValueError, match="one seed per env"):
+            venv.reset([0])
+
+
+def test_vector_env_passes_the_opponent_to_every_copy() -> None:
+    policy: Callable[[np.ndarray], np.ndarray] = RecordingOpponent(5)
+    with VectorEnv("tag", 2, opponent=policy) as venv:
+        venv.reset([0, 1])
+        venv.step(np.zeros((2, 3, 5), dtype=np.float32))
+    assert len(policy.seen) == 2  # type: ignore[attr-defined]
