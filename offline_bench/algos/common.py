@@ -229,22 +229,36 @@ def make_adam(params: Iterable[nn.Parameter] | Iterable[Tensor], lr: float, weig
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused)
 
 
-def clip_grad_norm(params: Iterable[Tensor], max_norm: float | None) -> Tensor | None:
-    """Clip the total gradient norm without a host sync (``foreach``); ``None`` or <= 0 disables clipping."""
+def clip_grad_norm(params: Iterable[Tensor], max_norm: float | None, n_agents: int = 1) -> Tensor | None:
+    """Clip gradient norms without a host sync; ``None`` or <= 0 disables clipping. Returns the norms before
+    clipping (``[n_agents]``).
+
+    Each agent's gradient is clipped on its own, as when every agent has its own optimizer (the MADDPG/OMAR
+    code). This needs agent-major parameters: every tensor reshapes to ``[n_agents, -1]`` with row n holding
+    agent n's entries, which holds for ``StackedLinear``/``StackedBatchNorm`` weights over G = agents x ensemble
+    groups and for per-agent vectors like ``log_alpha [N]``.
+    """
     if max_norm is None or max_norm <= 0:
         return None
-    return torch.nn.utils.clip_grad_norm_(list(params), max_norm, foreach=True)
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return None
+    rows = [g.view(n_agents, -1) for g in grads]  # [N, numel / N] each
+    norms = torch.stack([r.square().sum(1) for r in rows]).sum(0).sqrt()  # [N]
+    coef = (max_norm / (norms + 1e-6)).clamp(max=1.0).unsqueeze(1)  # [N, 1]
+    torch._foreach_mul_(rows, [coef] * len(rows))
+    return norms
 
 
 def optimizer_step(optimizer: torch.optim.Optimizer, loss: Tensor, params: Sequence[Tensor] | None = None,
-                   max_grad_norm: float | None = None) -> None:
-    """``zero_grad -> backward -> (clip) -> step``. With ``params``, backward computes gradients for those only,
-    so an actor loss that goes through a critic does not compute the critic's weight gradients."""
+                   max_grad_norm: float | None = None, n_agents: int = 1) -> None:
+    """``zero_grad -> backward -> (clip per agent) -> step``. With ``params``, backward computes gradients for
+    those only, so an actor loss that goes through a critic does not compute the critic's weight gradients."""
     optimizer.zero_grad(set_to_none=True)
     if params is None:
         params = [p for group in optimizer.param_groups for p in group["params"]]
     loss.backward(inputs=list(params))
-    clip_grad_norm(params, max_grad_norm)
+    clip_grad_norm(params, max_grad_norm, n_agents)
     optimizer.step()
 
 

@@ -62,7 +62,7 @@ class MATD3BCConfig:
     alpha: float = cfg(2.5, "Q weight in each agent's actor loss: lambda = alpha / mean|Q| (smaller = closer to data)")
     critic: str = cfg("decentralized", "critic inputs: decentralized Q_i(o_i, a_i) or centralized Q_i(s, a_1..a_N)")
     input_norm: bool = cfg(True, "BatchNorm on every network's input (the OMAR authors' MPE networks)")
-    max_grad_norm: float = cfg(0.5, "clip each optimizer's total gradient norm to this (<= 0 disables)")
+    max_grad_norm: float = cfg(0.5, "clip each agent's actor and critic gradient norms to this (<= 0 disables)")
     actor_final_init: float = cfg(3e-3, "actor output weights start in U(-x, x) so tanh starts unsaturated (<= 0: default)")
     normalize_obs: bool = cfg(True, "standardise observations with the dataset's per-agent mean and std")
 
@@ -107,14 +107,14 @@ class MATD3BC:
             target = td_target(batch.reward, batch.done, next_q, c.gamma)  # [B, N, 1]
         q = self.critic(obs, batch.action)  # [B, N, E]
         critic_loss = td3_critic_loss(q, target)
-        optimizer_step(self.critic_opt, critic_loss, self.critic_params, c.max_grad_norm)
+        optimizer_step(self.critic_opt, critic_loss, self.critic_params, c.max_grad_norm, self.problem.n_agents)
 
         # Actors (each through its own first critic; others' actions from data if centralized), then targets.
         if self.updates % c.policy_freq == 0:
             pi = self.actor(obs)  # [B, N, A]
             q_pi = self.critic.first(obs, pi, others=batch.action)  # [B, N]
             actor_loss = bc_actor_loss(q_pi, pi, batch.action, c.alpha)
-            optimizer_step(self.actor_opt, actor_loss, self.actor_params, c.max_grad_norm)
+            optimizer_step(self.actor_opt, actor_loss, self.actor_params, c.max_grad_norm, self.problem.n_agents)
             soft_update(self.critic_target, self.critic, c.polyak)
             soft_update(self.actor_target, self.actor, c.polyak)
             self.last_actor_loss = actor_loss.detach()
