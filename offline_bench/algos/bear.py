@@ -18,7 +18,8 @@ The update, in the authors' order:
    is clamped to [-5, 10] (a tensor op: no host sync);
 5. polyak averaging of the critic and actor targets.
 
-Evaluation (``act``) picks, per state, the action with the highest ``min_e Q_e`` among 10 actor samples.
+Evaluation (``act``) picks, per state, the action with the highest ``min_e Q_e`` among 10 actor samples
+``tanh(mean + std * eps_k)``.
 
 MMD kernels (authors' definitions, also d3rlpy's): Laplacian ``exp(-||x - y||_1 / (2 sigma))`` and "Gaussian"
 ``exp(-||x - y||_2^2 / (2 sigma))`` (sigma, not sigma^2, in the denominator); the returned distance is
@@ -33,7 +34,10 @@ Deviations from the authors' code:
 - the actor's log-std is clamped to [-20, 2] (the shared ``GaussianActor``); the authors leave it free;
 - the ensemble-variance actor term (``lambda * std_q``) is left out: the authors' runs disable it
   (``use_ensemble_variance=False``); no SAC entropy term (d3rlpy adds one, the authors do not);
-- ``act`` ranks actor samples by the ensemble minimum; the authors' ``select_action`` uses the first critic.
+- ``act`` ranks actor samples by the ensemble minimum (the authors' ``select_action`` uses the first critic) and
+  draws them with a FIXED set of 10 noise vectors ``eps_k`` (``eps_0 = 0``, i.e. ``tanh(mean)``; the rest from a
+  constant seed) instead of fresh noise each step, so evaluation is deterministic (the Algorithm contract) and
+  does not consume the training RNG stream.
 - observations are normalised with the dataset statistics (``normalize_obs``; the authors use raw observations).
 
 Shared with DBR (``dbr.py`` imports them): ``mmd_distance``, ``ConditionalVAE``, ``sample_raw_actions``,
@@ -219,12 +223,21 @@ def bear_td_target(
     return td_target(reward, done, q_next.unsqueeze(-1), gamma)  # [B, N, 1]
 
 
-def best_of_samples(actor: GaussianActor, critic: AgentCritics, obs: Tensor, n_samples: int) -> Tensor:
-    """BEAR's action selection: per state and agent, the actor sample with the highest ``min_e Q_e``.
+def probe_noise(n_samples: int, action_dim: int, device: torch.device) -> Tensor:
+    """Fixed standard-normal noise ``[K, A]`` for acting: row 0 is zero (``tanh(mean)``), the rest are drawn from a
+    constant seed, so ``act`` is a deterministic function of the observation and never touches the global RNG."""
+    gen = torch.Generator().manual_seed(20190601)
+    noise = torch.randn(n_samples, action_dim, generator=gen)  # [K, A]
+    noise[0] = 0.0
+    return noise.to(device)
 
-    ``obs [B, N, O]`` (normalised) -> ``[B, N, A]``.
+
+def best_of_samples(actor: GaussianActor, critic: AgentCritics, obs: Tensor, noise: Tensor) -> Tensor:
+    """BEAR's action selection: per state and agent, the candidate ``tanh(mean + std * noise_k)`` with the highest
+    ``min_e Q_e``. ``obs [B, N, O]`` (normalised), ``noise [K, A]`` -> ``[B, N, A]``.
     """
-    actions = torch.tanh(sample_raw_actions(actor, obs, n_samples))  # [K, B, N, A]
+    mean, log_std = actor.distribution(obs)  # [B, N, A] each
+    actions = torch.tanh(mean + log_std.exp() * noise[:, None, None, :])  # [K, B, N, A]
     q = critic(obs, actions).amin(-1)  # [K, B, N]
     best = q.argmax(0)  # [B, N]
     index = best.unsqueeze(0).unsqueeze(-1).expand(1, *actions.shape[1:])  # [1, B, N, A]
@@ -258,6 +271,7 @@ class BEAR:
         self.critic_opt = make_adam(self.critic.parameters(), config.critic_lr)
         self.vae_opt = make_adam(self.vae.parameters(), config.vae_lr)
         self.lagrange_opt = make_adam([self.log_lagrange], config.lagrange_lr)
+        self.act_noise = probe_noise(config.n_action_samples, a, self.device)  # [K, A]
         self.step = 0  # Python counter: the warm-up switch never reads a tensor
 
     def update(self, batch: Batch) -> dict[str, Tensor]:
@@ -315,7 +329,7 @@ class BEAR:
     @torch.no_grad()
     def act(self, obs: Tensor) -> Tensor:
         """``[E, N, O]`` raw observations -> ``[E, N, A]``: the best of ``n_action_samples`` actor samples by Q."""
-        return best_of_samples(self.actor, self.critic, self.obs_norm(obs), self.config.n_action_samples)
+        return best_of_samples(self.actor, self.critic, self.obs_norm(obs), self.act_noise)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -350,6 +364,7 @@ __all__ = [
     "bear_td_target",
     "best_of_samples",
     "mmd_distance",
+    "probe_noise",
     "sample_raw_actions",
     "soft_clipped_target",
 ]

@@ -1,0 +1,241 @@
+"""DBR: Dual Behavior Regularized reinforcement learning (Siu, Traish & Xu 2021, arXiv 2109.09037).
+
+Reference: section 2 "Dual Behavior Regularized Reinforcement Learning" of the paper (shared copy:
+``papers/dbr-and-marl-report-siu-xu.md``); its Table 1 holds the PyBullet offline results. No public code exists,
+so the paper is the reference; everything it leaves open is decided below and follows BEAR (``bear.py``, whose
+MMD, conditional VAE, target and action selection this file imports) wherever the paper says "as in BEAR".
+
+The paper's method: split the data by the sign of the advantage ``R - V(s)`` into ``D+`` (``R >= V(s)``) and
+``D-`` (``R <= V(s)``); fit one behaviour model on each by maximum likelihood (``beta+``, ``beta-``); regularise the
+actor towards ``beta+`` (its eq. 4) under the dynamic constraint
+``E_s[D(pi, beta+)] < max(epsilon, E_s[D(pi, beta-)])``, with D from BEAR's divergence family.
+
+Choices the paper leaves open, and ours:
+
+- **R is the critic's Q(s, a)** at the dataset action (min over the ensemble, after this step's critic update),
+  not a Monte-Carlo return-to-go. Reasons: (1) the paper itself says that training on "the cumulative reward,
+  rather than the Q value function" would make it a SIL variant, and calls DBR "essentially ARM", whose
+  advantage is ``Q(s, a) - V(s)``; (2) ``R - V`` then compares the dataset action with the current policy under
+  one estimator and one discount, whereas an offline return-to-go measures the behaviour policy's value and is
+  cut short at time-limit ends; (3) it needs no change to ``Batch`` (the sampler does not carry returns).
+- **V(s) = E_{a~pi} Q(s, a)**, estimated with the same ``n_mmd_samples`` actor samples the actor update uses (min
+  over the ensemble, mean over samples, detached). So ``D+`` holds the transitions whose action the critic rates
+  at least as well as the current policy: the "clipped advantage" ``(Q - V)_+ > 0`` rows, plus ties.
+- **The split is per batch**: masks ``m+ = [Q >= V]``, ``m- = [Q <= V]`` (ties go to both, as in the paper's
+  ``>=`` / ``<=``) weight each row's likelihood loss in the two models; each model's loss is its masked mean
+  (normalised by its own row count, 0 when its mask is empty), so each fits its own subset at full strength.
+- **Likelihood models**: BEAR's conditional VAEs (750-750, latent 2|A|, ELBO = MSE + 0.5 KL), the two as ONE
+  stacked network over a model axis, trained on the same batch with the masks above.
+- **Divergence**: BEAR's MMD (Laplacian kernel, sigma 10) on pre-tanh actions, ``n_mmd_samples`` per state.
+- **Constraint**: a Lagrange multiplier alpha on the batch-mean violation
+  ``g = E[D(pi, beta+)] - max(epsilon, E[D(pi, beta-)])`` (epsilon 0.05). The actor minimises
+  ``-E[min_e Q] + alpha * g``; log alpha ascends ``alpha * g`` and is clamped to [-5, 10] (BEAR's dual step).
+  With ``repel_negative`` (default) the gradient flows through both MMDs, so where ``E[D(pi, beta-)] > epsilon``
+  the actor is also pushed away from ``beta-`` (the paper: DBR "intentionally avoids regions indicated by
+  beta-"); with ``repel_negative=False`` ``max(epsilon, E[D(pi, beta-)])`` is a moving threshold without gradient.
+- **Warm-up** (BEAR's): for ``warmup_steps`` updates the actor minimises ``alpha * E[D(pi, beta+)]`` only. Early
+  on the critic is untrained, so the split is noise and ``beta+ ~ beta-``; the repelling term would then cancel
+  the attracting one and leave the actor unconstrained, so warm-up imitates ``beta+`` alone.
+- The critic, target (soft clipped double-Q over 10 target-actor samples), actor (tanh-Gaussian) and acting rule
+  (best of 10 actor samples by Q) are BEAR's, with BEAR's defaults and deviations (see ``bear.py``).
+- The paper's optional Munchausen reward ``r + tau log beta+(a|s)`` is not implemented (it needs a density of
+  beta+, which a VAE does not give in closed form).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from offline_bench.algos.base import Problem
+from offline_bench.algos.bear import (
+    MMD_KERNELS,
+    ConditionalVAE,
+    bear_td_target,
+    best_of_samples,
+    mmd_distance,
+    probe_noise,
+    sample_raw_actions,
+)
+from offline_bench.algos.common import AgentCritics, GaussianActor, ObsNormalizer, frozen_copy, make_adam, optimizer_step
+from offline_bench.batch import Batch
+from offline_bench.config import cfg
+from offline_bench.nn import soft_update
+
+PLUS, MINUS = 0, 1  # model axis of the behaviour VAE
+
+
+@dataclass(frozen=True)
+class DBRConfig:
+    gamma: float = cfg(0.99, "discount factor")
+    polyak: float = cfg(0.005, "target network averaging rate (tau)")
+    batch_size: int = cfg(256, "transitions per update")
+    actor_lr: float = cfg(1e-4, "actor learning rate")
+    critic_lr: float = cfg(3e-4, "critic learning rate")
+    vae_lr: float = cfg(3e-4, "learning rate of the two behaviour models (beta+ and beta-)")
+    lagrange_lr: float = cfg(1e-3, "learning rate of log alpha, the dual constraint's Lagrange multiplier")
+    hidden_sizes: tuple[int, ...] = cfg((400, 300), "actor and critic hidden layers (BEAR authors: 400-300)")
+    vae_hidden_sizes: tuple[int, ...] = cfg((750, 750), "encoder and decoder hidden layers of each behaviour VAE")
+    latent_factor: int = cfg(2, "VAE latent size as a multiple of the action size (latent = 2|A|)")
+    vae_kl_weight: float = cfg(0.5, "weight of the VAEs' KL term")
+    n_critics: int = cfg(2, "critics in the ensemble (one batched network)")
+    target_lambda: float = cfg(0.75, "soft clipped double-Q: weight of the ensemble min (1 - it on the max)")
+    n_target_samples: int = cfg(10, "actor samples per next state in the critic target (max over them)")
+    n_mmd_samples: int = cfg(5, "actor and behaviour samples per state for the MMDs and for V(s)")
+    n_action_samples: int = cfg(10, "actor samples ranked by Q when acting")
+    mmd_kernel: str = cfg("laplacian", "MMD kernel: laplacian or gaussian")
+    mmd_sigma: float = cfg(10.0, "MMD kernel bandwidth")
+    mmd_threshold: float = cfg(0.05, "epsilon: floor of the dynamic bound max(epsilon, E[MMD(pi, beta-)])")
+    repel_negative: bool = cfg(True, "let the actor's gradient flow through MMD(pi, beta-) (push away from beta-)")
+    initial_lagrange: float = cfg(1.0, "initial value of alpha, the Lagrange multiplier")
+    log_lagrange_min: float = cfg(-5.0, "lower clamp of log alpha")
+    log_lagrange_max: float = cfg(10.0, "upper clamp of log alpha")
+    actor_noise_clip: float = cfg(0.5, "clip of the actor's standard-normal noise in the actor update (BEAR's trick)")
+    warmup_steps: int = cfg(40_000, "updates during which the actor minimises alpha * MMD(pi, beta+) only")
+    normalize_obs: bool = cfg(True, "normalise observations with the dataset mean and std")
+
+
+def split_masks(ret: Tensor, value: Tensor) -> Tensor:
+    """D+ / D- membership per row: ``ret, value [B, N] -> [B, N, 2]`` float, ``[..., 0] = R >= V``,
+    ``[..., 1] = R <= V`` (a tie belongs to both)."""
+    assert ret.shape == value.shape, f"ret {tuple(ret.shape)} vs value {tuple(value.shape)}"
+    return torch.stack([(ret >= value), (ret <= value)], dim=-1).float()  # [B, N, 2]
+
+
+def dual_violation(d_plus: Tensor, d_minus: Tensor, epsilon: float, repel_negative: bool = True) -> Tensor:
+    """DBR's constraint ``E[D(pi, beta+)] < max(epsilon, E[D(pi, beta-)])`` as ``g = d_plus - max(epsilon, d_minus)``
+    (satisfied when ``g < 0``): ``[N], [N] -> [N]``. Without ``repel_negative`` the bound carries no gradient."""
+    bound = torch.clamp(d_minus if repel_negative else d_minus.detach(), min=epsilon)  # [N]
+    return d_plus - bound  # [N]
+
+
+class DBR:
+    """DBR update rule (module docstring). Single-agent: ``Problem.n_agents`` must be 1."""
+
+    config_cls: ClassVar[type] = DBRConfig
+    multi_agent: ClassVar[bool] = False
+
+    def __init__(self, config: DBRConfig, problem: Problem, device: torch.device) -> None:
+        if problem.n_agents != 1:
+            raise ValueError(f"DBR is single-agent but the dataset has {problem.n_agents} agents; use a multi-agent algorithm")
+        if config.mmd_kernel not in MMD_KERNELS:
+            raise ValueError(f"mmd_kernel must be one of {MMD_KERNELS}, got {config.mmd_kernel!r}")
+        self.config, self.problem, self.device = config, problem, torch.device(device)
+        n, o, a = problem.n_agents, problem.obs_dim, problem.action_dim
+        self.obs_norm = ObsNormalizer(problem, enabled=config.normalize_obs).to(self.device)
+        self.actor = GaussianActor(n, o, a, config.hidden_sizes).to(self.device)
+        self.actor_target = frozen_copy(self.actor)
+        self.critic = AgentCritics(n, o, a, config.hidden_sizes, n_critics=config.n_critics).to(self.device)
+        self.critic_target = frozen_copy(self.critic)
+        # beta+ and beta- as one stacked network: model axis [PLUS, MINUS].
+        self.behaviour = ConditionalVAE(n, o, a, config.vae_hidden_sizes, config.latent_factor * a, n_models=2)
+        self.behaviour.to(self.device)
+        self.log_lagrange = torch.full((n,), math.log(config.initial_lagrange), device=self.device, requires_grad=True)
+        self.actor_opt = make_adam(self.actor.parameters(), config.actor_lr)
+        self.critic_opt = make_adam(self.critic.parameters(), config.critic_lr)
+        self.behaviour_opt = make_adam(self.behaviour.parameters(), config.vae_lr)
+        self.lagrange_opt = make_adam([self.log_lagrange], config.lagrange_lr)
+        self.act_noise = probe_noise(config.n_action_samples, a, self.device)  # [K, A]
+        self.step = 0  # Python counter: the warm-up switch never reads a tensor
+
+    def update(self, batch: Batch) -> dict[str, Tensor]:
+        c = self.config
+        obs, next_obs = self.obs_norm(batch.obs), self.obs_norm(batch.next_obs)  # [B, N, O]
+
+        # 1. critics: BEAR's soft clipped double-Q target.
+        with torch.no_grad():
+            target = bear_td_target(self.actor_target, self.critic_target, next_obs, batch.reward, batch.done,
+                                    c.gamma, c.n_target_samples, c.target_lambda)  # [B, N, 1]
+        q_data = self.critic(obs, batch.action)  # [B, N, E]
+        critic_loss = (q_data - target).square().mean(dim=(0, 1)).sum()
+        optimizer_step(self.critic_opt, critic_loss)
+
+        # 2. advantage split: R = min_e Q(s, a_data), V = E_{a~pi} min_e Q(s, a); one critic pass for both.
+        raw_pi = sample_raw_actions(self.actor, obs, c.n_mmd_samples, c.actor_noise_clip)  # [K, B, N, A]
+        actions = torch.cat([batch.action.unsqueeze(0), torch.tanh(raw_pi)], dim=0)  # [1+K, B, N, A]
+        q_all = self.critic(obs, actions).amin(-1)  # [1+K, B, N]
+        ret, q_pi = q_all[0].detach(), q_all[1:]  # [B, N], [K, B, N]
+        value = q_pi.detach().mean(0)  # [B, N]
+        masks = split_masks(ret, value)  # [B, N, 2]
+
+        # 3. behaviour models beta+ / beta-: masked maximum likelihood (ELBO) on D+ / D-.
+        vae_losses = self.behaviour.loss(obs, batch.action, masks, kl_weight=c.vae_kl_weight)  # [N, 2]
+        optimizer_step(self.behaviour_opt, vae_losses.sum())
+
+        # 4. divergences to both models, batch means, and the dual constraint's violation.
+        with torch.no_grad():
+            raw_beta = self.behaviour.sample_raw(obs, c.n_mmd_samples)  # [B, N, 2, K, A]
+        raw_pi_rows = raw_pi.permute(1, 2, 0, 3).unsqueeze(2).expand_as(raw_beta)  # [B, N, 2, K, A]
+        mmd = mmd_distance(raw_pi_rows, raw_beta, c.mmd_kernel, c.mmd_sigma).mean(0)  # [N, 2]
+        d_plus, d_minus = mmd[:, PLUS], mmd[:, MINUS]  # [N] each
+        violation = dual_violation(d_plus, d_minus, c.mmd_threshold, c.repel_negative)  # [N]
+
+        # 5. actor: max E[min_e Q] s.t. the dual constraint (warm-up: imitate beta+ only).
+        lagrange = self.log_lagrange.exp().detach()  # [N]
+        if self.step < c.warmup_steps:
+            actor_loss = (lagrange * d_plus).sum()
+        else:
+            actor_loss = (-q_pi.mean(dim=(0, 1)) + lagrange * violation).sum()
+        optimizer_step(self.actor_opt, actor_loss, params=list(self.actor.parameters()))
+
+        # 6. Lagrange multiplier: ascend alpha * g, clamp log alpha (tensor op, no sync).
+        lagrange_loss = -(self.log_lagrange.exp() * violation.detach()).sum()
+        optimizer_step(self.lagrange_opt, lagrange_loss)
+        with torch.no_grad():
+            self.log_lagrange.clamp_(c.log_lagrange_min, c.log_lagrange_max)
+
+        # 7. targets.
+        soft_update(self.critic_target, self.critic, c.polyak)
+        soft_update(self.actor_target, self.actor, c.polyak)
+        self.step += 1
+        return {
+            "critic_loss": critic_loss.detach(),
+            "actor_loss": actor_loss.detach(),
+            "vae_plus_loss": vae_losses[:, PLUS].detach().mean(),
+            "vae_minus_loss": vae_losses[:, MINUS].detach().mean(),
+            "mmd_plus": d_plus.detach().mean(),
+            "mmd_minus": d_minus.detach().mean(),
+            "violation": violation.detach().mean(),
+            "lagrange": self.log_lagrange.detach().exp().mean(),
+            "plus_fraction": masks[..., PLUS].mean(),
+            "advantage": (ret - value).mean(),
+            "q_data": q_data.detach().mean(),
+            "q_pi": value.mean(),
+            "target": target.mean(),
+        }
+
+    @torch.no_grad()
+    def act(self, obs: Tensor) -> Tensor:
+        """``[E, N, O]`` raw observations -> ``[E, N, A]``: the best of ``n_action_samples`` actor samples by Q."""
+        return best_of_samples(self.actor, self.critic, self.obs_norm(obs), self.act_noise)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "obs_norm": self.obs_norm.state_dict(),
+            "actor": self.actor.state_dict(),
+            "actor_target": self.actor_target.state_dict(),
+            "critic": self.critic.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "behaviour": self.behaviour.state_dict(),
+            "log_lagrange": self.log_lagrange.detach().clone(),
+            "actor_opt": self.actor_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "behaviour_opt": self.behaviour_opt.state_dict(),
+            "lagrange_opt": self.lagrange_opt.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        for name in ("obs_norm", "actor", "actor_target", "critic", "critic_target", "behaviour"):
+            getattr(self, name).load_state_dict(state[name])
+        with torch.no_grad():
+            self.log_lagrange.copy_(state["log_lagrange"])
+        for name in ("actor_opt", "critic_opt", "behaviour_opt", "lagrange_opt"):
+            getattr(self, name).load_state_dict(state[name])
+
+
+__all__ = ["DBR", "DBRConfig", "dual_violation", "split_masks"]
