@@ -1,0 +1,299 @@
+"""Every dataset id offline-bench knows, the recipe that makes it, and each task's reference returns.
+
+Ids are ``<task>-<quality>-v<K>`` (DESIGN.md, "Dataset contract"): 8 tasks x 4 qualities = 32 ids at ``v0``.
+``<task>-<quality>`` without a version means the newest version; ``medium-replay`` is an alias of ``mixed``.
+
+A recipe says how a dataset is made: which behaviour policy (a name in ``offline_bench.data.policy``'s factory
+registry plus its parameters), how many parallel envs step in lock-step (part of the recipe because it fixes the
+order of episodes in the file) and the default size. ``random`` recipes are collectable now; the other qualities
+need a trained behaviour policy and are listed as "needs behaviour policy" until their recipes are registered with
+``register_recipe`` (the behaviour-data issue adds checkpoint-backed policies that way).
+
+Reference returns live with the task, not with a dataset: every manifest copies them, and normalized scores
+use ``TaskReferences.normalize``.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+TASKS: tuple[str, ...] = ("hopper", "halfcheetah", "walker2d", "ant", "spread", "tag", "world", "halfcheetah-2x3")
+SINGLE_AGENT_TASKS: tuple[str, ...] = ("hopper", "halfcheetah", "walker2d", "ant")
+QUALITIES: tuple[str, ...] = ("random", "medium", "mixed", "expert")
+QUALITY_ALIASES: dict[str, str] = {"medium-replay": "mixed", "medium_replay": "mixed"}
+DEFAULT_STEPS = 1_000_000  # the papers' dataset size (D4RL, d4rl-pybullet, OMAR)
+
+# The command that measured the `measured_random` numbers below (uniform actions in [-1, 1], fixed seed).
+MEASURE_COMMAND = "offline-bench datasets measure-random {task} --episodes 100 --seed 0"
+
+
+class UnknownDatasetError(KeyError):
+    """An id that is not in the catalog."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; show it plainly
+        return str(self.args[0])
+
+
+class MissingReferenceError(ValueError):
+    """A normalized score was asked for but a reference return is missing."""
+
+
+@dataclass(frozen=True)
+class TaskReferences:
+    """Reference returns of one task, used for normalized scores ``100 * (R - random) / (expert - random)``.
+
+    ``random`` and ``expert`` are what normalization uses. For the PyBullet tasks they are D4RL's published
+    ``bullet-*`` REF_MIN / REF_MAX (``d4rl/infos.py``), so scores compare with the literature; our own measured
+    uniform-random return is recorded beside them in ``measured_random``. Multi-agent tasks have no published
+    references: ``random`` is measured here, ``expert`` stays None until a trained expert exists. Multi-agent
+    returns are the team mean of per-agent returns summed over the episode.
+    """
+
+    task: str
+    random: float | None
+    expert: float | None
+    source: str
+    measured_random: float | None = None  # mean return of uniform actions in [-1, 1]
+    measured_random_std: float | None = None
+    measured_random_episodes: int = 0
+    measured_random_seed: int = 0
+    measured_command: str = ""
+
+    def normalize(self, episode_return: float) -> float:
+        """``100 * (R - random) / (expert - random)``; raises when a reference is missing."""
+        if self.random is None or self.expert is None:
+            missing = "expert" if self.expert is None else "random"
+            raise MissingReferenceError(
+                f"{self.task} has no {missing} reference return yet, so normalized scores are undefined; "
+                f"report raw returns or add the reference (behaviour-data issue) in offline_bench/data/catalog.py"
+            )
+        return 100.0 * (float(episode_return) - self.random) / (self.expert - self.random)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "random": self.random,
+            "expert": self.expert,
+            "source": self.source,
+            "measured_random": self.measured_random,
+            "measured_random_std": self.measured_random_std,
+            "measured_random_episodes": self.measured_random_episodes,
+            "measured_random_seed": self.measured_random_seed,
+            "measured_command": self.measured_command,
+            "return_statistic": RETURN_STATISTIC,
+        }
+
+
+RETURN_STATISTIC = "sum of rewards over the episode; multi-agent: mean over learning agents of per-agent sums"
+
+_D4RL = "D4RL d4rl/infos.py bullet-* REF_MIN_SCORE / REF_MAX_SCORE"
+_MEASURED = "measured here (uniform-random actions); expert: none until the behaviour-data issue"
+
+# Measured with MEASURE_COMMAND (100 episodes, seed 0) on pybullet 3.2.7, mpe2 1.1.1, gymnasium-robotics 1.4.2,
+# mujoco 3.x. (mean, std over episodes). None where not measured yet.
+_MEASURED_RANDOM: dict[str, tuple[float, float] | None] = {
+    "hopper": None,
+    "halfcheetah": None,
+    "walker2d": None,
+    "ant": None,
+    "spread": None,
+    "tag": None,
+    "world": None,
+    "halfcheetah-2x3": None,
+}
+
+_PUBLISHED: dict[str, tuple[float, float]] = {
+    "hopper": (20.058972, 1441.8059623430963),
+    "halfcheetah": (-1275.766996, 2381.6725),
+    "walker2d": (16.523877, 1623.6476303317536),
+    "ant": (373.705955, 2650.495),
+}
+
+
+def _make_references(task: str) -> TaskReferences:
+    measured = _MEASURED_RANDOM.get(task)
+    extra: dict[str, Any] = {}
+    if measured is not None:
+        extra = dict(
+            measured_random=measured[0],
+            measured_random_std=measured[1],
+            measured_random_episodes=100,
+            measured_random_seed=0,
+            measured_command=MEASURE_COMMAND.format(task=task),
+        )
+    if task in _PUBLISHED:
+        low, high = _PUBLISHED[task]
+        return TaskReferences(task=task, random=low, expert=high, source=_D4RL, **extra)
+    return TaskReferences(task=task, random=None if measured is None else measured[0], expert=None, source=_MEASURED, **extra)
+
+
+REFERENCES: dict[str, TaskReferences] = {task: _make_references(task) for task in TASKS}
+
+
+def task_references(task: str) -> TaskReferences:
+    """The reference returns of ``task``; raises listing the valid tasks."""
+    if task not in REFERENCES:
+        raise UnknownDatasetError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
+    return REFERENCES[task]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a dataset is made. Everything here goes into the manifest; changing it means a new id version."""
+
+    quality: str
+    kind: str  # "rollouts" (a behaviour policy steps the env) or "replay-buffer" (an online trainer's buffer)
+    policy: str | None  # factory name in offline_bench.data.policy.POLICY_FACTORIES; None: not available yet
+    policy_params: tuple[tuple[str, Any], ...] = ()  # sorted (name, value) pairs, frozen for hashing
+    num_envs: int = 8  # envs stepped in lock-step; fixes the order of episodes in the file
+    default_steps: int = DEFAULT_STEPS
+    description: str = ""
+
+    @property
+    def collectable(self) -> bool:
+        return self.kind == "rollouts" and self.policy is not None
+
+    @property
+    def status(self) -> str:
+        return "collectable" if self.collectable else "needs behaviour policy"
+
+    def params(self) -> dict[str, Any]:
+        return dict(self.policy_params)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "quality": self.quality,
+            "kind": self.kind,
+            "policy": self.policy,
+            "policy_params": {k: list(v) if isinstance(v, tuple) else v for k, v in self.policy_params},
+            "num_envs": self.num_envs,
+            "default_steps": self.default_steps,
+            "description": self.description,
+        }
+
+
+RANDOM_RECIPE = Recipe(
+    quality="random",
+    kind="rollouts",
+    policy="random-init-mlp",
+    policy_params=(("activation", "relu"), ("hidden_sizes", (256, 256)), ("log_std_range", (-20.0, 2.0))),
+    description=(
+        "rollouts of a randomly initialised, untrained SAC-style tanh-Gaussian policy network per agent "
+        "(obs -> 256 -> 256 -> mean, log_std; PyTorch default init from the init seed), actions sampled "
+        "stochastically: tanh(mean + std * N(0, 1)) with a seeded generator (as d4rl-pybullet and OMAR)"
+    ),
+)
+
+
+def _pending_recipe(quality: str) -> Recipe:
+    what = {
+        "medium": "rollouts of a policy frozen at about a third of expert return",
+        "mixed": "every transition of the replay buffer seen while training up to the medium level",
+        "expert": "rollouts of a fully trained policy",
+    }[quality]
+    return Recipe(
+        quality=quality,
+        kind="replay-buffer" if quality == "mixed" else "rollouts",
+        policy=None,
+        description=f"{what}; needs behaviour policy (SAC for single-agent, MATD3 for multi-agent tasks)",
+    )
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    dataset_id: str  # "hopper-random-v0"
+    task: str
+    quality: str
+    version: int
+    recipe: Recipe = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        """The id without its version: ``hopper-random``."""
+        return f"{self.task}-{self.quality}"
+
+    @property
+    def references(self) -> TaskReferences:
+        return REFERENCES[self.task]
+
+
+def _initial_catalog() -> dict[str, CatalogEntry]:
+    out: dict[str, CatalogEntry] = {}
+    for task in TASKS:
+        for quality in QUALITIES:
+            recipe = RANDOM_RECIPE if quality == "random" else _pending_recipe(quality)
+            entry = CatalogEntry(f"{task}-{quality}-v0", task, quality, 0, recipe)
+            out[entry.dataset_id] = entry
+    return out
+
+
+CATALOG: dict[str, CatalogEntry] = _initial_catalog()
+
+_ID_RE = re.compile(r"^(?P<name>.+?)(?:-v(?P<version>\d+))?$")
+
+
+def _split_name(name: str) -> tuple[str, str] | None:
+    """``"halfcheetah-2x3-medium-replay"`` -> ``("halfcheetah-2x3", "mixed")``; None if no task/quality fits."""
+    for task in sorted(TASKS, key=len, reverse=True):  # longest first: halfcheetah-2x3 before halfcheetah
+        if name.startswith(task + "-"):
+            quality = name[len(task) + 1 :]
+            quality = QUALITY_ALIASES.get(quality, quality)
+            if quality in QUALITIES:
+                return task, quality
+    return None
+
+
+def resolve_dataset_id(name: str) -> str:
+    """Canonical id ``<task>-<quality>-v<K>`` for ``name`` (aliases and a missing version resolved to the newest).
+
+    Raises UnknownDatasetError naming the valid ids.
+    """
+    text = str(name).strip().lower()
+    if text.endswith(".hdf5"):
+        text = text[: -len(".hdf5")]
+    match = _ID_RE.match(text)
+    split = _split_name(match.group("name")) if match else None
+    if split is None:
+        raise UnknownDatasetError(
+            f"unknown dataset {name!r}; valid ids are <task>-<quality>[-v<K>] with task in {{{', '.join(TASKS)}}} "
+            f"and quality in {{{', '.join(QUALITIES)}, medium-replay}} (see `offline-bench datasets list`)"
+        )
+    task, quality = split
+    versions = sorted(e.version for e in CATALOG.values() if e.task == task and e.quality == quality)
+    if match.group("version") is None:
+        return f"{task}-{quality}-v{versions[-1]}"
+    version = int(match.group("version"))
+    if version not in versions:
+        raise UnknownDatasetError(
+            f"unknown version v{version} of {task}-{quality}; known: {', '.join(f'v{v}' for v in versions)}"
+        )
+    return f"{task}-{quality}-v{version}"
+
+
+def catalog_entry(name: str) -> CatalogEntry:
+    """The catalog entry of ``name`` (any spelling ``resolve_dataset_id`` accepts)."""
+    return CATALOG[resolve_dataset_id(name)]
+
+
+def all_dataset_ids() -> list[str]:
+    """Every catalog id, task-major in TASKS order, qualities in QUALITIES order, versions ascending."""
+    order = {(t, q): i for i, (t, q) in enumerate((t, q) for t in TASKS for q in QUALITIES)}
+    return sorted(CATALOG, key=lambda i: (order[(CATALOG[i].task, CATALOG[i].quality)], CATALOG[i].version))
+
+
+def register_recipe(task: str, quality: str, version: int, recipe: Recipe) -> CatalogEntry:
+    """Add or replace the recipe of ``<task>-<quality>-v<version>`` (how later issues plug in behaviour policies).
+
+    Replacing a recipe is only for versions that no one could collect before (policy None); a changed recipe of a
+    collectable dataset must take a new version.
+    """
+    quality = QUALITY_ALIASES.get(quality, quality)
+    if task not in TASKS or quality not in QUALITIES:
+        raise UnknownDatasetError(f"unknown task/quality {task!r}/{quality!r}; tasks: {TASKS}, qualities: {QUALITIES}")
+    dataset_id = f"{task}-{quality}-v{version}"
+    old = CATALOG.get(dataset_id)
+    if old is not None and old.recipe.collectable and old.recipe != recipe:
+        raise ValueError(f"{dataset_id} already has a collectable recipe; register the new one as v{version + 1}")
+    entry = CatalogEntry(dataset_id, task, quality, version, replace(recipe, quality=quality))
+    CATALOG[dataset_id] = entry
+    return entry
