@@ -30,11 +30,14 @@ PolicyAct = Callable[[Tensor], Tensor]  # [E, N, O] float32 -> [E, N, A] in [-1,
 def normalized_score(ret: float, ref_random: float | None, ref_expert: float | None) -> float:
     """``100 * (ret - ref_random) / (ref_expert - ref_random)``: 0 = random policy, 100 = expert policy.
 
-    Raises ``ValueError`` when a reference is missing (None or NaN) or both references are equal.
+    Raises ``MissingReferenceError`` (a ``ValueError``) when a reference is missing (None or NaN), and
+    ``ValueError`` when both references are equal.
     """
+    from offline_bench.data.catalog import MissingReferenceError  # a ValueError, shared with the data layer
+
     for name, ref in (("random", ref_random), ("expert", ref_expert)):
         if ref is None or not math.isfinite(float(ref)):
-            raise ValueError(
+            raise MissingReferenceError(
                 f"normalized score needs the {name} reference return, but it is missing ({ref!r}); "
                 "the dataset manifest must carry the task's reference returns (re-collect the dataset with a "
                 "version of offline-bench that records them)"

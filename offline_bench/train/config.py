@@ -121,6 +121,13 @@ def config_layers(algo_id: str, task: str | None, quality: str | None, config_di
     return [p for p in paths if p.exists()]
 
 
+def _label(path: Path, config_dir: Path) -> str:
+    try:
+        return str(Path(config_dir.name) / path.relative_to(config_dir))
+    except ValueError:
+        return str(path)
+
+
 def resolve_config(
     algo_id: str,
     algo_config_cls: type,
@@ -137,7 +144,9 @@ def resolve_config(
     task, quality = (None, None)
     if dataset_id is not None:
         task, quality, _ = split_dataset_id(dataset_id)
-    layers: list[tuple[str, dict[str, Any]]] = [(str(p), read_yaml_layer(p)) for p in config_layers(algo_id, task, quality, config_dir)]
+    layers: list[tuple[str, dict[str, Any]]] = [
+        (_label(p, config_dir), read_yaml_layer(p)) for p in config_layers(algo_id, task, quality, config_dir)
+    ]
     if config_file is not None:
         layers.append((f"--config {config_file}", read_yaml_layer(config_file)))
     if sets:

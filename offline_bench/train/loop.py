@@ -190,21 +190,31 @@ def _fmt(value: Any) -> str:
 
 # ------------------------------------------------------------------------------------------------------- dataset
 def dataset_facts(dataset: Any) -> dict[str, Any]:
-    """What config.json records about the dataset: id, sha256, task, quality, references, path."""
+    """What config.json records about the dataset: id, sha256, task, quality, references, path.
+
+    References are the manifest's (``references: {random, expert}``); where the manifest lacks one, the task's
+    current catalog value (``dataset.references``) fills in, and ``references.source`` says which was used.
+    """
     manifest = dict(getattr(dataset, "manifest", {}) or {})
-    dataset_id = getattr(dataset, "id", None) or getattr(dataset, "dataset_id", None) or manifest.get("id")
+    dataset_id = getattr(dataset, "dataset_id", None) or manifest.get("dataset_id") or manifest.get("id")
     if dataset_id is None:
-        raise TrainError("the dataset has no id (manifest 'id' missing); re-collect it with offline-bench collect")
+        raise TrainError("the dataset has no id (manifest 'dataset_id' missing); re-collect it with offline-bench collect")
     task, quality, _ = split_dataset_id(str(dataset_id))
     ref_random, ref_expert = reference_returns(manifest)
+    source = "manifest"
+    catalog = getattr(dataset, "references", None)
+    if (ref_random is None or ref_expert is None) and catalog is not None:
+        ref_random = ref_random if ref_random is not None else getattr(catalog, "random", None)
+        ref_expert = ref_expert if ref_expert is not None else getattr(catalog, "expert", None)
+        source = "catalog"
     return {
         "id": str(dataset_id),
-        "sha256": manifest.get("sha256") or getattr(dataset, "sha256", None),
+        "sha256": manifest.get("sha256"),
         "task": manifest.get("task", task),
         "quality": quality,
         "path": str(getattr(dataset, "path", "") or ""),
         "transitions": manifest.get("transitions"),
-        "references": {"random": ref_random, "expert": ref_expert},
+        "references": {"random": ref_random, "expert": ref_expert, "source": source},
     }
 
 
@@ -289,7 +299,7 @@ def train_run(
     ``stop_after`` ends the run after that many updates in total, as if it were killed there (no result.json):
     the next call resumes from the last checkpoint.
     """
-    from offline_bench.data import DeviceSampler
+    DeviceSampler = _data_api("DeviceSampler")
 
     tc: TrainConfig = resolved.train_config
     facts = dataset_facts(dataset)
@@ -302,6 +312,7 @@ def train_run(
     if not isinstance(batch_size, int) or batch_size < 1:
         raise TrainError(f"{resolved.algo_id}'s config has no positive integer batch_size field; the loop needs one")
 
+    opponent, facts["opponent"] = _opponent(dataset, facts["task"])
     record = _config_record(resolved, facts, device)
     if result_path.exists():
         stored = json.loads(config_path.read_text()) if config_path.exists() else {}
@@ -365,7 +376,7 @@ def train_run(
                 row: dict[str, Any] = {"step": step}
                 if do_eval:
                     if evaluator is None:
-                        evaluator = Evaluator(facts["task"], tc.eval_episodes, device, opponent=_opponent(dataset))
+                        evaluator = Evaluator(facts["task"], tc.eval_episodes, device, opponent=opponent)
                     res: EvalResult = evaluator(algo.act, eval_seed(tc.seed, step))
                     score = normalized_score(res.mean_return, ref_random, ref_expert) if has_refs else None
                     latest = {"step": step, "return": res.mean_return, "return_std": res.std_return, "score": score}
@@ -420,6 +431,17 @@ def train_run(
         result["score"] = result["last_k_score"]
     write_json(result_path, result)
     return TrainOutcome(run_dir, "finished", start, step, result)
+
+
+def _data_api(name: str) -> Any:
+    """``offline_bench.data.<name>`` (falling back to the submodule that defines it)."""
+    import importlib
+
+    data = importlib.import_module("offline_bench.data")
+    if hasattr(data, name):
+        return getattr(data, name)
+    module = {"DeviceSampler": "offline_bench.data.sampler", "load_dataset": "offline_bench.data.dataset"}[name]
+    return getattr(importlib.import_module(module), name)
 
 
 def load_algorithm(algo: str) -> tuple[str, type]:
@@ -477,22 +499,35 @@ def train(
 
     ``offline-bench train --algo X --dataset Y ...`` is this function.
     """
-    from offline_bench.data import load_dataset
+    load_dataset = _data_api("load_dataset")
 
-    algo_id, algo_cls = load_algorithm(algo)
+    algo_cls, resolved = prepare(
+        algo, dataset, seed=seed, steps=steps, device=device, config_file=config_file, sets=sets
+    )  # config errors before the (possibly slow) dataset load
     loaded = load_dataset(dataset, root=root)
-    _, resolved = prepare(
-        algo_id, dataset_facts(loaded)["id"], seed=seed, steps=steps, device=device, config_file=config_file, sets=sets
-    )
     return train_run(loaded, algo_cls, resolved, runs=runs, on_progress=on_progress, stop_after=stop_after)
 
 
-def _opponent(dataset: Any) -> Any:
-    """The fixed opponent policy the dataset was collected against (tag, world), if the dataset names one."""
-    opponent = getattr(dataset, "opponent", None)
-    if opponent is None:
-        opponent = (getattr(dataset, "manifest", {}) or {}).get("opponent")
-    return opponent
+def _opponent(dataset: Any, task: str) -> tuple[Any, str]:
+    """The fixed opponent (tag's prey, world's fast agents) to evaluate against, and a description of it.
+
+    The same opponent the dataset was collected against: the committed ``opponent`` behaviour policy of the task,
+    unless the manifest says the data was collected against random opponents (``"opponent": null/"random"``).
+    """
+    from offline_bench.envs import OPPONENTS
+
+    if task not in OPPONENTS:
+        return None, "none"
+    manifest = getattr(dataset, "manifest", {}) or {}
+    recorded = manifest.get("opponent", "unrecorded")
+    if recorded in (None, "random") or (isinstance(recorded, dict) and recorded.get("kind") == "random"):
+        return None, "random"
+    from offline_bench.behaviour.policy import load_policy
+
+    policy = load_policy(task, "opponent")
+    if policy is None:
+        return None, "random (no committed opponent policy)"
+    return policy.as_opponent(), f"committed opponent policy sha256 {getattr(policy, 'sha256', '?')}"
 
 
 __all__ = [
