@@ -1,0 +1,129 @@
+"""CQL maths: the importance-sampled penalty, the Lagrange multiplier, the BC warm start, and that the
+conservative term pushes Q down on out-of-distribution actions."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+
+import numpy as np
+import torch
+
+from offline_bench.algos.base import Problem
+from offline_bench.algos.common import GaussianActor, tanh_gaussian_log_prob
+from offline_bench.algos.cql import CQL, CQLConfig, conservative_penalty
+from offline_bench.batch import Batch
+
+torch.set_num_threads(1)
+
+
+def test_penalty_equals_hand_computed_logsumexp() -> None:
+    q_sampled = torch.tensor([[1.0, 2.0, 3.0], [0.0, -1.0, 5.0]])  # [B=2, K=3]
+    log_density = torch.tensor([[0.0, 0.5, -0.5], [0.0, 0.0, 0.0]])
+    q_data = torch.tensor([0.5, 1.0])
+    for t in (1.0, 2.0):
+        expected = torch.tensor([
+            t * math.log(sum(math.exp((q - ld) / t) for q, ld in zip(qs, lds))) - qd
+            for qs, lds, qd in zip(q_sampled.tolist(), log_density.tolist(), q_data.tolist())
+        ])
+        torch.testing.assert_close(conservative_penalty(q_sampled, log_density, q_data, t), expected)
+
+
+def test_penalty_gradient_is_softmax_minus_data() -> None:
+    q_sampled = torch.randn(4, 6, requires_grad=True)
+    q_data = torch.randn(4, requires_grad=True)
+    conservative_penalty(q_sampled, torch.zeros(()).expand(4, 6), q_data).sum().backward()
+    torch.testing.assert_close(q_sampled.grad, torch.softmax(q_sampled.detach(), -1))
+    torch.testing.assert_close(q_data.grad, -torch.ones(4))
+
+
+def test_penalty_broadcasts_one_density_over_critics() -> None:
+    q = torch.randn(5, 1, 2, 7)  # [B, N, E, K]
+    log_density = torch.randn(5, 1, 1, 7)  # the same proposal for both critics
+    out = conservative_penalty(q, log_density, q[..., 0])
+    assert out.shape == (5, 1, 2)
+    torch.testing.assert_close(out[:, :, 1], conservative_penalty(q[:, :, 1], log_density[:, :, 0], q[:, :, 1, 0]))
+
+
+def test_tanh_gaussian_log_prob_matches_change_of_variables() -> None:
+    mean, log_std = torch.tensor([[0.3, -0.2]]), torch.tensor([[-0.5, 0.1]])
+    u = torch.tensor([[0.7, -1.1]])
+    normal = torch.distributions.Normal(mean, log_std.exp()).log_prob(u).sum(-1)
+    expected = normal - torch.log(1 - torch.tanh(u) ** 2).sum(-1)
+    torch.testing.assert_close(tanh_gaussian_log_prob(u, mean, log_std), expected)
+    actor = GaussianActor(1, 3, 2, (8,))
+    action, log_pi = actor.sample(torch.randn(4, 1, 3), n_samples=5)
+    assert action.shape == (5, 4, 1, 2) and log_pi.shape == (5, 4, 1) and action.abs().max() < 1
+
+
+def toy_problem() -> Problem:
+    return Problem(1, 2, 1, (2,), (1,), np.zeros((1, 2), np.float32), np.ones((1, 2), np.float32), 4096)
+
+
+def toy_batch(b: int, gen: torch.Generator) -> Batch:
+    """Every state's data action is near +0.5; rewards are 0, so the true Q is 0 for every action."""
+    obs = torch.randn(b, 1, 2, generator=gen)
+    action = (0.5 + 0.05 * torch.randn(b, 1, 1, generator=gen)).clamp(-1, 1)
+    return Batch(obs, action, torch.zeros(b, 1, 1), torch.randn(b, 1, 2, generator=gen), torch.zeros(b, 1),
+                 torch.zeros(b, 1, 1), torch.zeros(b, 1))
+
+
+def train_toy(config: CQLConfig, updates: int) -> tuple[CQL, float, float]:
+    torch.manual_seed(0)
+    algo = CQL(config, toy_problem(), torch.device("cpu"))
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(updates):
+        algo.update(toy_batch(64, gen))
+    obs = torch.randn(256, 1, 2, generator=gen)
+    with torch.no_grad():
+        q_data = algo.critic(obs, torch.full((256, 1, 1), 0.5)).mean().item()
+        q_ood = algo.critic(obs, torch.full((256, 1, 1), -0.9)).mean().item()
+    return algo, q_data, q_ood
+
+
+def test_conservative_term_lowers_q_on_out_of_distribution_actions() -> None:
+    base = dataclasses.replace(CQLConfig(), hidden_sizes=(32, 32), critic_lr=3e-3, actor_lr=1e-3, bc_steps=30)
+    _, data_plain, ood_plain = train_toy(dataclasses.replace(base, cql_alpha=0.0), 120)
+    _, data_cql, ood_cql = train_toy(dataclasses.replace(base, cql_alpha=5.0), 120)
+    gap_plain, gap_cql = ood_plain - data_plain, ood_cql - data_cql
+    assert gap_cql < gap_plain - 0.5, (gap_plain, gap_cql)
+    assert ood_cql < data_cql - 0.5, (data_cql, ood_cql)
+
+
+def test_lagrange_multiplier_moves_towards_the_target_gap() -> None:
+    base = dataclasses.replace(CQLConfig(), hidden_sizes=(8, 8), cql_lagrange=True, critic_lr=1e-2)
+    gen = torch.Generator().manual_seed(0)
+    for gap, direction in ((1e3, -1.0), (-1e3, 1.0)):  # penalty far below / above the threshold
+        torch.manual_seed(0)
+        algo = CQL(dataclasses.replace(base, cql_target_gap=gap), toy_problem(), torch.device("cpu"))
+        for _ in range(5):
+            metrics = algo.update(toy_batch(32, gen))
+        assert direction * (metrics["cql_alpha_prime"].item() - 1.0) > 0.02, (gap, metrics["cql_alpha_prime"])
+
+
+def test_bc_warm_start_clones_the_data_action_then_switches_to_q() -> None:
+    config = dataclasses.replace(CQLConfig(), hidden_sizes=(32, 32), actor_lr=3e-3, bc_steps=150, cql_alpha=1.0)
+    torch.manual_seed(0)
+    algo = CQL(config, toy_problem(), torch.device("cpu"))
+    gen = torch.Generator().manual_seed(2)
+    for _ in range(150):
+        algo.update(toy_batch(64, gen))
+    action = algo.act(torch.randn(64, 1, 2, generator=gen))
+    assert (action - 0.5).abs().mean() < 0.1, action.mean()
+    # After the warm start the actor follows the critic: its loss now depends on Q, not on the data action.
+    bt = toy_batch(64, gen)
+    shifted = Batch(bt.obs, -bt.action, bt.reward, bt.next_obs, bt.done, bt.next_action, bt.next_action_valid)
+    state = copy.deepcopy(algo.state_dict())
+    torch.manual_seed(3)
+    loss_a = algo.update(bt)["actor_loss"]
+    algo.load_state_dict(state)
+    torch.manual_seed(3)
+    loss_b = algo.update(shifted)["actor_loss"]
+    torch.testing.assert_close(loss_a, loss_b)  # the data action no longer enters the actor loss
+
+
+def test_random_proposal_density_is_uniform_on_the_box() -> None:
+    p = Problem(1, 3, 4, (3,), (4,), np.zeros((1, 3), np.float32), np.ones((1, 3), np.float32), 10)
+    algo = CQL(dataclasses.replace(CQLConfig(), hidden_sizes=(8,)), p, torch.device("cpu"))
+    torch.testing.assert_close(algo.random_log_density, torch.tensor([4 * math.log(0.5)]))
+    torch.testing.assert_close(algo.target_entropy, torch.tensor([-4.0]))
