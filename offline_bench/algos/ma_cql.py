@@ -1,0 +1,299 @@
+"""MA-CQL: Conservative Q-Learning (Kumar et al. 2020) on independent TD3 learners, the baseline of the OMAR paper
+(Pan et al., "Plan better amid conservatism: offline multi-agent RL with actor rectification", ICML 2022, Eq. (1)).
+
+Each agent n has a tanh actor pi_n(o_n) and twin critics Q_n(o_n, a_n) (decentralized, de Witt et al. 2020), or
+with ``critic="centralized"`` Q_n(s, a_1..a_N) (MATD3-style). Critic loss per agent and critic:
+
+    (Q(o, a) - y)^2 + cql_alpha * [ T * logsumexp_k((Q(o, a_k) - log p(a_k)) / T) - Q(o, a) ],
+    y = r + gamma * (1 - d) * min_e Q'_e(o', pi'(o'))
+
+with K uniform actions a_k on [-1, 1]^A (log p = -A log 2) on MPE; ``cql_policy_actions=true`` (the authors'
+halfcheetah-2x3 setting) adds K actions pi(o) + N(0, 0.2^2) and K actions pi(o') + N(0, 0.2^2), all scored at o and
+importance-weighted by their Gaussian log-density. The actor maximises Q_n's first critic plus a 1e-3 action L2
+term. All agents and critics are one stacked network; one forward and backward pass per update.
+``conservative_critic_update`` is the whole critic step; OMAR imports it.
+
+Reference implementation checked: github.com/ling-pan/OMAR (``algorithms/maddpg.py`` with ``cql=1``,
+``utils/networks.py``, ``main.py``). Defaults are its MPE settings: hidden 64 x 2 with input BatchNorm, batch 1024,
+lr 0.01, polyak 0.01, gamma 0.95, 10 sampled actions, temperature 1, per-agent gradient norms clipped at 0.5, actor
+output layer in +-3e-3, no target policy smoothing and no delayed actor (the authors' TD3 backbone has neither).
+``cql_alpha`` per dataset and the halfcheetah-2x3 settings live in ``offline_bench/configs/ma-cql/*.yaml``.
+
+Deviations:
+- One batch per update round, shared by all agents (the authors draw a fresh batch for each agent).
+- The policy-action proposals are importance-weighted by their Gaussian log-density; the authors' code subtracts
+  the density itself (``calc_gaussian_pdf``), which we take for a slip. The three proposal sets go through the
+  critic in one forward pass (the authors use three), so the critics' input BatchNorm sees their union.
+- With a centralized critic, agent n's penalty samples only its own action; the other agents' actions come from
+  the dataset (the authors' centralized variant is not public).
+- Padded action dimensions (agents with smaller action spaces) are zeroed in every action the critics see, and the
+  uniform log-density uses each agent's true action size.
+- Twin critics have separate input BatchNorm affine parameters (the authors share one BatchNorm between the heads);
+  both see the same inputs, so the normalising statistics are the same.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+import torch
+from torch import Tensor
+
+from offline_bench.algos.base import Problem
+from offline_bench.algos.common import (
+    AgentCritics,
+    DeterministicActor,
+    ObsNormalizer,
+    frozen_copy,
+    make_adam,
+    td_target,
+    uniform_actions,
+)
+from offline_bench.algos.cql import conservative_penalty
+from offline_bench.algos.td3_bc import td3_critic_loss
+from offline_bench.batch import Batch
+from offline_bench.config import cfg
+from offline_bench.nn import soft_update
+
+CRITIC_KINDS = ("decentralized", "centralized")
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+@dataclass(frozen=True)
+class MACQLConfig:
+    gamma: float = cfg(0.95, "discount factor (OMAR code: 0.95 on MPE)")
+    polyak: float = cfg(0.01, "target-network update rate: target <- (1 - polyak) * target + polyak * online")
+    batch_size: int = cfg(1024, "transitions per update (each agent sees the same rows)")
+    actor_lr: float = cfg(0.01, "actor Adam learning rate")
+    critic_lr: float = cfg(0.01, "critic Adam learning rate")
+    hidden_sizes: tuple[int, ...] = cfg((64, 64), "hidden layer sizes of every agent's actor and critics")
+    n_critics: int = cfg(2, "critics per agent; the target takes their minimum (clipped double Q)")
+    policy_noise: float = cfg(0.0, "std of target-action smoothing noise (0: none, as in the OMAR authors' TD3)")
+    noise_clip: float = cfg(0.5, "target-action noise is clipped to [-noise_clip, noise_clip]")
+    policy_freq: int = cfg(1, "critic updates per actor and target update (1: every update, as in the OMAR code)")
+    cql_alpha: float = cfg(1.0, "weight of the conservative penalty (per dataset in configs/ma-cql/*.yaml)")
+    cql_n_actions: int = cfg(10, "actions sampled per state from each proposal (uniform; and pi(o), pi(o') if on)")
+    cql_temperature: float = cfg(1.0, "temperature of the log-sum-exp")
+    cql_policy_actions: bool = cfg(False, "also penalise noisy current- and next-policy actions (halfcheetah-2x3)")
+    cql_policy_noise: float = cfg(0.2, "std of the Gaussian noise on the policy proposals")
+    critic: str = cfg("decentralized", "critic inputs: decentralized Q_i(o_i, a_i) or centralized Q_i(s, a_1..a_N)")
+    input_norm: bool = cfg(True, "BatchNorm on every network's input (the OMAR authors' MPE networks)")
+    max_grad_norm: float = cfg(0.5, "clip each agent's actor and critic gradient norm to this (<= 0 disables)")
+    action_l2: float = cfg(1e-3, "weight of mean(pi(o)^2) in the actor loss (the OMAR code's 1e-3)")
+    actor_final_init: float = cfg(3e-3, "actor output weights start in U(-x, x) so tanh starts unsaturated (<= 0: default)")
+    normalize_obs: bool = cfg(False, "standardise observations with the dataset's statistics (the input BatchNorm already does)")
+
+
+class ConservativeCriticConfig(Protocol):
+    """The config fields ``conservative_critic_update`` reads (MA-CQL's and OMAR's configs both have them)."""
+
+    gamma: float
+    policy_noise: float
+    noise_clip: float
+    cql_alpha: float
+    cql_n_actions: int
+    cql_temperature: float
+    cql_policy_actions: bool
+    cql_policy_noise: float
+    max_grad_norm: float
+
+
+def action_mask(problem: Problem, device: torch.device) -> Tensor:
+    """``[N, A]``: 1 on each agent's true action dimensions, 0 on padding."""
+    mask = torch.zeros(problem.n_agents, problem.action_dim, device=device)
+    for n, size in enumerate(problem.action_sizes):
+        mask[n, :size] = 1.0
+    return mask
+
+
+def clip_grad_norm_per_agent(params: Sequence[Tensor], n_agents: int, max_norm: float) -> Tensor:
+    """Clip each agent's gradient norm separately (the authors clip each agent's networks on their own), no host sync.
+
+    Every parameter of a stacked network is agent-major along its first axis (``[N * E, ...]`` weights, ``[N * E * D]``
+    BatchNorm affines), so ``grad.reshape(N, -1)`` holds one agent's share per row. Returns the norms before
+    clipping, ``[N]``.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    sq = torch.stack([g.reshape(n_agents, -1).square().sum(1) for g in grads]).sum(0)  # [N]
+    norms = sq.sqrt()  # [N]
+    if max_norm > 0:
+        scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)  # [N]
+        for g in grads:
+            g.view(n_agents, -1).mul_(scale.unsqueeze(1))  # [N, rest] view of the gradient, scaled in place
+    return norms
+
+
+def agent_step(optimizer: torch.optim.Optimizer, loss: Tensor, params: Sequence[Tensor], n_agents: int,
+               max_norm: float) -> Tensor:
+    """``zero_grad -> backward (into params only) -> per-agent clip -> step``; returns the per-agent norms ``[N]``."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward(inputs=list(params))
+    norms = clip_grad_norm_per_agent(params, n_agents, max_norm)
+    optimizer.step()
+    return norms
+
+
+def penalty_proposals(
+    obs: Tensor, next_obs: Tensor, actor: DeterministicActor, mask: Tensor, config: ConservativeCriticConfig
+) -> tuple[Tensor, Tensor]:
+    """The actions the conservative penalty pushes down and their proposal log-densities.
+
+    obs, next_obs ``[B, N, O]`` (normalised), mask ``[N, A]`` -> actions ``[K', B, N, A]`` and log_density
+    ``[K', 1 or B, N]``, with ``K' = K`` (uniform only) or ``3K`` (uniform, pi(o) + noise, pi(o') + noise).
+    """
+    k = config.cql_n_actions
+    b, n, a = obs.shape[0], mask.shape[0], mask.shape[1]
+    true_dims = mask.sum(-1)  # [N]
+    uniform = uniform_actions((k, b, n, a), obs.device) * mask  # [K, B, N, A]
+    uniform_log_density = (-math.log(2.0) * true_dims).expand(k, 1, n)  # [K, 1, N]
+    if not config.cql_policy_actions:
+        return uniform, uniform_log_density
+    sigma = config.cql_policy_noise
+    with torch.no_grad():
+        pi_now = actor(obs)  # [B, N, A]
+        pi_next = actor(next_obs)  # [B, N, A]
+    centres = torch.stack([pi_now, pi_next]).repeat_interleave(k, dim=0)  # [2K, B, N, A]
+    noise = torch.randn_like(centres) * sigma  # [2K, B, N, A]
+    policy = (centres + noise).clamp(-1.0, 1.0) * mask  # [2K, B, N, A]
+    gauss = (-0.5 * (noise / sigma).square() - math.log(sigma) - 0.5 * _LOG_2PI) * mask  # [2K, B, N, A]
+    policy_log_density = gauss.sum(-1)  # [2K, B, N]
+    actions = torch.cat([uniform, policy])  # [3K, B, N, A]
+    log_density = torch.cat([uniform_log_density.expand(k, b, n), policy_log_density])  # [3K, B, N]
+    return actions, log_density
+
+
+def conservative_critic_loss(
+    q_data: Tensor, q_sampled: Tensor, log_density: Tensor, target: Tensor, cql_alpha: float, temperature: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Eq. (1) of the OMAR paper, per agent and critic, summed over both.
+
+    q_data ``[B, N, E]``; q_sampled ``[K, B, N, E]``; log_density ``[K, 1 or B, N]``; target ``[B, N, 1]``.
+    Returns (loss, td_loss, penalty) scalars; the penalty is the mean over the batch, summed over agents/critics.
+    """
+    td_loss = td3_critic_loss(q_data, target)
+    q_k_last = q_sampled.permute(1, 2, 3, 0)  # [B, N, E, K]
+    density_k_last = log_density.permute(1, 2, 0).unsqueeze(2)  # [1 or B, N, 1, K]
+    penalty = conservative_penalty(q_k_last, density_k_last, q_data, temperature)  # [B, N, E]
+    penalty = penalty.mean(0).sum()
+    return td_loss + cql_alpha * penalty, td_loss, penalty
+
+
+def conservative_critic_update(
+    critic: AgentCritics,
+    critic_target: AgentCritics,
+    actor: DeterministicActor,
+    actor_target: DeterministicActor,
+    optimizer: torch.optim.Optimizer,
+    obs: Tensor,
+    next_obs: Tensor,
+    batch: Batch,
+    mask: Tensor,
+    config: ConservativeCriticConfig,
+) -> dict[str, Tensor]:
+    """One MA-CQL critic step for all agents at once (obs, next_obs normalised ``[B, N, O]``, mask ``[N, A]``)."""
+    c = config
+    with torch.no_grad():
+        next_action = actor_target(next_obs)  # [B, N, A]
+        if c.policy_noise > 0:
+            noise = (torch.randn_like(next_action) * c.policy_noise).clamp(-c.noise_clip, c.noise_clip)
+            next_action = (next_action + noise).clamp(-1.0, 1.0)
+        next_q = critic_target(next_obs, next_action * mask).amin(-1, keepdim=True)  # [B, N, 1]
+        target = td_target(batch.reward, batch.done, next_q, c.gamma)  # [B, N, 1]
+        sampled, log_density = penalty_proposals(obs, next_obs, actor, mask, c)  # [K, B, N, A], [K, ., N]
+    q_data = critic(obs, batch.action)  # [B, N, E]
+    q_sampled = critic(obs, sampled, others=batch.action)  # [K, B, N, E]
+    loss, td_loss, penalty = conservative_critic_loss(q_data, q_sampled, log_density, target, c.cql_alpha,
+                                                      c.cql_temperature)
+    norms = agent_step(optimizer, loss, list(critic.parameters()), critic.n_agents, c.max_grad_norm)
+    return {
+        "critic_loss": loss.detach(),
+        "td_loss": td_loss.detach(),
+        "cql_penalty": penalty.detach(),
+        "q_mean": q_data.detach().mean(),
+        "critic_grad_norm": norms.mean(),
+    }
+
+
+class MACQL:
+    config_cls: ClassVar[type] = MACQLConfig
+    multi_agent: ClassVar[bool] = True
+
+    def __init__(self, config: MACQLConfig, problem: Problem, device: torch.device) -> None:
+        if config.critic not in CRITIC_KINDS:
+            raise ValueError(f"critic must be one of {', '.join(CRITIC_KINDS)}, got {config.critic!r}")
+        if config.cql_n_actions < 1:
+            raise ValueError(f"cql_n_actions must be >= 1, got {config.cql_n_actions}")
+        self.config, self.problem, self.device = config, problem, torch.device(device)
+        n, o, a = problem.n_agents, problem.obs_dim, problem.action_dim
+        final_init = config.actor_final_init if config.actor_final_init > 0 else None
+        self.normalizer = ObsNormalizer(problem, enabled=config.normalize_obs).to(self.device)
+        self.actor = DeterministicActor(
+            n, o, a, config.hidden_sizes, input_norm=config.input_norm, final_init=final_init
+        ).to(self.device)
+        self.critic = AgentCritics(
+            n, o, a, config.hidden_sizes, config.n_critics,
+            centralized=config.critic == "centralized", input_norm=config.input_norm,
+        ).to(self.device)
+        self.actor_target = frozen_copy(self.actor)
+        self.critic_target = frozen_copy(self.critic)
+        self.actor_params = list(self.actor.parameters())
+        self.actor_opt = make_adam(self.actor_params, config.actor_lr)
+        self.critic_opt = make_adam(self.critic.parameters(), config.critic_lr)
+        self.mask = action_mask(problem, self.device)  # [N, A]
+        self.updates = 0
+        self.last_actor_loss = torch.zeros((), device=self.device)
+
+    def update(self, batch: Batch) -> dict[str, Tensor]:
+        c = self.config
+        self.updates += 1
+        obs, next_obs = self.normalizer(batch.obs), self.normalizer(batch.next_obs)  # [B, N, O]
+
+        # Critics of all agents: TD error + conservative penalty, one batched step.
+        metrics = conservative_critic_update(
+            self.critic, self.critic_target, self.actor, self.actor_target, self.critic_opt,
+            obs, next_obs, batch, self.mask, c,
+        )
+
+        # Actors through their first critic (others' actions from the data if centralized), then the targets.
+        if self.updates % c.policy_freq == 0:
+            pi = self.actor(obs) * self.mask  # [B, N, A]
+            q_pi = self.critic.first(obs, pi, others=batch.action)  # [B, N]
+            actor_loss = (-q_pi.mean(0) + c.action_l2 * pi.square().mean(dim=(0, 2))).sum()
+            agent_step(self.actor_opt, actor_loss, self.actor_params, self.problem.n_agents, c.max_grad_norm)
+            soft_update(self.critic_target, self.critic, c.polyak)
+            soft_update(self.actor_target, self.actor, c.polyak)
+            self.last_actor_loss = actor_loss.detach()
+
+        metrics["actor_loss"] = self.last_actor_loss
+        return metrics
+
+    @torch.no_grad()
+    def act(self, obs: Tensor) -> Tensor:
+        """Deterministic actions ``[E, N, O] -> [E, N, A]`` from raw observations (BatchNorm in eval mode)."""
+        was_training = self.actor.training
+        self.actor.eval()
+        try:
+            return self.actor(self.normalizer(obs.to(self.device, torch.float32))) * self.mask  # [E, N, A]
+        finally:
+            self.actor.train(was_training)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "actor_target": self.actor_target.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "actor_opt": self.actor_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "normalizer": self.normalizer.state_dict(),
+            "updates": self.updates,
+            "last_actor_loss": self.last_actor_loss,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name in ("actor", "critic", "actor_target", "critic_target", "actor_opt", "critic_opt", "normalizer"):
+            getattr(self, name).load_state_dict(state[name])
+        self.updates = int(state["updates"])
+        self.last_actor_loss = state["last_actor_loss"].to(self.device)
