@@ -146,6 +146,8 @@ def test_plus_minus_one_reach_the_env_bounds(name: str) -> None:
                 assert sent.shape == (spec.action_sizes[i],)
                 # out-of-range actions are clipped to [-1, 1], so they also land exactly on the bound
                 np.testing.assert_allclose(sent, getattr(space, bound), atol=1e-6)
+                low, high = env.env_action_bounds[i]  # type: ignore[attr-defined]
+                np.testing.assert_array_equal((low, high), (space.low, space.high))
         if name in MPE:  # mpe2's continuous actions are Box(0, 1): 0 maps to the middle
             env.step(np.zeros((spec.n_agents, spec.action_dim), dtype=np.float32))
             np.testing.assert_allclose(simulator_actions(calls, env)[0], 0.5)
@@ -397,3 +399,15 @@ def test_vector_env_passes_the_opponent_to_every_copy() -> None:
         venv.reset([0, 1])
         venv.step(np.zeros((2, 3, 5), dtype=np.float32))
     assert len(policy.seen) == 2  # type: ignore[attr-defined]
+
+
+def test_vector_env_set_opponent() -> None:
+    with VectorEnv("world", 2) as venv:
+        policy = RecordingOpponent(5)
+        venv.set_opponent(policy)
+        venv.reset([0, 1])
+        venv.step(np.zeros((2, 4, 9), dtype=np.float32))
+        assert policy.reset_seeds == [0, 1] and len(policy.seen) == 2
+        assert policy.seen[0].shape == (2, 28)
+    with VectorEnv("spread", 1) as venv, pytest.raises(ValueError, match="no opponents"):
+        venv.set_opponent(policy)

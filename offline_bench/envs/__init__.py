@@ -6,6 +6,11 @@
     result = env.step(action)                # action [N, A] in [-1, 1]
 
 ``TASKS`` and ``task_spec`` need no simulator; ``make_env`` imports only the one the task uses.
+
+Every adapter also has ``env_action_bounds``: per learning agent, the simulator's own ``(low, high)`` that the
+interface's -1 / +1 map to. Out-of-range finite actions are clipped to [-1, 1]; NaN/inf or a wrong shape raise
+ValueError. Adapters of tag and world have ``opponent_spec`` (an ``OpponentSpec``, also in ``OPPONENTS``) and a
+settable ``opponent`` attribute (None restores the seeded random opponent).
 Adapters: ``bullet.py`` (hopper, halfcheetah, walker2d, ant), ``mpe.py`` (spread, tag, world),
 ``mamujoco.py`` (halfcheetah-2x3). ``vector.py`` holds ``VectorEnv``.
 """

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from offline_bench.envs._common import EpisodeClock, check_action, silence_output
+from offline_bench.envs._common import BoxMap, EpisodeClock, check_action, silence_output
 from offline_bench.envs.base import Env, StepResult
 from offline_bench.envs.tasks import task_spec
 
@@ -134,9 +134,9 @@ class BulletLocomotionEnv(Env):
             # reset(seed) takes the same path, and a fresh env and a reused one give identical trajectories.
             self._env.seed(0)
             self._env.reset()
-        # The robot's own bounds; torques are action * power, and pybullet clips to [-1, 1] itself.
-        self.action_low = np.asarray(self._env.action_space.low, dtype=np.float32)  # [A]
-        self.action_high = np.asarray(self._env.action_space.high, dtype=np.float32)  # [A]
+        # The robot's own bounds ([-1, 1]: torques are action * power); kept general in case a robot differs.
+        self.env_action_bounds = [(self._env.action_space.low, self._env.action_space.high)]
+        self._to_env = BoxMap(*zip(*self.env_action_bounds), width=self.spec.action_dim)  # type: ignore[arg-type]
         self._clock = EpisodeClock(name, self.spec.episode_length)
 
     def reset(self, seed: int) -> np.ndarray:
@@ -148,7 +148,7 @@ class BulletLocomotionEnv(Env):
     def step(self, action: np.ndarray) -> StepResult:
         action = check_action(action, self.spec)  # [1, A]
         self._clock.tick()
-        env_action = self.action_low + (action[0] + 1.0) * 0.5 * (self.action_high - self.action_low)  # [A]
+        env_action = self._to_env(action)[0]  # [A]
         with contextlib.redirect_stdout(_DISCARD):  # the env prints "~INF~" from Python if the physics blows up
             state, reward, done, _ = self._env.step(env_action)
         terminated = bool(done)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from offline_bench.envs._common import EpisodeClock, check_action, pad_rows, silence_output, to_bounds
+from offline_bench.envs._common import BoxMap, EpisodeClock, check_action, pad_rows, silence_output
 from offline_bench.envs.base import Env, StepResult
 from offline_bench.envs.tasks import task_spec
 
@@ -61,8 +61,8 @@ class MaMuJoCoEnv(Env):
         self.agents = list(self._env.possible_agents)
         if len(self.agents) != self.spec.n_agents:
             raise RuntimeError(f"{name}: mamujoco has agents {self.agents}, the task expects {self.spec.n_agents}")
-        self._low = [np.asarray(self._env.action_space(a).low, dtype=np.float32) for a in self.agents]
-        self._high = [np.asarray(self._env.action_space(a).high, dtype=np.float32) for a in self.agents]
+        self.env_action_bounds = [(self._env.action_space(a).low, self._env.action_space(a).high) for a in self.agents]
+        self._to_env = BoxMap(*zip(*self.env_action_bounds), width=self.spec.action_dim)  # type: ignore[arg-type]
         self._clock = EpisodeClock(name, self.spec.episode_length)
 
     def reset(self, seed: int) -> np.ndarray:
@@ -73,10 +73,7 @@ class MaMuJoCoEnv(Env):
     def step(self, action: np.ndarray) -> StepResult:
         action = check_action(action, self.spec)  # [N, A]
         self._clock.tick()
-        actions = {
-            a: to_bounds(action[i, : self.spec.action_sizes[i]], self._low[i], self._high[i])
-            for i, a in enumerate(self.agents)
-        }
+        actions = dict(zip(self.agents, self._to_env(action)))
         observations, rewards, terminations, truncations, _ = self._env.step(actions)
         obs = pad_rows([np.asarray(observations[a], dtype=np.float32) for a in self.agents], self.spec.obs_dim)
         reward = np.asarray([rewards[a] for a in self.agents], dtype=np.float32)  # [N]

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from offline_bench.envs._common import EpisodeClock, check_action, pad_rows, to_bounds
+from offline_bench.envs._common import BoxMap, EpisodeClock, check_action, pad_rows
 from offline_bench.envs.base import Env, StepResult
 from offline_bench.envs.tasks import MPE_EPISODE_LENGTH, OPPONENTS, OpponentSpec, task_spec
 
@@ -84,8 +84,15 @@ class MPEEnv(Env):
         if self.opponent_spec is not None and tuple(self.opponent_names) != self.opponent_spec.names:
             raise RuntimeError(f"{name}: mpe2 opponents {self.opponent_names} != {self.opponent_spec.names}")
         spaces = {a: self._env.action_space(a) for a in agents}
-        self._low = {a: np.asarray(spaces[a].low, dtype=np.float32) for a in agents}
-        self._high = {a: np.asarray(spaces[a].high, dtype=np.float32) for a in agents}
+        self.env_action_bounds = [(spaces[a].low, spaces[a].high) for a in self.agents]
+        self._to_env = BoxMap(*zip(*self.env_action_bounds), width=self.spec.action_dim)  # type: ignore[arg-type]
+        self._opp_to_env: BoxMap | None = None
+        if self.opponent_spec is not None:
+            self._opp_to_env = BoxMap(
+                [spaces[a].low for a in self.opponent_names],
+                [spaces[a].high for a in self.opponent_names],
+                width=self.opponent_spec.action_size,
+            )
         self._opponent: Opponent | None = None
         self.opponent = opponent
         self._clock = EpisodeClock(name, self.spec.episode_length)
@@ -124,12 +131,10 @@ class MPEEnv(Env):
     def step(self, action: np.ndarray) -> StepResult:
         action = check_action(action, self.spec)  # [N, A]
         self._clock.tick()
-        actions = {
-            a: to_bounds(action[i, : size], self._low[a], self._high[a])
-            for i, (a, size) in enumerate(zip(self.agents, self.spec.action_sizes))
-        }
+        actions = dict(zip(self.agents, self._to_env(action)))
         if self.opponent_names:
             assert self._opponent is not None and self._opp_obs is not None and self.opponent_spec is not None
+            assert self._opp_to_env is not None
             opp_action = np.asarray(self._opponent(self._opp_obs), dtype=np.float32)  # [M, A_opp]
             expected = (self.opponent_spec.n_agents, self.opponent_spec.action_size)
             if opp_action.shape != expected or not np.isfinite(opp_action).all():
@@ -137,9 +142,7 @@ class MPEEnv(Env):
                     f"{self.spec.name}: the opponent policy must return finite actions of shape {list(expected)}, "
                     f"got shape {list(opp_action.shape)}"
                 )
-            opp_action = np.clip(opp_action, -1.0, 1.0)
-            for j, a in enumerate(self.opponent_names):
-                actions[a] = to_bounds(opp_action[j], self._low[a], self._high[a])
+            actions.update(zip(self.opponent_names, self._opp_to_env(np.clip(opp_action, -1.0, 1.0))))
         observations, rewards, terminations, truncations, _ = self._env.step(actions)
         obs = self._split(observations)  # [N, O]
         reward = np.asarray([rewards[a] for a in self.agents], dtype=np.float32)  # [N]

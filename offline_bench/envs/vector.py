@@ -4,10 +4,14 @@ Rule for finished episodes: once a copy's episode ends (terminated or truncated 
 frozen until the next ``reset``: later ``step`` calls do not step it, its observation and reward rows are zeros,
 and its ``terminated`` / ``truncated`` flags repeat the values it ended with. The step on which it ends returns
 its real final observation and reward. ``done`` tells which copies are frozen.
+
+Opponents (tag, world): one policy object is shared by all copies and called once per copy per step. If it has a
+``reset(seed)`` method, every copy's reset calls it, in copy order. Without one, each copy has its own random
+opponent seeded by that copy's reset seed.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -17,12 +21,12 @@ from offline_bench.envs.base import Env, TaskSpec
 class VectorEnv:
     """``num_envs`` envs of task ``name``: obs ``[E, N, O]``, actions ``[E, N, A]``, rewards ``[E, N]``."""
 
-    def __init__(self, name: str, num_envs: int, opponent: object | None = None) -> None:
+    def __init__(self, name: str, num_envs: int, opponent: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         from offline_bench.envs import make_env
 
         if num_envs < 1:
             raise ValueError(f"num_envs must be at least 1, got {num_envs}")
-        self.envs: list[Env] = [make_env(name, opponent=opponent) for _ in range(num_envs)]  # type: ignore[arg-type]
+        self.envs: list[Env] = [make_env(name, opponent=opponent) for _ in range(num_envs)]
         self.spec: TaskSpec = self.envs[0].spec
         self.num_envs = num_envs
         self.terminated = np.ones(num_envs, dtype=bool)  # [E]; nothing runs before the first reset
@@ -32,6 +36,13 @@ class VectorEnv:
     def done(self) -> np.ndarray:
         """``[E]`` bool: copies whose episode has ended (and which ``step`` leaves alone until ``reset``)."""
         return self.terminated | self.truncated
+
+    def set_opponent(self, policy: Callable[[np.ndarray], np.ndarray] | None) -> None:
+        """Replace the opponent policy of every copy (None: each copy's seeded random opponent)."""
+        for env in self.envs:
+            if not hasattr(env, "opponent"):
+                raise ValueError(f"task {self.spec.name!r} has no opponents")
+            env.opponent = policy  # type: ignore[attr-defined]
 
     def reset(self, seeds: Sequence[int]) -> np.ndarray:
         """Reset every copy, copy ``e`` with ``seeds[e]``; returns obs ``[E, N, O]``."""
