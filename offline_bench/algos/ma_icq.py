@@ -1,0 +1,190 @@
+"""MA-ICQ: Implicit Constraint Q-learning (Yang et al., "Believe what you see: implicit constraint approach for
+offline multi-agent reinforcement learning", NeurIPS 2021), continuous and per agent, as the OMAR paper's baseline.
+
+The authors' multi-agent code is discrete (SMAC, with a mixer); this is the per-agent version of their continuous
+single-agent ``ICQ_softmax`` on independent learners Q_n(o_n, a_n) (or ``critic="centralized"``: Q_n(s, a_1..a_N)).
+ICQ only trusts actions seen in the data: the critic target uses the dataset's next action a' (``batch.next_action``)
+with implicit importance weights computed over the batch, per agent,
+
+    w = clamp(B_valid / icq_alpha * softmax_batch(Q'(o', a') / icq_beta), 0, 1),   y = r + gamma (1 - d) Q'(o', a') w,
+
+and the actor is an advantage-weighted regression onto the dataset action,
+
+    A = r + gamma (1 - d) Q(o', a') - Q(o, a),   loss = sum_b softmax_batch(A / icq_beta)_b * mean_A (pi(o_b) - a_b)^2.
+
+Reference implementation checked: github.com/YiqinYang/ICQ (``ICQ_softmax/ICQ/icq.py``, ``ICQ_softmax/main.py``:
+beta 600 for both softmaxes, alpha 2, one critic, the target critic for y and the online critic for A). The network
+and optimisation defaults are the OMAR paper's shared MPE settings (github.com/ling-pan/OMAR): hidden 64 x 2 with
+input BatchNorm, batch 1024, lr 0.01, polyak 0.01, gamma 0.95, per-agent gradient norms clipped at 0.5.
+
+Deviations:
+- The actor is deterministic (tanh), like every other method of the OMAR paper's TD3 backbone, so the regression
+  is a weighted squared error; the authors' actor is a Gaussian with a weighted log-likelihood (the same objective
+  for a fixed-variance Gaussian, up to scale).
+- The authors drop every row without a next action (episode ends) from their buffer. We keep true terminals (their
+  target is r: no bootstrap) and mask only rows that have neither a next action nor a terminal (time-limit ends) out
+  of both losses and both softmaxes; B_valid counts the rows with a next action.
+- Critic and actor are updated every step with the same batch and the target critic soft-updated after each step,
+  as in the reference (ICQ needs no target actor); its actor weight decay (1e-4) is kept as ``actor_weight_decay``.
+- Padded action dimensions are zeroed in the actor's output.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from offline_bench.algos.base import Problem
+from offline_bench.algos.common import AgentCritics, DeterministicActor, ObsNormalizer, frozen_copy, make_adam
+from offline_bench.algos.ma_cql import CRITIC_KINDS, action_mask, agent_step
+from offline_bench.batch import Batch
+from offline_bench.config import cfg
+from offline_bench.nn import soft_update
+
+_MASKED = -1e9  # logit of rows left out of a batch softmax
+
+
+@dataclass(frozen=True)
+class MAICQConfig:
+    gamma: float = cfg(0.95, "discount factor (OMAR code: 0.95 on MPE)")
+    polyak: float = cfg(0.01, "target-network update rate: target <- (1 - polyak) * target + polyak * online")
+    batch_size: int = cfg(1024, "transitions per update; the implicit weights are a softmax over this batch")
+    actor_lr: float = cfg(0.01, "actor Adam learning rate")
+    critic_lr: float = cfg(0.01, "critic Adam learning rate")
+    hidden_sizes: tuple[int, ...] = cfg((64, 64), "hidden layer sizes of every agent's actor and critics")
+    n_critics: int = cfg(1, "critics per agent (the ICQ code trains one); the target takes their minimum")
+    icq_beta: float = cfg(600.0, "temperature of both batch softmaxes, softmax(Q'/beta) and softmax(A/beta)")
+    icq_alpha: float = cfg(2.0, "implicit weights are B / alpha * softmax, clipped to [0, 1]")
+    critic: str = cfg("decentralized", "critic inputs: decentralized Q_i(o_i, a_i) or centralized Q_i(s, a_1..a_N)")
+    input_norm: bool = cfg(True, "BatchNorm on every network's input (the OMAR authors' MPE networks)")
+    max_grad_norm: float = cfg(0.5, "clip each agent's actor and critic gradient norm to this (<= 0 disables)")
+    actor_weight_decay: float = cfg(1e-4, "Adam weight decay of the actors (the ICQ code's 1e-4)")
+    actor_final_init: float = cfg(3e-3, "actor output weights start in U(-x, x) so tanh starts unsaturated (<= 0: default)")
+    normalize_obs: bool = cfg(False, "standardise observations with the dataset's statistics (the input BatchNorm already does)")
+
+
+def masked_batch_softmax(values: Tensor, rows: Tensor, temperature: float) -> Tensor:
+    """Softmax over the batch axis of ``values / temperature`` using only ``rows`` (1.0 = use): ``[B, N] -> [B, N]``.
+
+    rows ``[B, 1]``; left-out rows get weight 0 (all rows left out: all weights 0).
+    """
+    logits = values / temperature + (1.0 - rows) * _MASKED  # [B, N]
+    return torch.softmax(logits, dim=0) * rows  # [B, N]
+
+
+def implicit_weights(next_q: Tensor, next_action_valid: Tensor, beta: float, alpha: float) -> Tensor:
+    """ICQ's importance weights of the next-state values: next_q ``[B, N]``, valid ``[B, 1]`` -> ``[B, N]`` in [0, 1].
+
+    ``clamp(B_valid / alpha * softmax_batch(next_q / beta), 0, 1)``, zero where there is no next action.
+    """
+    n_valid = next_action_valid.sum()  # [] (a tensor: no host sync)
+    return (n_valid / alpha * masked_batch_softmax(next_q, next_action_valid, beta)).clamp(0.0, 1.0)  # [B, N]
+
+
+def icq_critic_target(batch: Batch, next_q: Tensor, gamma: float, beta: float, alpha: float) -> tuple[Tensor, Tensor]:
+    """``y = r + gamma (1 - d) Q'(o', a') w``: next_q ``[B, N]`` -> (target ``[B, N, 1]``, weights ``[B, N]``)."""
+    w = implicit_weights(next_q, batch.next_action_valid, beta, alpha)  # [B, N]
+    not_done = 1.0 - batch.done  # [B, 1]
+    return batch.reward + gamma * (not_done * next_q * w).unsqueeze(-1), w  # [B, N, 1], [B, N]
+
+
+def awr_actor_loss(pi: Tensor, data_action: Tensor, advantage: Tensor, rows: Tensor, beta: float) -> Tensor:
+    """Advantage-weighted regression per agent, summed over agents: pi, data_action ``[B, N, A]``, advantage
+    ``[B, N]``, rows ``[B, 1]`` -> scalar ``sum_n sum_b softmax_b(A / beta) * mean_A (pi - a)^2``."""
+    weights = masked_batch_softmax(advantage, rows, beta)  # [B, N]
+    error = (pi - data_action).square().mean(-1)  # [B, N]
+    return (weights * error).sum()
+
+
+class MAICQ:
+    config_cls: ClassVar[type] = MAICQConfig
+    multi_agent: ClassVar[bool] = True
+
+    def __init__(self, config: MAICQConfig, problem: Problem, device: torch.device) -> None:
+        if config.critic not in CRITIC_KINDS:
+            raise ValueError(f"critic must be one of {', '.join(CRITIC_KINDS)}, got {config.critic!r}")
+        if config.icq_beta <= 0 or config.icq_alpha <= 0:
+            raise ValueError("icq_beta and icq_alpha must be > 0")
+        self.config, self.problem, self.device = config, problem, torch.device(device)
+        n, o, a = problem.n_agents, problem.obs_dim, problem.action_dim
+        final_init = config.actor_final_init if config.actor_final_init > 0 else None
+        self.normalizer = ObsNormalizer(problem, enabled=config.normalize_obs).to(self.device)
+        self.actor = DeterministicActor(
+            n, o, a, config.hidden_sizes, input_norm=config.input_norm, final_init=final_init
+        ).to(self.device)
+        self.critic = AgentCritics(
+            n, o, a, config.hidden_sizes, config.n_critics,
+            centralized=config.critic == "centralized", input_norm=config.input_norm,
+        ).to(self.device)
+        self.critic_target = frozen_copy(self.critic)
+        self.actor_params = list(self.actor.parameters())
+        self.critic_params = list(self.critic.parameters())
+        self.actor_opt = make_adam(self.actor_params, config.actor_lr, weight_decay=config.actor_weight_decay)
+        self.critic_opt = make_adam(self.critic_params, config.critic_lr)
+        self.mask = action_mask(problem, self.device)  # [N, A]
+        self.updates = 0
+
+    def update(self, batch: Batch) -> dict[str, Tensor]:
+        c = self.config
+        n = self.problem.n_agents
+        self.updates += 1
+        obs, next_obs = self.normalizer(batch.obs), self.normalizer(batch.next_obs)  # [B, N, O]
+        # Rows with a usable target: a next action in the same episode, or a true terminal (target = r).
+        rows = torch.maximum(batch.next_action_valid, batch.done)  # [B, 1]
+        n_rows = rows.sum().clamp(min=1.0)  # []
+
+        # Critics: regress onto the implicitly weighted target built from the dataset's next action.
+        with torch.no_grad():
+            next_q = self.critic_target(next_obs, batch.next_action).amin(-1)  # [B, N]
+            target, weights = icq_critic_target(batch, next_q, c.gamma, c.icq_beta, c.icq_alpha)  # [B, N, 1]
+        q = self.critic(obs, batch.action)  # [B, N, E]
+        critic_loss = ((q - target).square() * rows.unsqueeze(-1)).sum(0).sum() / n_rows
+        agent_step(self.critic_opt, critic_loss, self.critic_params, n, c.max_grad_norm)
+
+        # Actors: advantage-weighted regression onto the dataset actions, advantages from the updated critic.
+        with torch.no_grad():
+            q_now = self.critic.first(obs, batch.action)  # [B, N]
+            q_next = self.critic.first(next_obs, batch.next_action)  # [B, N]
+            not_done = 1.0 - batch.done  # [B, 1]
+            advantage = batch.reward.squeeze(-1) + c.gamma * not_done * q_next * batch.next_action_valid - q_now
+        pi = self.actor(obs) * self.mask  # [B, N, A]
+        actor_loss = awr_actor_loss(pi, batch.action, advantage, rows, c.icq_beta)
+        agent_step(self.actor_opt, actor_loss, self.actor_params, n, c.max_grad_norm)
+
+        soft_update(self.critic_target, self.critic, c.polyak)
+        valid = batch.next_action_valid  # [B, 1]
+        return {
+            "critic_loss": critic_loss.detach(),
+            "actor_loss": actor_loss.detach(),
+            "q_mean": q.detach().mean(),
+            "icq_weight_mean": (weights * valid).sum() / (valid.sum() * n).clamp(min=1.0),
+            "advantage_mean": (advantage * rows).sum() / (n_rows * n),
+        }
+
+    @torch.no_grad()
+    def act(self, obs: Tensor) -> Tensor:
+        """Deterministic actions ``[E, N, O] -> [E, N, A]`` from raw observations (BatchNorm in eval mode)."""
+        was_training = self.actor.training
+        self.actor.eval()
+        try:
+            return self.actor(self.normalizer(obs.to(self.device, torch.float32))) * self.mask  # [E, N, A]
+        finally:
+            self.actor.train(was_training)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "critic_target": self.critic_target.state_dict(),
+            "actor_opt": self.actor_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "normalizer": self.normalizer.state_dict(),
+            "updates": self.updates,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name in ("actor", "critic", "critic_target", "actor_opt", "critic_opt", "normalizer"):
+            getattr(self, name).load_state_dict(state[name])
+        self.updates = int(state["updates"])
