@@ -110,16 +110,10 @@ def make_learner(algo: str, spec: TaskSpec, device: torch.device, algo_overrides
 
 
 def task_env(task: str, opponent: Callable[[np.ndarray], np.ndarray] | None = None) -> Env:
-    """The task's env from ``offline_bench.envs.make_env``."""
-    import offline_bench.envs as envs
+    """The task's env (``offline_bench.envs.make_env``), its opponents driven by ``opponent`` where it has any."""
+    from offline_bench.envs import make_env
 
-    if hasattr(envs, "make_env"):
-        return envs.make_env(task, opponent=opponent) if opponent is not None else envs.make_env(task)
-    from offline_bench.envs.bullet import BULLET_CLASSES, BulletLocomotionEnv  # before make_env existed
-
-    if task in BULLET_CLASSES:
-        return BulletLocomotionEnv(task)
-    raise RuntimeError(f"offline_bench.envs has no make_env yet, so {task!r} cannot be created")
+    return make_env(task, opponent=opponent)
 
 
 def _action_mask(spec: TaskSpec) -> np.ndarray:
@@ -174,6 +168,7 @@ class BehaviourTrainer:
         self.eval_env = env_factory()
         self.spec: TaskSpec = self.env.spec
         self.device = torch.device(device)
+        torch.manual_seed(config.seed)  # network initialisation; a resumed run then restores the saved RNG state
         self.learner = make_learner(self.algo, self.spec, self.device, self.algo_overrides)
         self.buffer = ReplayBuffer(config.buffer_capacity, self.spec.n_agents, self.spec.obs_dim, self.spec.action_dim)
         self.sample_generator = torch.Generator().manual_seed(config.seed)
@@ -186,8 +181,6 @@ class BehaviourTrainer:
                                         "expert": None}
         if (self.workdir / "state.pt").exists():
             self._load()
-        else:
-            torch.manual_seed(config.seed)
 
     # ------------------------------------------------------------------ persistence
     def _state(self) -> dict[str, Any]:

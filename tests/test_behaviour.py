@@ -1,0 +1,139 @@
+"""Behaviour policies: SAC learns a toy task, resume is exact, MATD3 updates have the right shapes, policy files."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from offline_bench.batch import Batch
+from offline_bench.behaviour.matd3 import MATD3, MATD3Config
+from offline_bench.behaviour.policy import load_policy_file
+from offline_bench.behaviour.replay import ReplayBuffer
+from offline_bench.behaviour.trainer import BehaviourTrainer, TrainerConfig
+from offline_bench.envs import make_env
+from offline_bench.envs.base import Env, StepResult, TaskSpec
+
+torch.set_num_threads(1)
+
+
+class ReachEnv(Env):
+    """A point on a line steered towards a target drawn at reset: obs ``[x, target]``, reward ``-|x - target|``.
+
+    Small but real: the state carries over between steps, so replaying an interrupted episode matters.
+    """
+
+    spec = TaskSpec("reach", 1, (2,), (1,), 10, "test:reach")
+
+    def reset(self, seed: int) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        self.x, self.target, self.t = 0.0, float(rng.uniform(-1, 1)), 0
+        return self._obs()
+
+    def _obs(self) -> np.ndarray:
+        return np.asarray([[self.x, self.target]], np.float32)  # [1, 2]
+
+    def step(self, action: np.ndarray) -> StepResult:
+        self.x = float(np.clip(self.x + 0.3 * float(action[0, 0]), -2.0, 2.0))
+        self.t += 1
+        reward = np.asarray([-abs(self.x - self.target)], np.float32)
+        return StepResult(self._obs(), reward, False, self.t >= self.spec.episode_length, {})
+
+
+def tiny_config(**overrides: object) -> TrainerConfig:
+    base = dict(task="reach", seed=3, steps=400, start_steps=100, batch_size=32, buffer_capacity=10_000,
+                eval_every=100, eval_episodes=3, measure_episodes=4, checkpoint_every=135, medium_target=-1.5)
+    base.update(overrides)
+    return TrainerConfig(**base)  # type: ignore[arg-type]
+
+
+def tiny_trainer(tmp_path, name: str, **overrides: object) -> BehaviourTrainer:
+    return BehaviourTrainer(tiny_config(**overrides), tmp_path / name, algo="sac",
+                            algo_overrides={"hidden_sizes": (16, 16)}, env_factory=ReachEnv)
+
+
+def test_sac_learns_reach(tmp_path):
+    trainer = BehaviourTrainer(tiny_config(steps=1500, eval_every=500, eval_episodes=5, checkpoint_every=10_000),
+                               tmp_path / "run", algo="sac", algo_overrides={"hidden_sizes": (32, 32)},
+                               env_factory=ReachEnv)
+    summary = trainer.run()
+    summary = trainer.finalize()
+    random_return = summary["random"]["return_mean"]
+    expert = summary["expert"]["return_mean"]
+    # Uniform actions score about -2.6; steering straight to the target scores about -0.7.
+    assert expert > random_return + 1.2, (random_return, expert)
+    assert expert > -1.2
+    # The medium policy froze at the first evaluation reaching the target, with its own 4-episode measurement.
+    medium = summary["medium"]
+    assert medium is not None and medium["step"] == min(e["step"] for e in summary["evals"] if e["return_mean"] >= -1.5)
+    assert medium["episodes"] == 4
+    # The mixed data is exactly the buffer's first `medium step` transitions, in order.
+    mixed = np.load(tmp_path / "run" / "mixed.npz")
+    assert mixed["observations"].shape == (medium["step"], 1, 2)
+    np.testing.assert_array_equal(mixed["actions"], trainer.buffer.action[: medium["step"]])
+    np.testing.assert_array_equal(mixed["next_observations"][:-1][~(mixed["timeouts"][:-1])],
+                                  mixed["observations"][1:][~(mixed["timeouts"][:-1])])
+    assert mixed["timeouts"].sum() == medium["step"] // 10
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
+    straight = tiny_trainer(tmp_path, "straight")
+    straight.run()
+
+    class Interrupted(Exception):
+        pass
+
+    def crash(info: dict) -> None:
+        if info["step"] >= 200:  # after the checkpoint at step 135, which is in the middle of an episode
+            raise Interrupted
+
+    first = tiny_trainer(tmp_path, "resumed")
+    with pytest.raises(Interrupted):
+        first.run(crash)
+    resumed = tiny_trainer(tmp_path, "resumed")
+    assert (resumed.step, resumed.episode_start) == (135, 130)
+    resumed.run()
+
+    a, b = straight.learner.state_dict(), resumed.learner.state_dict()
+    for key in ("actor", "critic", "critic_target"):
+        for name, tensor in a[key].items():
+            torch.testing.assert_close(tensor, b[key][name], rtol=0, atol=0)
+    np.testing.assert_array_equal(straight.buffer.obs[:400], resumed.buffer.obs[:400])
+    assert [e["return_mean"] for e in straight.history["evals"]] == [e["return_mean"] for e in resumed.history["evals"]]
+    best_a = load_policy_file(tmp_path / "straight" / "best_actor.pt")
+    best_b = load_policy_file(tmp_path / "resumed" / "best_actor.pt")
+    obs = np.random.default_rng(0).normal(size=(5, 1, 2)).astype(np.float32)
+    np.testing.assert_array_equal(best_a.act(obs), best_b.act(obs))
+
+
+def test_resume_refuses_another_runs_workdir(tmp_path):
+    tiny_trainer(tmp_path, "run", steps=150).run()
+    with pytest.raises(ValueError, match="pick another --workdir"):
+        tiny_trainer(tmp_path, "run", seed=4)
+
+
+@pytest.mark.parametrize("task", ["spread", "world"])
+def test_matd3_update_shapes(task):
+    torch.manual_seed(0)
+    env = make_env(task)
+    spec = env.spec
+    learner = MATD3(MATD3Config(hidden_sizes=(16, 16)), spec, torch.device("cpu"))
+    buffer = ReplayBuffer(100, spec.n_agents, spec.obs_dim, spec.action_dim)
+    obs = env.reset(0)
+    while buffer.added < 60:
+        action = learner.explore(torch.as_tensor(obs)[None])[0].numpy()  # [N, A]
+        assert action.shape == (spec.n_agents, spec.action_dim)
+        for i, size in enumerate(spec.action_sizes):
+            assert not action[i, size:].any(), "padded action dims must stay zero"
+        result = env.step(action)
+        buffer.add(obs, action, result.reward, result.obs, result.terminated, result.truncated)
+        obs = env.reset(buffer.added) if result.truncated or result.terminated else result.obs
+    batch = buffer.sample(8, torch.Generator().manual_seed(0))
+    assert isinstance(batch, Batch) and batch.obs.shape == (8, spec.n_agents, spec.obs_dim)
+    assert batch.reward.shape == (8, spec.n_agents, 1)
+    before = [p.detach().clone() for p in learner.actor.parameters()]
+    first = learner.update(batch)
+    second = learner.update(batch)  # the delayed actor update happens on every second update
+    assert "actor_loss" not in first and "actor_loss" in second
+    assert all(v.dim() == 0 and torch.isfinite(v) for v in second.values())
+    assert any(not torch.equal(p, q) for p, q in zip(before, learner.actor.parameters()))
+    assert learner.critic(batch.obs, batch.action).shape == (8, spec.n_agents, 2)
