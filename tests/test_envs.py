@@ -311,17 +311,23 @@ def test_opponent_errors() -> None:
 
 
 def test_first_use_prints_nothing_and_writes_no_files(tmp_path: Path) -> None:
-    """In a fresh process (so imports happen for the first time): build, reset and step all 8 tasks."""
+    """In a fresh process (so imports happen for the first time): build, reset and step all 8 tasks; nothing is
+    printed to stdout or stderr, nothing is written to the working directory, and the pybullet shim cleans up."""
     script = textwrap.dedent(
         """
+        import sys
         import numpy as np
         from offline_bench.envs import TASKS, make_env
+        path_before = list(sys.path)
         for name, spec in TASKS.items():
             env = make_env(name)
             env.reset(0)
             for _ in range(3):
                 env.step(np.zeros((spec.n_agents, spec.action_dim), dtype=np.float32))
             env.close()
+        # the pybullet shim leaves no fake gym / pkg_resources behind, and sys.path as it was
+        assert sys.path == path_before, set(sys.path) ^ set(path_before)
+        assert "gym" not in sys.modules and "pkg_resources" not in sys.modules
         """
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
