@@ -511,23 +511,30 @@ def train(
 def _opponent(dataset: Any, task: str) -> tuple[Any, str]:
     """The fixed opponent (tag's prey, world's fast agents) to evaluate against, and a description of it.
 
-    The same opponent the dataset was collected against: the committed ``opponent`` behaviour policy of the task,
-    unless the manifest says the data was collected against random opponents (``"opponent": null/"random"``).
+    The same opponent the dataset was collected against, as its manifest records it (``env.opponents`` or
+    ``opponent``): a text saying "random" (or nothing recorded) means the adapter's uniform-random opponent; a
+    mapping naming a committed policy (``sha256``) means the task's committed ``opponent`` behaviour policy, which
+    must have that sha256.
     """
     from offline_bench.envs import OPPONENTS
 
     if task not in OPPONENTS:
         return None, "none"
     manifest = getattr(dataset, "manifest", {}) or {}
-    recorded = manifest.get("opponent", "unrecorded")
-    if recorded in (None, "random") or (isinstance(recorded, dict) and recorded.get("kind") == "random"):
-        return None, "random"
+    recorded = (manifest.get("env") or {}).get("opponents", manifest.get("opponent"))
+    if not isinstance(recorded, dict):
+        return None, str(recorded or "uniform random (the adapter's default; the manifest records no opponent)")
     from offline_bench.behaviour.policy import load_policy
 
     policy = load_policy(task, "opponent")
-    if policy is None:
-        return None, "random (no committed opponent policy)"
-    return policy.as_opponent(), f"committed opponent policy sha256 {getattr(policy, 'sha256', '?')}"
+    wanted = recorded.get("sha256")
+    if policy is None or (wanted and getattr(policy, "sha256", None) != wanted):
+        raise TrainError(
+            f"{dataset.dataset_id} was collected against the opponent policy {recorded}, but the committed "
+            f"{task} opponent policy is {'missing' if policy is None else 'a different file'}; restore "
+            "datasets/policies/ (git checkout) or re-collect the dataset"
+        )
+    return policy.as_opponent(), f"committed opponent policy sha256 {policy.sha256}"
 
 
 __all__ = [

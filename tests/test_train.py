@@ -1,0 +1,228 @@
+"""The training loop on real tiny datasets: run files, exact resume, determinism, config precedence."""
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from offline_bench.algos.td3_bc import TD3BC
+from offline_bench.data import collect, load_dataset
+from offline_bench.train import TrainConfig, TrainError, prepare, resolve_config, train, train_run
+from offline_bench.train.config import CONFIG_DIR, split_dataset_id
+
+torch.set_num_threads(1)
+
+TINY = {"hidden_sizes": "[16,16]", "batch_size": 32, "eval_every": 10, "eval_episodes": 2, "log_every": 5,
+        "checkpoint_every": 10}
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory) -> Path:
+    """Tiny real datasets, collected once: hopper (single-agent, D4RL references) and spread (3 agents)."""
+    root = tmp_path_factory.mktemp("datasets")
+    collect("hopper-random", steps=500, root=root)
+    collect("spread-random", steps=300, root=root)
+    return root
+
+
+def read_metrics(run_dir: Path, drop=("time_s",)) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return [{k: v for k, v in row.items() if k not in drop} for row in csv.DictReader(f)]
+
+
+def read_result(run_dir: Path) -> dict:
+    result = json.loads((run_dir / "result.json").read_text())
+    result.pop("wall_time_s")
+    return result
+
+
+def assert_same_state(a, b):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert_same_state(a[key], b[key])
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b)
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            assert_same_state(x, y)
+    else:
+        assert a == b
+
+
+def test_run_directory_contents(data_root, tmp_path):
+    outcome = train("td3bc", "hopper-random", steps=30, sets=TINY, root=data_root, runs=tmp_path)
+    run_dir = tmp_path / "hopper-random-v0" / "td3bc" / "seed0"
+    assert outcome.status == "finished" and outcome.run_dir == run_dir
+    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoint.pt", "config.json", "metrics.csv", "result.json"]
+
+    config = json.loads((run_dir / "config.json").read_text())
+    manifest = json.loads((data_root / "hopper-random-v0.json").read_text())
+    assert config["algo"] == "td3bc" and config["dataset"]["id"] == "hopper-random-v0"
+    assert config["dataset"]["sha256"] == manifest["sha256"]
+    assert config["algo_config"]["hidden_sizes"] == [16, 16] and config["train_config"]["steps"] == 30
+    assert config["sources"]["hidden_sizes"] == "--set" and config["sources"]["steps"] == "--steps"
+    assert config["device"] == "cpu" and config["versions"]["torch"] == torch.__version__
+
+    rows = read_metrics(run_dir)
+    assert [int(r["step"]) for r in rows] == [5, 10, 15, 20, 25, 30]
+    eval_rows = [r for r in rows if r["eval_return"]]
+    assert [int(r["step"]) for r in eval_rows] == [10, 20, 30]
+    for row in eval_rows:  # the hopper references are D4RL's, so every evaluation has a normalized score
+        expected = 100 * (float(row["eval_return"]) - 20.058972) / (1441.8059623430963 - 20.058972)
+        assert float(row["normalized_score"]) == pytest.approx(expected)
+    assert all(float(r["critic_loss"]) > 0 for r in rows)
+
+    result = json.loads((run_dir / "result.json").read_text())
+    scores = [float(r["normalized_score"]) for r in eval_rows]
+    assert result["statistic"] == "last_k_mean" and result["last_k"] == 10
+    assert result["score"] == pytest.approx(sum(scores) / 3) == pytest.approx(result["last_k_score"])
+    assert result["final_score"] == pytest.approx(scores[-1]) and result["best_score"] == pytest.approx(max(scores))
+    assert result["evaluations"] == 3 and result["steps_done"] == 30
+
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == 30 and {"algo", "sampler", "torch_rng", "numpy_rng", "evals"} <= ckpt.keys()
+
+
+class ConfigCheckingTD3BC(TD3BC):
+    """TD3+BC that records whether config.json existed when its first update ran."""
+
+    seen: list = []
+
+    def update(self, batch):
+        if self.updates == 0:
+            ConfigCheckingTD3BC.seen.append((self.run_dir / "config.json").exists())
+        return super().update(batch)
+
+
+def test_config_json_is_written_before_the_first_update(data_root, tmp_path):
+    _, resolved = prepare("td3bc", "hopper-random", steps=3, sets={**TINY, "eval_every": 3})
+    dataset = load_dataset("hopper-random", root=data_root)
+    ConfigCheckingTD3BC.run_dir = tmp_path / "hopper-random-v0" / "td3bc" / "seed0"
+    train_run(dataset, ConfigCheckingTD3BC, resolved, runs=tmp_path)
+    assert ConfigCheckingTD3BC.seen == [True]
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(data_root, tmp_path):
+    args = dict(steps=40, sets=TINY, root=data_root)
+    whole = train("td3bc", "hopper-random", runs=tmp_path / "a", **args)
+    stopped = train("td3bc", "hopper-random", runs=tmp_path / "b", stop_after=27, **args)
+    assert stopped.status == "stopped" and not (stopped.run_dir / "result.json").exists()
+    assert int(read_metrics(stopped.run_dir)[-1]["step"]) == 25  # rows past the checkpoint (step 20) exist ...
+    resumed = train("td3bc", "hopper-random", runs=tmp_path / "b", **args)
+    assert resumed.status == "finished" and resumed.start_step == 20  # ... and are truncated back on resume
+    assert read_metrics(resumed.run_dir) == read_metrics(whole.run_dir)
+    assert read_result(resumed.run_dir) == read_result(whole.run_dir)
+    a = torch.load(whole.run_dir / "checkpoint.pt", weights_only=False)
+    b = torch.load(resumed.run_dir / "checkpoint.pt", weights_only=False)
+    assert_same_state(a["algo"], b["algo"])
+    assert_same_state(a["sampler"], b["sampler"])
+
+
+def test_deterministic_per_seed_and_seeds_differ(data_root, tmp_path):
+    args = dict(steps=10, sets={**TINY, "log_every": 10}, root=data_root)
+    first = train("td3bc", "hopper-random", runs=tmp_path / "a", **args)
+    again = train("td3bc", "hopper-random", runs=tmp_path / "b", **args)
+    other = train("td3bc", "hopper-random", runs=tmp_path / "a", seed=1, **args)
+    assert other.run_dir.name == "seed1"
+    assert read_metrics(first.run_dir) == read_metrics(again.run_dir)
+    assert read_metrics(first.run_dir) != read_metrics(other.run_dir)
+
+
+def test_finished_run_is_not_rerun_and_changed_config_is_refused(data_root, tmp_path):
+    args = dict(sets=TINY, root=data_root, runs=tmp_path)
+    done = train("td3bc", "hopper-random", steps=10, **args)
+    before = (done.run_dir / "metrics.csv").read_text()
+    again = train("td3bc", "hopper-random", steps=10, **args)
+    assert again.status == "already finished" and again.result["score"] == done.result["score"]
+    assert (done.run_dir / "metrics.csv").read_text() == before
+
+    train("td3bc", "hopper-random", steps=30, seed=2, stop_after=10, **args)
+    with pytest.raises(TrainError, match="different config.*alpha 2.5 vs 1.0"):
+        train("td3bc", "hopper-random", steps=30, seed=2, **{**args, "sets": {**TINY, "alpha": 1.0}})
+
+
+def test_multi_agent_run_without_references_records_raw_returns(data_root, tmp_path):
+    outcome = train("ma-td3bc", "spread-random", steps=10, sets={**TINY, "hidden_sizes": "[8]"}, root=data_root,
+                    runs=tmp_path)
+    result = outcome.result
+    assert result["normalized"] is False and result["score"] is None and result["statistic"] is None
+    assert result["final_return"] < 0  # spread's reward is a negative distance
+    eval_rows = [r for r in read_metrics(outcome.run_dir) if r["eval_return"]]
+    assert [r["normalized_score"] for r in eval_rows] == [""]
+
+
+def test_single_agent_algorithm_refuses_multi_agent_data(data_root, tmp_path):
+    with pytest.raises(TrainError, match="td3bc is a single-agent algorithm but spread-random-v0 has 3 agents"):
+        train("td3bc", "spread-random", steps=5, sets=TINY, root=data_root, runs=tmp_path)
+    assert not (tmp_path / "spread-random-v0").exists()
+
+
+# ------------------------------------------------------------------------------------------------- config layers
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_config_precedence(tmp_path):
+    from offline_bench.algos.td3_bc import TD3BCConfig
+
+    configs = tmp_path / "configs"
+    _write(configs / "train" / "hopper.yaml", "steps: 100\neval_every: 10\nlog_every: 7\nalpha: 1.0\n")
+    _write(configs / "train" / "hopper-medium.yaml", "steps: 200\n")
+    _write(configs / "td3bc" / "hopper.yaml", "alpha: 2.0\ngamma: 0.9\neval_every: 20\n")
+    _write(configs / "td3bc" / "hopper-medium.yaml", "alpha: 3.0\npolicy_freq: 3\n")
+    _write(configs / "td3bc" / "walker2d.yaml", "alpha: 9.0\n")
+    user = _write(tmp_path / "mine.yaml", "policy_freq: 4\nbatch_size: 64\n")
+    resolved = resolve_config("td3bc", TD3BCConfig, "hopper-medium-replay-v0", config_file=user,
+                              sets={"batch_size": "128", "hidden_sizes": "[8,8]"}, flags={"steps": 5, "seed": None},
+                              config_dir=configs)
+    a, t = resolved.algo_config, resolved.train_config
+    # hopper-medium-replay is the mixed quality: hopper-medium.yaml does not apply.
+    assert (t.steps, t.eval_every, t.log_every) == (5, 20, 7)
+    assert (a.alpha, a.gamma, a.policy_freq, a.batch_size, a.hidden_sizes) == (2.0, 0.9, 4, 128, (8, 8))
+    assert resolved.sources["log_every"] == "configs/train/hopper.yaml"
+    assert resolved.sources["steps"] == "--steps" and resolved.sources["batch_size"] == "--set"
+    medium = resolve_config("td3bc", TD3BCConfig, "hopper-medium", config_dir=configs)
+    assert (medium.train_config.steps, medium.algo_config.alpha, medium.algo_config.policy_freq) == (200, 3.0, 3)
+    assert resolve_config("td3bc", TD3BCConfig, None, config_dir=configs).algo_config == TD3BCConfig()
+
+
+def test_unknown_key_lists_valid_keys(tmp_path):
+    from offline_bench.algos.td3_bc import TD3BCConfig
+
+    with pytest.raises(ValueError, match=r"unknown config key 'alhpa' \(from --set\); valid keys for td3bc: .*alpha"):
+        resolve_config("td3bc", TD3BCConfig, "hopper-random", sets={"alhpa": 1})
+    bad = _write(tmp_path / "bad.yaml", "eval_evry: 3\n")
+    with pytest.raises(ValueError, match="eval_evry.*--config.*loop keys: .*eval_every"):
+        resolve_config("td3bc", TD3BCConfig, "hopper-random", config_file=bad)
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        resolve_config("td3bc", TD3BCConfig, "hopper-random", flags={"steps": 0})
+
+
+def test_shipped_loop_budgets():
+    """Issue 5: OMAR authors' update-round budgets for MPE and halfcheetah-2x3; D4RL's 1M steps for PyBullet."""
+    from offline_bench.algos.td3_bc import TD3BCConfig
+
+    expected = {"spread-mixed": (2000, 10), "spread-random": (6000, 10), "tag-expert": (2000, 10),
+                "tag-mixed": (1000, 10), "world-medium": (1000, 10), "halfcheetah-2x3-medium": (100_000, 500),
+                "hopper-medium": (1_000_000, 5000), "ant-expert": (1_000_000, 5000)}
+    for dataset_id, (steps, eval_every) in expected.items():
+        t = resolve_config("td3bc", TD3BCConfig, dataset_id).train_config
+        assert (t.steps, t.eval_every, t.eval_episodes) == (steps, eval_every, 10), dataset_id
+    from offline_bench.data import TASKS
+
+    for path in (CONFIG_DIR / "train").glob("*.yaml"):  # every file is named <task> or <task>-<quality>
+        assert path.stem in TASKS or split_dataset_id(path.stem)[0] in TASKS, path.name
+    assert set(TASKS) <= {p.stem for p in (CONFIG_DIR / "train").glob("*.yaml")}
+
+
+def test_split_dataset_id():
+    assert split_dataset_id("halfcheetah-2x3-medium-replay-v0") == ("halfcheetah-2x3", "mixed", 0)
+    assert split_dataset_id("spread-expert") == ("spread", "expert", None)
+    with pytest.raises(ValueError, match="expected <task>-<quality>"):
+        split_dataset_id("hopper")
+    assert TrainConfig().device == "auto"
