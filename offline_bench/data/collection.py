@@ -261,8 +261,8 @@ def collect(
     recipe = entry.recipe
     if not recipe.collectable:
         raise NotCollectableError(
-            f"{entry.dataset_id} needs behaviour policy ({recipe.description}); only the random datasets are "
-            f"collectable until the behaviour-data issue adds its recipes; try `offline-bench collect {entry.task}-random`"
+            f"{entry.dataset_id} cannot be collected yet: {recipe.description}; only the random datasets are "
+            f"collectable until the behaviour-data issue adds these recipes (try `offline-bench collect {entry.task}-random`)"
         )
     steps = recipe.default_steps if steps is None else int(steps)
     if steps < 1:
