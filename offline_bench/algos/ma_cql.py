@@ -191,8 +191,13 @@ def conservative_critic_update(
     batch: Batch,
     mask: Tensor,
     config: ConservativeCriticConfig,
+    proposals: tuple[Tensor, Tensor] | None = None,
 ) -> dict[str, Tensor]:
-    """One MA-CQL critic step for all agents at once (obs, next_obs normalised ``[B, N, O]``, mask ``[N, A]``)."""
+    """One MA-CQL critic step for all agents at once (obs, next_obs normalised ``[B, N, O]``, mask ``[N, A]``).
+
+    ``proposals`` (actions ``[K, B, N, A]``, log-density ``[K, 1 or B, N]``) replaces ``penalty_proposals``' draw,
+    for tests or other proposal schemes.
+    """
     c = config
     with torch.no_grad():
         next_action = actor_target(next_obs)  # [B, N, A]
@@ -201,7 +206,9 @@ def conservative_critic_update(
             next_action = (next_action + noise).clamp(-1.0, 1.0)
         next_q = critic_target(next_obs, next_action * mask).amin(-1, keepdim=True)  # [B, N, 1]
         target = td_target(batch.reward, batch.done, next_q, c.gamma)  # [B, N, 1]
-        sampled, log_density = penalty_proposals(obs, next_obs, actor, mask, c)  # [K, B, N, A], [K, ., N]
+        if proposals is None:
+            proposals = penalty_proposals(obs, next_obs, actor, mask, c)
+        sampled, log_density = proposals  # [K, B, N, A], [K, 1 or B, N]
     q_data = critic(obs, batch.action)  # [B, N, E]
     q_sampled = critic(obs, sampled, others=batch.action)  # [K, B, N, E]
     loss, td_loss, penalty = conservative_critic_loss(q_data, q_sampled, log_density, target, c.cql_alpha,
