@@ -18,9 +18,13 @@ Choices the paper leaves open, and ours:
   advantage is ``Q(s, a) - V(s)``; (2) ``R - V`` then compares the dataset action with the current policy under
   one estimator and one discount, whereas an offline return-to-go measures the behaviour policy's value and is
   cut short at time-limit ends; (3) it needs no change to ``Batch`` (the sampler does not carry returns).
-- **V(s) = E_{a~pi} Q(s, a)**, estimated with the same ``n_mmd_samples`` actor samples the actor update uses (min
-  over the ensemble, mean over samples, detached). So ``D+`` holds the transitions whose action the critic rates
-  at least as well as the current policy: the "clipped advantage" ``(Q - V)_+ > 0`` rows, plus ties.
+- **V(s) is a learned state value of the DATA**, ``V_psi(s) ~ E_{a~D(.|s)} Q(s, a)``: a small network (the
+  actor's hidden sizes) regressed by MSE on ``min_e Q(s, a_data)``. ``D+`` holds the rows whose action the critic
+  rates at least as well as the typical dataset action in that state. In the paper's online setting (SIL, ARM)
+  the data comes from the current policy, so the data's value and the policy's coincide; offline they do not, and
+  ``V = E_{a~pi} Q(s, a)`` fails: once the critic over-estimates the policy's (out-of-data) actions, every
+  dataset row falls in ``D-`` and ``beta+`` gets no data (we observed exactly this, ``D+`` emptying within a few
+  hundred updates on a two-mode bandit). The data's value keeps both subsets populated and meaningful.
 - **The split is per batch**: masks ``m+ = [Q >= V]``, ``m- = [Q <= V]`` (ties go to both, as in the paper's
   ``>=`` / ``<=``) weight each row's likelihood loss in the two models; each model's loss is its masked mean
   (normalised by its own row count, 0 when its mask is empty), so each fits its own subset at full strength.
@@ -30,12 +34,18 @@ Choices the paper leaves open, and ours:
 - **Constraint**: a Lagrange multiplier alpha on the batch-mean violation
   ``g = E[D(pi, beta+)] - max(epsilon, E[D(pi, beta-)])`` (epsilon 0.05). The actor minimises
   ``-E[min_e Q] + alpha * g``; log alpha ascends ``alpha * g`` and is clamped to [-5, 10] (BEAR's dual step).
-  With ``repel_negative`` (default) the gradient flows through both MMDs, so where ``E[D(pi, beta-)] > epsilon``
-  the actor is also pushed away from ``beta-`` (the paper: DBR "intentionally avoids regions indicated by
-  beta-"); with ``repel_negative=False`` ``max(epsilon, E[D(pi, beta-)])`` is a moving threshold without gradient.
-- **Warm-up** (BEAR's): for ``warmup_steps`` updates the actor minimises ``alpha * E[D(pi, beta+)]`` only. Early
-  on the critic is untrained, so the split is noise and ``beta+ ~ beta-``; the repelling term would then cancel
-  the attracting one and leave the actor unconstrained, so warm-up imitates ``beta+`` alone.
+  By default (``repel_negative=False``) ``max(epsilon, E[D(pi, beta-)])`` is a moving threshold without gradient:
+  the objective (the paper's eq. 4) penalises only ``D(pi, beta+)``, and ``beta-`` "restricts the policy
+  improvement step" through the bound (near ``beta-`` the bound tightens to epsilon, so alpha grows and pulls the
+  actor to ``beta+``). ``repel_negative=True`` lets the gradient flow through both MMDs (the full Lagrangian), so
+  the actor is also pushed away from ``beta-``; that pushes it out of the data's support wherever ``beta+`` lies
+  between ``beta-`` and unseen actions, so it is not the default.
+- **What the constraint allows**: it is looser than BEAR's ``E[D(pi, beta)] < epsilon`` whenever the policy is
+  farther than epsilon from ``beta-``; a policy that moves beyond ``beta+``, away from ``beta-``, satisfies it.
+  This is the paper's design (it trades BEAR's fixed epsilon for a data-driven bound); expect less conservative
+  behaviour than BEAR where the critic over-estimates unseen actions.
+- **Warm-up** (BEAR's): for ``warmup_steps`` updates the actor minimises ``alpha * E[D(pi, beta+)]`` only (early
+  on the critic is untrained, so the split is noise and ``beta+ ~ beta-``).
 - The critic, target (soft clipped double-Q over 10 target-actor samples), actor (tanh-Gaussian) and acting rule
   (best of 10 actor samples by Q) are BEAR's, with BEAR's defaults and deviations (see ``bear.py``).
 - The paper's optional Munchausen reward ``r + tau log beta+(a|s)`` is not implemented (it needs a density of
@@ -63,7 +73,7 @@ from offline_bench.algos.bear import (
 from offline_bench.algos.common import AgentCritics, GaussianActor, ObsNormalizer, frozen_copy, make_adam, optimizer_step
 from offline_bench.batch import Batch
 from offline_bench.config import cfg
-from offline_bench.nn import soft_update
+from offline_bench.nn import StackedMLP, agents_to_groups, soft_update
 
 PLUS, MINUS = 0, 1  # model axis of the behaviour VAE
 
@@ -89,7 +99,8 @@ class DBRConfig:
     mmd_kernel: str = cfg("laplacian", "MMD kernel: laplacian or gaussian")
     mmd_sigma: float = cfg(10.0, "MMD kernel bandwidth")
     mmd_threshold: float = cfg(0.05, "epsilon: floor of the dynamic bound max(epsilon, E[MMD(pi, beta-)])")
-    repel_negative: bool = cfg(True, "let the actor's gradient flow through MMD(pi, beta-) (push away from beta-)")
+    repel_negative: bool = cfg(False, "let the actor's gradient flow through MMD(pi, beta-) (push away from beta-)")
+    value_lr: float = cfg(3e-4, "learning rate of V(s), the data's state value that splits D+ from D-")
     initial_lagrange: float = cfg(1.0, "initial value of alpha, the Lagrange multiplier")
     log_lagrange_min: float = cfg(-5.0, "lower clamp of log alpha")
     log_lagrange_max: float = cfg(10.0, "upper clamp of log alpha")
@@ -105,7 +116,7 @@ def split_masks(ret: Tensor, value: Tensor) -> Tensor:
     return torch.stack([(ret >= value), (ret <= value)], dim=-1).float()  # [B, N, 2]
 
 
-def dual_violation(d_plus: Tensor, d_minus: Tensor, epsilon: float, repel_negative: bool = True) -> Tensor:
+def dual_violation(d_plus: Tensor, d_minus: Tensor, epsilon: float, repel_negative: bool = False) -> Tensor:
     """DBR's constraint ``E[D(pi, beta+)] < max(epsilon, E[D(pi, beta-)])`` as ``g = d_plus - max(epsilon, d_minus)``
     (satisfied when ``g < 0``): ``[N], [N] -> [N]``. Without ``repel_negative`` the bound carries no gradient."""
     bound = torch.clamp(d_minus if repel_negative else d_minus.detach(), min=epsilon)  # [N]
@@ -133,10 +144,12 @@ class DBR:
         # beta+ and beta- as one stacked network: model axis [PLUS, MINUS].
         self.behaviour = ConditionalVAE(n, o, a, config.vae_hidden_sizes, config.latent_factor * a, n_models=2)
         self.behaviour.to(self.device)
+        self.value = StackedMLP(n, o, config.hidden_sizes, 1).to(self.device)  # V(s) of the data, per agent
         self.log_lagrange = torch.full((n,), math.log(config.initial_lagrange), device=self.device, requires_grad=True)
         self.actor_opt = make_adam(self.actor.parameters(), config.actor_lr)
         self.critic_opt = make_adam(self.critic.parameters(), config.critic_lr)
         self.behaviour_opt = make_adam(self.behaviour.parameters(), config.vae_lr)
+        self.value_opt = make_adam(self.value.parameters(), config.value_lr)
         self.lagrange_opt = make_adam([self.log_lagrange], config.lagrange_lr)
         self.act_noise = probe_noise(config.n_action_samples, a, self.device)  # [K, A]
         self.step = 0  # Python counter: the warm-up switch never reads a tensor
@@ -153,13 +166,16 @@ class DBR:
         critic_loss = (q_data - target).square().mean(dim=(0, 1)).sum()
         optimizer_step(self.critic_opt, critic_loss)
 
-        # 2. advantage split: R = min_e Q(s, a_data), V = E_{a~pi} min_e Q(s, a); one critic pass for both.
+        # 2. advantage split: R = min_e Q(s, a_data) against the data's value V(s) ~ E_{a~D} R, regressed on R.
+        #    One critic pass gives R and the actor's Q at its own samples (used in step 5).
         raw_pi = sample_raw_actions(self.actor, obs, c.n_mmd_samples, c.actor_noise_clip)  # [K, B, N, A]
         actions = torch.cat([batch.action.unsqueeze(0), torch.tanh(raw_pi)], dim=0)  # [1+K, B, N, A]
         q_all = self.critic(obs, actions).amin(-1)  # [1+K, B, N]
         ret, q_pi = q_all[0].detach(), q_all[1:]  # [B, N], [K, B, N]
-        value = q_pi.detach().mean(0)  # [B, N]
-        masks = split_masks(ret, value)  # [B, N, 2]
+        value = self.value(agents_to_groups(obs)).squeeze(-1).transpose(0, 1)  # [B, N]
+        masks = split_masks(ret, value.detach())  # [B, N, 2]
+        value_loss = (value - ret).square().mean(0).sum()
+        optimizer_step(self.value_opt, value_loss)
 
         # 3. behaviour models beta+ / beta-: masked maximum likelihood (ELBO) on D+ / D-.
         vae_losses = self.behaviour.loss(obs, batch.action, masks, kl_weight=c.vae_kl_weight)  # [N, 2]
@@ -201,9 +217,10 @@ class DBR:
             "violation": violation.detach().mean(),
             "lagrange": self.log_lagrange.detach().exp().mean(),
             "plus_fraction": masks[..., PLUS].mean(),
-            "advantage": (ret - value).mean(),
+            "advantage": (ret - value.detach()).mean(),
+            "value_loss": value_loss.detach(),
             "q_data": q_data.detach().mean(),
-            "q_pi": value.mean(),
+            "q_pi": q_pi.detach().mean(),
             "target": target.mean(),
         }
 
@@ -221,20 +238,22 @@ class DBR:
             "critic": self.critic.state_dict(),
             "critic_target": self.critic_target.state_dict(),
             "behaviour": self.behaviour.state_dict(),
+            "value": self.value.state_dict(),
             "log_lagrange": self.log_lagrange.detach().clone(),
             "actor_opt": self.actor_opt.state_dict(),
             "critic_opt": self.critic_opt.state_dict(),
             "behaviour_opt": self.behaviour_opt.state_dict(),
+            "value_opt": self.value_opt.state_dict(),
             "lagrange_opt": self.lagrange_opt.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
-        for name in ("obs_norm", "actor", "actor_target", "critic", "critic_target", "behaviour"):
+        for name in ("obs_norm", "actor", "actor_target", "critic", "critic_target", "behaviour", "value"):
             getattr(self, name).load_state_dict(state[name])
         with torch.no_grad():
             self.log_lagrange.copy_(state["log_lagrange"])
-        for name in ("actor_opt", "critic_opt", "behaviour_opt", "lagrange_opt"):
+        for name in ("actor_opt", "critic_opt", "behaviour_opt", "value_opt", "lagrange_opt"):
             getattr(self, name).load_state_dict(state[name])
 
 
