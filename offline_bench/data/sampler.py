@@ -41,7 +41,15 @@ class DeviceSampler:
         self.generator.manual_seed(int(seed))
 
     def sample(self, batch_size: int) -> Batch:
-        idx = torch.randint(self.size, (batch_size,), device=self.device, generator=self.generator)  # [B]
+        """``batch_size`` rows drawn uniformly with replacement from the sampler's generator."""
+        return self.batch_at(self.sample_indices(batch_size))
+
+    def sample_indices(self, batch_size: int) -> Tensor:
+        """``[B]`` int64 row indices on the device, from the sampler's generator."""
+        return torch.randint(self.size, (batch_size,), device=self.device, generator=self.generator)  # [B]
+
+    def batch_at(self, idx: Tensor) -> Batch:
+        """The batch of rows ``idx`` (``[B]`` int64 on the device)."""
         next_idx = (idx + 1).clamp_max(self.size - 1)  # [B]
         valid = self.next_valid[idx]  # [B, 1]
         return Batch(
