@@ -105,6 +105,47 @@ def first_critic_values(critic: AgentCritics, obs: Tensor, action: Tensor, other
     return q.squeeze(-1).transpose(0, 1).reshape(*lead, n)  # [..., N]
 
 
+@torch.no_grad()
+def sampling_search(
+    q_fn: Callable[[Tensor], Tensor],
+    shape: torch.Size | tuple[int, ...],
+    mask: Tensor,
+    iters: int,
+    n_samples: int,
+    mu0: float,
+    sigma0: float,
+    n_elites: int = 0,
+    beta: float = 1.0,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """OMAR's zeroth-order search, batched over states, agents and samples.
+
+    q_fn maps actions ``[K, B, N, A] -> [K, B, N]``; ``shape = (B, N, A)``; mask ``[N, A]`` zeroes padded dimensions.
+    Returns the last population ``[K', B, N, A]`` with its values ``[K', B, N]`` (K' = K, or K + M with CEM elites)
+    and the refined mean and std ``[B, N, A]``.
+    """
+    device = mask.device
+    mu = torch.full(tuple(shape), mu0, device=device)  # [B, N, A]
+    sigma = torch.full_like(mu, sigma0)  # [B, N, A]
+    elites = elite_q = None
+    for _ in range(iters):
+        noise = torch.randn((n_samples, *shape), device=device)  # [K, B, N, A]
+        samples = (mu + sigma * noise).clamp(-1.0, 1.0) * mask  # [K, B, N, A]
+        q = q_fn(samples)  # [K, B, N]
+        if n_elites > 0:  # CEM: the top-M of the new samples and the previous elites
+            if elites is not None:
+                samples = torch.cat([samples, elites])  # [K+M, B, N, A]
+                q = torch.cat([q, elite_q])  # [K+M, B, N]
+            elite_q, idx = q.topk(n_elites, dim=0)  # [M, B, N]
+            elites = samples.gather(0, idx.unsqueeze(-1).expand(-1, -1, -1, shape[-1]))  # [M, B, N, A]
+            mu, sigma = elites.mean(0), elites.std(0)  # [B, N, A]
+        else:  # softmax(beta * Q)-weighted mean, RMS deviation around it
+            weights = torch.softmax(beta * q, dim=0).unsqueeze(-1)  # [K, B, N, 1]
+            mu = (weights * samples).sum(0)  # [B, N, A]
+            sigma = (samples - mu).square().mean(0).sqrt()  # [B, N, A]
+    return samples, q, mu, sigma
+
+
+@torch.no_grad()
 def rectify_actions(
     q_fn: Callable[[Tensor], Tensor],
     pi_action: Tensor,
@@ -117,35 +158,16 @@ def rectify_actions(
     n_elites: int = 0,
     beta: float = 1.0,
 ) -> Tensor:
-    """OMAR's target actions a_hat: the best of a Gaussian sampling search and pi(o), per state and agent.
+    """OMAR's target actions a_hat: the best of the search's last population, or pi(o) where that is better.
 
-    q_fn maps sampled actions ``[K, B, N, A] -> [K, B, N]``; pi_action ``[B, N, A]``; q_pi ``[B, N]`` (Q of pi(o));
-    mask ``[N, A]`` zeroes padded action dimensions. Returns ``[B, N, A]`` (no gradient).
+    q_fn as in ``sampling_search``; pi_action ``[B, N, A]``; q_pi ``[B, N]`` (Q of pi(o)). Returns ``[B, N, A]``.
     """
-    with torch.no_grad():
-        shape = pi_action.shape
-        mu = torch.full(shape, mu0, device=pi_action.device, dtype=pi_action.dtype)  # [B, N, A]
-        sigma = torch.full_like(mu, sigma0)  # [B, N, A]
-        elites = elite_q = None
-        for _ in range(iters):
-            noise = torch.randn((n_samples, *shape), device=mu.device, dtype=mu.dtype)  # [K, B, N, A]
-            samples = (mu + sigma * noise).clamp(-1.0, 1.0) * mask  # [K, B, N, A]
-            q = q_fn(samples)  # [K, B, N]
-            if n_elites > 0:  # CEM: the top-M of the new samples and the previous elites
-                if elites is not None:
-                    samples = torch.cat([samples, elites])  # [K+M, B, N, A]
-                    q = torch.cat([q, elite_q])  # [K+M, B, N]
-                elite_q, idx = q.topk(n_elites, dim=0)  # [M, B, N]
-                elites = samples.gather(0, idx.unsqueeze(-1).expand(-1, -1, -1, shape[-1]))  # [M, B, N, A]
-                mu, sigma = elites.mean(0), elites.std(0)  # [B, N, A]
-            else:  # softmax(beta * Q)-weighted mean, RMS deviation around it
-                weights = torch.softmax(beta * q, dim=0).unsqueeze(-1)  # [K, B, N, 1]
-                mu = (weights * samples).sum(0)  # [B, N, A]
-                sigma = (samples - mu).square().mean(0).sqrt()  # [B, N, A]
-        best_q, best_idx = q.max(0)  # [B, N]: best of the last population
-        best = samples.gather(0, best_idx.unsqueeze(0).unsqueeze(-1).expand(1, -1, -1, shape[-1])).squeeze(0)
-        keep_pi = (q_pi >= best_q).unsqueeze(-1)  # [B, N, 1]: ties keep pi(o), as the authors' max does
-        return torch.where(keep_pi, pi_action, best)  # [B, N, A]
+    samples, q, _, _ = sampling_search(q_fn, pi_action.shape, mask, iters, n_samples, mu0, sigma0, n_elites, beta)
+    best_q, best_idx = q.max(0)  # [B, N]
+    index = best_idx.unsqueeze(0).unsqueeze(-1).expand(1, -1, -1, pi_action.shape[-1])  # [1, B, N, A]
+    best = samples.gather(0, index).squeeze(0)  # [B, N, A]
+    keep_pi = (q_pi >= best_q).unsqueeze(-1)  # [B, N, 1]: ties keep pi(o), as the authors' max does
+    return torch.where(keep_pi, pi_action, best)  # [B, N, A]
 
 
 def omar_actor_loss(pi: Tensor, a_hat: Tensor, q_pi: Tensor, omar_coe: float, action_l2: float) -> Tensor:
