@@ -1,0 +1,128 @@
+"""DBR's pieces: the advantage split, the two behaviour models, the dual constraint and its multiplier.
+
+The shared harness (tests/test_algorithms.py -k dbr) covers metrics, act() contract and exact resume.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from offline_bench.algos.bear import ConditionalVAE
+from offline_bench.algos.dbr import DBR, MINUS, PLUS, DBRConfig, dual_violation, split_masks
+from test_bear import forbid_host_syncs, problem, random_batch, two_mode_bandit
+
+torch.set_num_threads(1)
+
+TINY = dict(hidden_sizes=(16, 16), vae_hidden_sizes=(16, 16))
+
+
+def test_split_masks_put_rows_above_the_value_in_d_plus_below_in_d_minus_ties_in_both() -> None:
+    ret = torch.tensor([[2.0], [0.0], [1.0], [-3.0]])  # [B, N]
+    value = torch.tensor([[1.0], [1.0], [1.0], [-4.0]])
+    masks = split_masks(ret, value)  # [B, N, 2]
+    assert masks.shape == (4, 1, 2) and masks.dtype == torch.float32
+    torch.testing.assert_close(masks[:, 0, PLUS], torch.tensor([1.0, 0.0, 1.0, 1.0]))
+    torch.testing.assert_close(masks[:, 0, MINUS], torch.tensor([0.0, 1.0, 1.0, 0.0]))
+
+
+def test_dual_violation_sign_and_bound() -> None:
+    eps = 0.05
+    # satisfied: closer to beta+ than beta- is, and beta- is farther than eps
+    assert dual_violation(torch.tensor([0.2]), torch.tensor([0.5]), eps) < 0
+    # violated: closer to beta- than to beta+
+    assert dual_violation(torch.tensor([0.5]), torch.tensor([0.2]), eps) > 0
+    # beta- nearer than eps: the bound is eps, as in BEAR
+    torch.testing.assert_close(dual_violation(torch.tensor([0.3]), torch.tensor([0.01]), eps), torch.tensor([0.25]))
+
+
+@pytest.mark.parametrize("repel", [False, True])
+def test_dual_violation_gradient_reaches_beta_minus_only_when_repelling(repel: bool) -> None:
+    d_plus = torch.tensor([0.2], requires_grad=True)
+    d_minus = torch.tensor([0.5], requires_grad=True)
+    dual_violation(d_plus, d_minus, 0.05, repel_negative=repel).sum().backward()
+    assert d_plus.grad.item() == 1.0
+    assert (d_minus.grad is not None and d_minus.grad.item() == -1.0) == repel
+    # below eps the bound is the constant eps: no gradient to beta- even when repelling
+    d_minus_small = torch.tensor([0.01], requires_grad=True)
+    dual_violation(d_plus, d_minus_small, 0.05, repel_negative=True).sum().backward()
+    assert d_minus_small.grad.item() == 0.0
+
+
+def test_two_behaviour_models_fit_their_own_subsets() -> None:
+    """beta+ fitted on the rewarded mode only, beta- on the other: samples land on their own mode."""
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1)
+    vae = ConditionalVAE(1, 2, 1, hidden_sizes=(32, 32), n_models=2)
+    opt = torch.optim.Adam(vae.parameters(), lr=3e-3)
+    for _ in range(300):
+        batch = two_mode_bandit(64, gen)
+        good = batch.reward[..., 0]  # [B, 1]
+        masks = split_masks(good, torch.full_like(good, 0.5))  # rewarded rows in D+, the rest in D-
+        loss = vae.loss(batch.obs, batch.action, masks).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        samples = torch.tanh(vae.sample_raw(torch.randn(128, 1, 2, generator=gen), 8))  # [B, N, 2, K, A]
+    plus, minus = samples[:, :, PLUS].mean().item(), samples[:, :, MINUS].mean().item()
+    assert plus > 0.35 and minus < -0.35, f"beta+ mean {plus:.3f}, beta- mean {minus:.3f} (modes at +-0.5)"
+
+
+@pytest.mark.parametrize("threshold", [0.05, 10.0])
+def test_lagrange_multiplier_moves_with_the_sign_of_the_violation(threshold: float) -> None:
+    p = problem()
+    torch.manual_seed(0)
+    algo = DBR(DBRConfig(mmd_threshold=threshold, warmup_steps=0, **TINY), p, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(2)
+    before = algo.log_lagrange.detach().clone()
+    for _ in range(3):
+        metrics = algo.update(random_batch(p, 32, gen))
+        after = algo.log_lagrange.detach().clone()
+        assert metrics["violation"] != 0
+        assert torch.sign(after - before).item() == torch.sign(metrics["violation"]).item()
+        before = after
+    if threshold == 10.0:  # max(eps, D-) = eps = 10 > any MMD: always satisfied, so alpha falls
+        assert metrics["violation"] < 0 and metrics["lagrange"] < 1.0
+
+
+def test_rejects_multi_agent_problems_and_bad_kernels() -> None:
+    with pytest.raises(ValueError, match="single-agent"):
+        DBR(DBRConfig(**TINY), problem(n_agents=2), torch.device("cpu"))
+    with pytest.raises(ValueError, match="mmd_kernel"):
+        DBR(DBRConfig(mmd_kernel="rbf", **TINY), problem(), torch.device("cpu"))
+
+
+@pytest.mark.parametrize("warmup_steps,repel", [(0, False), (0, True), (10, False)])
+def test_update_makes_no_host_syncs(warmup_steps: int, repel: bool) -> None:
+    p = problem()
+    torch.manual_seed(0)
+    algo = DBR(DBRConfig(warmup_steps=warmup_steps, repel_negative=repel, **TINY), p, torch.device("cpu"))
+    batches = [random_batch(p, 16, torch.Generator().manual_seed(i)) for i in range(2)]
+    with forbid_host_syncs():
+        for batch in batches:
+            metrics = algo.update(batch)
+    assert all(torch.isfinite(v) for v in metrics.values())
+    assert 0.0 <= metrics["plus_fraction"] <= 1.0
+
+
+@pytest.mark.slow
+def test_dbr_splits_the_bandit_into_its_two_modes_and_prefers_the_good_one() -> None:
+    p = problem(obs_dim=2, action_dim=1)
+    config = DBRConfig(hidden_sizes=(32, 32), vae_hidden_sizes=(32, 32), warmup_steps=100, actor_lr=1e-3,
+                       critic_lr=1e-3, vae_lr=1e-3, value_lr=1e-3)
+    torch.manual_seed(0)
+    algo = DBR(config, p, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(0)
+    fractions = []
+    for step in range(500):
+        metrics = algo.update(two_mode_bandit(64, gen))
+        if step >= 300:
+            fractions.append(metrics["plus_fraction"].item())
+    assert all(torch.isfinite(v) for v in metrics.values())
+    # The critic learns r(a); the data's value sits between the modes, so D+ is the rewarded half.
+    assert 0.3 < sum(fractions) / len(fractions) < 0.7, f"mean D+ fraction {sum(fractions) / len(fractions):.3f}"
+    probe = torch.randn(256, 1, 2, generator=gen)
+    with torch.no_grad():
+        samples = torch.tanh(algo.behaviour.sample_raw(probe, 8))  # [B, 1, 2, K, 1]
+    assert samples[:, :, PLUS].mean() > 0.35 and samples[:, :, MINUS].mean() < -0.35
+    assert algo.act(probe).mean() > 0.3, "the policy should act on the rewarded side"
