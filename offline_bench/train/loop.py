@@ -470,6 +470,10 @@ def prepare(
 ) -> tuple[type, ResolvedConfig]:
     """The algorithm class and the fully resolved config (every layer, see ``train.config``), without training."""
     algo_id, algo_cls = load_algorithm(algo)
+    if dataset_id is not None:
+        from offline_bench.data.catalog import resolve_dataset_id
+
+        dataset_id = resolve_dataset_id(dataset_id)  # UnknownDatasetError listing the valid tasks and qualities
     resolved = resolve_config(
         algo_id,
         algo_cls.config_cls,
