@@ -1,0 +1,117 @@
+"""Run directories -> paper-style leaderboards (Markdown, CSV, LaTeX, HTML) and learning-curve plots.
+
+``make_report`` is what ``offline-bench report`` calls::
+
+    report = make_report("runs", "leaderboards", formats=("md", "html"))
+    print(report.markdown)          # the table, as written to leaderboards/leaderboard.md
+
+The report reads only run directories (``runs.py``); ``table.py`` aggregates them with pandas and renders Markdown,
+CSV and LaTeX, ``html.py`` the self-contained page, ``plots.py`` the learning curves.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from offline_bench.report.html import to_html
+from offline_bench.report.plots import plot_curves
+from offline_bench.report.runs import dataset_matches, load_curves, load_runs
+from offline_bench.report.table import Leaderboard, build_leaderboard, to_csv, to_latex, to_markdown
+from offline_bench.train.config import split_dataset_id
+
+log = logging.getLogger(__name__)
+
+FORMATS: tuple[str, ...] = ("md", "csv", "latex", "html")
+EXTENSIONS: dict[str, str] = {"md": ".md", "csv": ".csv", "latex": ".tex", "html": ".html"}
+
+
+@dataclass(frozen=True)
+class Report:
+    leaderboard: Leaderboard
+    markdown: str  # the Markdown page (what the CLI prints)
+    files: dict[str, Path] = field(default_factory=dict)  # format -> file written
+    curves: dict[str, Path] = field(default_factory=dict)  # dataset id -> learning-curve PNG written
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write to a temporary name beside ``path``, then rename: a crash never leaves a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    if isinstance(data, str):
+        tmp.write_text(data, encoding="utf-8")
+    else:
+        tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def make_report(
+    runs_dir: Path | str,
+    out_dir: Path | str | None,
+    formats: Sequence[str] = ("md",),
+    statistic: str | None = None,
+    datasets: Sequence[str] | None = None,
+    algos: Sequence[str] | None = None,
+    seeds: int | None = None,
+    name: str = "leaderboard",
+    title: str | None = None,
+    grid_datasets: Sequence[str] = (),
+    grid_algos: Sequence[str] = (),
+    plots: bool = True,
+    score: str = "normalized",
+) -> Report:
+    """Read ``runs_dir``, build the leaderboard, write ``<out_dir>/<name>.<ext>`` per format and the curves.
+
+    ``datasets`` / ``algos`` filter the runs and also become rows/columns of the table (``not run`` where no run
+    folder exists); ``grid_datasets`` / ``grid_algos`` are a preset's grid: its rows and columns are shown even where
+    nothing ran, and runs outside it are left out.
+    ``statistic``: ``final``, ``last-k`` or ``best`` (default: what the runs' result.json files state).
+    ``score``: ``normalized`` (default) or raw ``return``. ``out_dir`` None writes nothing (the Markdown is still
+    returned).
+    """
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ValueError(f"unknown report format {', '.join(unknown)}; choose from {', '.join(FORMATS)} (or all)")
+    runs = load_runs(runs_dir, datasets=datasets, algos=algos, score=score)
+    rows = list(grid_datasets)
+    for wanted in datasets or ():
+        try:
+            split_dataset_id(wanted)
+        except ValueError:
+            continue  # a task name filters runs but is not one row
+        rows.append(wanted)
+    if grid_datasets and len(runs):  # a preset's grid: keep only its datasets' runs
+        runs = runs[[any(dataset_matches(d, g) for g in grid_datasets) for d in runs["dataset_id"]]]
+    columns = list(dict.fromkeys(list(grid_algos) + list(algos or ())))
+    if grid_algos and len(runs):
+        runs = runs[runs["algo"].isin(columns)]
+    board = build_leaderboard(runs, statistic=statistic, seeds=seeds, grid_datasets=rows, grid_algos=columns,
+                              title=title or ("Normalized scores" if score == "normalized" else "Returns"),
+                              score=score)
+    curve_pngs = plot_curves(load_curves(runs, score), board.algos, score) if plots and len(runs) else {}
+    curve_files: dict[str, Path] = {}
+    links: dict[str, str] = {}
+    if out_dir is not None:
+        out = Path(out_dir)
+        for dataset_id, png in curve_pngs.items():
+            path = out / f"{name}-curves" / f"{dataset_id}.png"
+            write_atomic(path, png)
+            curve_files[dataset_id] = path
+            links[dataset_id] = f"{name}-curves/{dataset_id}.png"
+    markdown = to_markdown(board, links)
+    files: dict[str, Path] = {}
+    if out_dir is not None:
+        render = {"md": lambda: markdown, "csv": lambda: to_csv(board), "latex": lambda: to_latex(board),
+                  "html": lambda: to_html(board, curve_pngs)}
+        for fmt in formats:
+            path = Path(out_dir) / f"{name}{EXTENSIONS[fmt]}"
+            write_atomic(path, render[fmt]())
+            files[fmt] = path
+            log.info("wrote %s", path)
+    return Report(leaderboard=board, markdown=markdown, files=files, curves=curve_files)
+
+
+__all__ = ["EXTENSIONS", "FORMATS", "Leaderboard", "Report", "build_leaderboard", "load_curves", "load_runs",
+           "make_report", "write_atomic"]

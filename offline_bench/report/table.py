@@ -1,0 +1,290 @@
+"""Aggregate runs into a paper-style leaderboard, and render it as Markdown, CSV and LaTeX.
+
+Layout as in the OMAR and D4RL papers: rows grouped by dataset quality (random, mixed = medium-replay, medium,
+expert) then task, one column per algorithm, each cell ``mean ± std`` of the chosen statistic over seeds, the best
+complete cell of each row in bold, and the statistic and seed count stated under the table.
+
+Nothing is averaged silently: a cell whose seeds have not all finished says so (``12.3 ± 4.5 (2/5 seeds)``; its
+mean is over the finished seeds only and it is never bold), a cell with run folders but no finished seed says
+``0/5 seeds``, and a cell of the grid with no run folder at all says ``not run``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+from offline_bench.report.runs import QUALITY_ORDER, STATISTIC_TEXT, STATISTICS
+from offline_bench.train.config import split_dataset_id
+
+log = logging.getLogger(__name__)
+
+TASK_ORDER: tuple[str, ...] = ("spread", "tag", "world", "halfcheetah-2x3", "hopper", "halfcheetah", "walker2d", "ant")
+CELL_COLUMNS: tuple[str, ...] = (
+    "quality", "task", "row", "dataset_id", "algo", "score", "statistic", "mean", "std", "seeds_finished",
+    "seeds_done", "seeds_started", "seeds_expected", "status", "best",
+)
+DECIMALS = 1
+
+
+@dataclass(frozen=True)
+class Leaderboard:
+    """A table of normalized scores, one cell per (dataset, algorithm), plus the lines stated under it."""
+
+    cells: pd.DataFrame  # one row per (dataset row, algorithm); columns CELL_COLUMNS
+    rows: tuple[tuple[str, str], ...]  # (quality, row label) in display order
+    algos: tuple[str, ...]  # column order
+    statistic: str  # "final" | "last-k" | "best"
+    notes: tuple[str, ...]  # what the table shows, seeds, budget, versions: printed under the table
+    title: str
+
+    def cell_text(self, style: str = "plain") -> pd.DataFrame:
+        """Wide table of cell strings, index (quality, row), one column per algorithm.
+
+        ``style``: ``"plain"`` (no bold markup), ``"markdown"`` (best cells in ``**``), ``"latex"`` (``$\\pm$``).
+        """
+        pm = r" $\pm$ " if style == "latex" else " ± "
+        texts = {}
+        for cell in self.cells.itertuples(index=False):
+            texts[(cell.quality, cell.row, cell.algo)] = _format_cell(cell, pm, bold=style == "markdown" and cell.best)
+        return self._wide(texts)
+
+    def best_mask(self) -> pd.DataFrame:
+        """Wide boolean table (same shape as ``cell_text``): True where a cell is the best of its row."""
+        return self._wide({(c.quality, c.row, c.algo): bool(c.best) for c in self.cells.itertuples(index=False)})
+
+    def _wide(self, values: dict[tuple[str, str, str], object]) -> pd.DataFrame:
+        index = pd.MultiIndex.from_tuples(self.rows, names=["quality", "task"])
+        data = [[values[(q, r, a)] for a in self.algos] for q, r in self.rows]
+        return pd.DataFrame(data, index=index, columns=pd.Index(self.algos, name="algorithm"))
+
+
+def _format_cell(cell: object, pm: str, bold: bool) -> str:
+    status, finished, expected = cell.status, cell.seeds_finished, cell.seeds_expected  # type: ignore[attr-defined]
+    if status == "not run":
+        return "not run"
+    if status == "no score":
+        return f"no score ({cell.seeds_done}/{expected} seeds)"  # type: ignore[attr-defined]
+    if finished == 0:
+        return f"0/{expected} seeds"
+    mean, std = cell.mean, cell.std  # type: ignore[attr-defined]
+    text = f"{mean:.{DECIMALS}f}{pm}{std:.{DECIMALS}f}" if finished > 1 else f"{mean:.{DECIMALS}f}"
+    if bold:
+        text = f"**{text}**"
+    if status == "partial":
+        text += f" ({finished}/{expected} seeds)"
+    return text
+
+
+def choose_statistic(runs: pd.DataFrame, statistic: str | None) -> str:
+    """``statistic`` if given, else the one the finished runs' result.json files state (the most common)."""
+    if statistic is not None:
+        key = statistic.strip().lower().replace("_", "-")
+        key = {"last-k-mean": "last-k", "lastk": "last-k", "max": "best"}.get(key, key)
+        if key not in STATISTICS:
+            raise ValueError(f"unknown statistic {statistic!r}; choose one of: {', '.join(STATISTICS)}")
+        return key
+    declared = runs.loc[runs["finished"], "declared_statistic"].dropna() if len(runs) else pd.Series(dtype=object)
+    if declared.empty:
+        return "last-k"
+    counts = declared.value_counts()
+    if len(counts) > 1:
+        log.warning("runs state different table statistics (%s); using %s", dict(counts), counts.index[0])
+    return str(counts.index[0])
+
+
+def _algo_order(algo: str) -> tuple[int, str]:
+    """Registry order (single-agent first, OMAR last, as in the papers' tables), unknown ids after, by name."""
+    from offline_bench.algos import ALGORITHMS
+
+    order = list(ALGORITHMS)
+    return (order.index(algo) if algo in order else len(order), algo)
+
+
+def _order_key(quality: str, task: str, version: int | None) -> tuple[int, int, str, int]:
+    q = QUALITY_ORDER.index(quality) if quality in QUALITY_ORDER else len(QUALITY_ORDER)
+    t = TASK_ORDER.index(task) if task in TASK_ORDER else len(TASK_ORDER)
+    return q, t, task, -1 if version is None else version
+
+
+def build_leaderboard(
+    runs: pd.DataFrame,
+    statistic: str | None = None,
+    seeds: int | None = None,
+    grid_datasets: Sequence[str] = (),
+    grid_algos: Sequence[str] = (),
+    title: str = "Normalized scores",
+    score: str = "normalized",
+) -> Leaderboard:
+    """Aggregate a ``load_runs`` table into a leaderboard.
+
+    ``seeds``: how many seeds each cell should have (default: the most run folders any cell has).
+    ``grid_datasets`` / ``grid_algos``: rows and columns the table must show even without any run folder (their
+    cells then say ``not run``); dataset names may omit the version. ``score`` names what ``runs`` holds
+    (``normalized`` or ``return``, as passed to ``load_runs``) for the notes.
+    """
+    stat = choose_statistic(runs, statistic)
+    dataset_ids = sorted(set(runs["dataset_id"])) if len(runs) else []
+    for name in grid_datasets:
+        task, quality, version = split_dataset_id(name)
+        present = [d for d in dataset_ids if split_dataset_id(d)[:2] == (task, quality)
+                   and version in (None, split_dataset_id(d)[2])]
+        if not present:
+            dataset_ids.append(name if version is not None else f"{task}-{quality}")
+    if not dataset_ids:
+        raise ValueError("no runs to report: the runs folder has no <dataset>/<algo>/seed<k> folders matching the "
+                         "filters; run `offline-bench sweep` (or train) first, or pass --datasets/--preset for an "
+                         "empty grid")
+    found = sorted(set(runs["algo"]), key=_algo_order) if len(runs) else []
+    algos = list(dict.fromkeys(list(grid_algos) + found))
+
+    parsed = {d: split_dataset_id(d) for d in dataset_ids}
+    versions_per_name: dict[tuple[str, str], int] = {}
+    for task, quality, _ in parsed.values():
+        versions_per_name[(task, quality)] = versions_per_name.get((task, quality), 0) + 1
+    dataset_ids.sort(key=lambda d: _order_key(parsed[d][1], parsed[d][0], parsed[d][2]))
+
+    finished = runs[runs["finished"] & runs[stat].notna()] if len(runs) else runs
+    started_counts = runs.groupby(["dataset_id", "algo"]).size() if len(runs) else pd.Series(dtype="int64")
+    done_counts = (runs[runs["finished"]].groupby(["dataset_id", "algo"]).size() if len(runs)
+                   else pd.Series(dtype="int64"))
+    stats = (finished.groupby(["dataset_id", "algo"])[stat].agg(["mean", "count", lambda s: s.std(ddof=0)])
+             if len(finished) else pd.DataFrame(columns=["mean", "count", "<lambda_0>"]))
+    stats.columns = ["mean", "count", "std"]
+    expected = seeds if seeds is not None else int(max(started_counts.max() if len(started_counts) else 1, 1))
+    if expected < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+
+    records, rows = [], []
+    for dataset_id in dataset_ids:
+        task, quality, version = parsed[dataset_id]
+        label = task if versions_per_name[(task, quality)] == 1 or version is None else f"{task} (v{version})"
+        rows.append((quality, label))
+        for algo in algos:
+            started = int(started_counts.get((dataset_id, algo), 0))
+            done = int(done_counts.get((dataset_id, algo), 0))
+            count = int(stats["count"].get((dataset_id, algo), 0)) if len(stats) else 0
+            mean = float(stats["mean"].get((dataset_id, algo), math.nan)) if count else math.nan
+            std = float(stats["std"].get((dataset_id, algo), math.nan)) if count else math.nan
+            if started == 0:
+                status = "not run"
+            elif count == 0:
+                status = "no score" if done else "unfinished"
+            elif count >= expected:
+                status = "complete"
+            else:
+                status = "partial"
+            records.append(dict(
+                quality=quality, task=task, row=label, dataset_id=dataset_id, algo=algo, score=score, statistic=stat,
+                mean=mean, std=std, seeds_finished=count, seeds_done=done, seeds_started=started,
+                seeds_expected=expected, status=status, best=False,
+            ))
+    cells = pd.DataFrame(records, columns=list(CELL_COLUMNS))
+    complete = cells[cells["status"] == "complete"]
+    if len(algos) > 1 and len(complete):
+        shown = complete["mean"].round(DECIMALS)
+        row_best = shown.groupby(complete["dataset_id"]).transform("max")
+        cells.loc[complete.index[shown == row_best], "best"] = True
+    notes = _notes(runs, cells, stat, expected, score)
+    return Leaderboard(cells=cells, rows=tuple(rows), algos=tuple(algos), statistic=stat, notes=notes, title=title)
+
+
+def _ranges(values: pd.Series) -> str:
+    unique = sorted({int(v) for v in values.dropna()})
+    return ", ".join(f"{v:,}" for v in unique) if unique else "unknown"
+
+
+def _notes(runs: pd.DataFrame, cells: pd.DataFrame, stat: str, expected: int, score: str) -> tuple[str, ...]:
+    ks = sorted({int(k) for k in runs["last_k"].dropna()}) if len(runs) else []
+    what = STATISTIC_TEXT[stat].format(k="/".join(map(str, ks)) or "k",
+                                       score="normalized score" if score == "normalized" else "return")
+    scale = ("on the normalized scale 100·(R − R_random)/(R_expert − R_random) (0 = random, 100 = expert reference)"
+             if score == "normalized" else "raw episode return (multi-agent: team mean of per-agent returns)")
+    notes = [
+        f"Statistic: {what}, {scale}; cells are mean ± std over seeds (population std, ddof=0).",
+        f"Seeds: {expected} expected per cell; bold = the best complete cell of its row (by the shown value).",
+    ]
+    counts = cells["status"].value_counts()
+    incomplete = [f"{int(counts[s])} {s}" for s in ("partial", "unfinished", "no score", "not run") if s in counts]
+    if incomplete:
+        notes.append(f"Incomplete cells ({', '.join(incomplete)}): 'k/n seeds' means only k of n seeds have "
+                     "finished (result.json) and the mean ± std is over those k; 'not run' means no run folder.")
+    if "no score" in counts:
+        notes.append("'no score': the runs finished but their result.json has no such score (a dataset without "
+                     "random/expert reference returns has no normalized score); `--score return` shows raw returns.")
+    finished = runs[runs["finished"]] if len(runs) else runs
+    if len(finished):
+        budget = "; ".join(f"{task}: {_ranges(group['steps'])}"
+                           for task, group in sorted(finished.groupby("task"), key=lambda kv: _order_key("", kv[0], None)))
+        notes.append(f"Budget (updates per run, as configured): {budget}.")
+        provenance = []
+        for column, label in (("package_version", "offline-bench"), ("device", "device"), ("hardware", "hardware")):
+            values = sorted({str(v) for v in finished[column].dropna()})
+            if values:
+                provenance.append(f"{label} {', '.join(values)}")
+        wall = finished["wall_time_s"].dropna()
+        if len(wall):
+            provenance.append(f"wall time {wall.sum() / 3600:.2f} h in total over {len(wall)} runs "
+                              f"(median {wall.median() / 60:.1f} min per run)")
+        if provenance:
+            notes.append("Runs: " + "; ".join(provenance) + ".")
+    return tuple(notes)
+
+
+def to_markdown(board: Leaderboard, curve_links: dict[str, str] | None = None) -> str:
+    """The leaderboard as a Markdown page: title, table (tabulate via pandas), notes, links to learning curves."""
+    table = board.cell_text("markdown").reset_index()
+    table.loc[table["quality"].duplicated(), "quality"] = ""  # group rows: the quality once per group, as in papers
+    lines = [f"# {board.title}", "", table.to_markdown(index=False, stralign="left"), ""]
+    lines += [f"- {note}" for note in board.notes]
+    if curve_links:
+        lines += ["", "## Learning curves", ""]
+        lines += [f"![{name}]({link})" for name, link in curve_links.items()]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(board: Leaderboard) -> str:
+    """One row per cell (long form, numbers unformatted): what a script or spreadsheet wants."""
+    columns = ["quality", "task", "dataset_id", "algo", "score", "statistic", "mean", "std", "seeds_finished",
+               "seeds_done", "seeds_started", "seeds_expected", "status", "best"]
+    order = {row: i for i, row in enumerate(board.rows)}
+    algo_order = {a: i for i, a in enumerate(board.algos)}
+    cells = board.cells.assign(_r=[order[(q, r)] for q, r in zip(board.cells["quality"], board.cells["row"])],
+                               _a=board.cells["algo"].map(algo_order))
+    return cells.sort_values(["_r", "_a"])[columns].to_csv(index=False, float_format="%.4f")
+
+
+def latex_text(text: str) -> str:
+    """Plain text (our notes) made safe for LaTeX."""
+    replacements = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                    "{": r"\{", "}": r"\}", "±": r"$\pm$", "·": r"$\cdot$", "−": "-", "–": "--", "’": "'"}
+    return "".join(replacements.get(ch, ch) for ch in text)
+
+
+def to_latex(board: Leaderboard) -> str:
+    """A ``table`` environment (booktabs rules, grouped rows via multirow), notes in the caption."""
+    text = board.cell_text("latex")
+    bold = board.best_mask()
+    styler = text.style.apply(lambda _: bold.replace({True: "font-weight: bold", False: ""}), axis=None)
+    styler = styler.format_index(escape="latex", axis=0).format_index(escape="latex", axis=1)
+    styler = styler.hide(names=True, axis="index").hide(names=True, axis="columns")  # one header row, as in papers
+    caption = latex_text(board.title + ". " + " ".join(board.notes))
+    return styler.to_latex(
+        hrules=True, multirow_align="t", clines="skip-last;data", convert_css=True, caption=caption,
+        position="ht", position_float="centering", label="tab:" + board.title.lower().replace(" ", "-")[:40],
+    )
+
+
+__all__ = [
+    "CELL_COLUMNS",
+    "Leaderboard",
+    "build_leaderboard",
+    "choose_statistic",
+    "latex_text",
+    "to_csv",
+    "to_latex",
+    "to_markdown",
+]

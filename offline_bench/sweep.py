@@ -1,0 +1,375 @@
+"""Run a grid of (dataset, algorithm, seed) trainings once each: as local processes, or as Ray tasks.
+
+Every run is ``offline-bench train --algo A --dataset D --seed K [--steps N] [--set k=v ...] --root R --runs S`` in
+its own process, so the sweep writes exactly the run directories a hand-typed ``train`` would
+(``<runs>/<dataset-id>/<algo>/seed<k>/``). Re-running a sweep skips runs whose ``result.json`` exists and starts the
+others again; ``train`` resumes an unfinished run from its ``checkpoint.pt`` by itself.
+
+- ``local``: at most ``jobs`` processes at once on this machine.
+- ``ray``: one Ray task (1 CPU) per run, on the cluster at ``address`` or on a local Ray started for the sweep with
+  ``jobs`` CPUs. Ray is an optional extra (``pip install 'offline-bench[ray]'``). On a multi-machine cluster the
+  dataset root and runs folder must be the same shared path on every node, and the package installed there.
+
+Each run's output (train's log and errors) goes to ``<runs>/.logs/<dataset-id>/<algo>/seed<k>.log``, appended to on
+every attempt. Datasets that are not collected are skipped with a message naming the ``collect`` command, unless
+the sweep is asked to collect them first (``collect=True``: ``offline-bench collect <id> --root R``, one at a time).
+
+Presets are the papers' grids (``PRESETS``); ``budget="quick"`` runs few updates per run (a smoke test of the whole
+grid), ``budget="paper"`` leaves the number of updates to the per-task defaults (the papers' budgets).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from offline_bench.paths import data_root, runs_root
+
+log = logging.getLogger(__name__)
+
+EXECUTORS: tuple[str, ...] = ("local", "ray")
+BUDGETS: tuple[str, ...] = ("quick", "paper")
+# `python -c` instead of the console script: works from a checkout without `pip install`, and on Ray workers
+# whose PATH lacks the virtual environment.
+CLI_PREFIX: tuple[str, ...] = ("-c", "from offline_bench.cli import main; main()")
+LOG_DIR = ".logs"
+
+
+class SweepError(Exception):
+    """A sweep that cannot start (bad grid, missing Ray); the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A paper's table as a grid: tasks x qualities x algorithms x seeds."""
+
+    name: str
+    source: str
+    tasks: tuple[str, ...]
+    qualities: tuple[str, ...]
+    algos: tuple[str, ...]
+    seeds: int
+    quick_steps: int  # updates per run under --budget quick
+    quick_eval_every: int  # evaluation period under --budget quick (a few points per learning curve)
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        """Dataset names (newest version) in the table's row order: quality, then task."""
+        return tuple(f"{task}-{quality}" for quality in self.qualities for task in self.tasks)
+
+
+_OMAR_QUALITIES = ("random", "mixed", "medium", "expert")  # the paper's column order: random, medium-replay, ...
+_OMAR_ALGOS = ("ma-td3bc", "ma-cql", "ma-icq", "omar")
+PRESETS: dict[str, Preset] = {
+    "omar-mpe": Preset(
+        "omar-mpe", "OMAR paper (Pan et al., ICML 2022), Table 3: multi-agent particle environments",
+        ("spread", "tag", "world"), _OMAR_QUALITIES, _OMAR_ALGOS, seeds=5, quick_steps=100, quick_eval_every=20,
+    ),
+    "omar-mamujoco": Preset(
+        "omar-mamujoco", "OMAR paper (Pan et al., ICML 2022), Table 6: multi-agent HalfCheetah (2x3)",
+        ("halfcheetah-2x3",), _OMAR_QUALITIES, _OMAR_ALGOS, seeds=5, quick_steps=1_000, quick_eval_every=250,
+    ),
+    "dbr-pybullet": Preset(
+        "dbr-pybullet", "DBR paper (Siu, Traish & Xu 2021), Table 1: PyBullet offline (seed count not stated; 5 here)",
+        ("hopper", "halfcheetah", "walker2d", "ant"), ("random", "medium", "mixed"), ("dbr", "bear", "cql", "td3bc"),
+        seeds=5, quick_steps=2_000, quick_eval_every=500,
+    ),
+}
+QUICK_STEPS = 200  # --budget quick without a preset
+QUICK_EVAL_EVERY = 50
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run of the grid."""
+
+    dataset_id: str  # resolved id with version, e.g. spread-random-v0
+    algo: str  # registry id
+    seed: int
+    steps: int | None = None  # None: the per-task default (the paper's budget)
+    sets: tuple[str, ...] = ()  # "key=value" overrides passed as --set
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset_id}/{self.algo}/seed{self.seed}"
+
+    def run_dir(self, runs: Path | str | None) -> Path:
+        return runs_root(runs) / self.dataset_id / self.algo / f"seed{self.seed}"
+
+    def log_path(self, runs: Path | str | None) -> Path:
+        return runs_root(runs) / LOG_DIR / self.dataset_id / self.algo / f"seed{self.seed}.log"
+
+    def train_args(self, root: Path | str, runs: Path | str) -> list[str]:
+        """The ``offline-bench`` arguments of this run (without the program)."""
+        args = ["train", "--algo", self.algo, "--dataset", self.dataset_id, "--seed", str(self.seed),
+                "--root", str(root), "--runs", str(runs)]
+        if self.steps is not None:
+            args += ["--steps", str(self.steps)]
+        for pair in self.sets:
+            args += ["--set", pair]
+        return args
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    spec: RunSpec
+    status: str  # "finished" | "already finished" | "failed" | "missing dataset"
+    seconds: float = 0.0
+    log: Path | None = None
+    message: str = ""
+
+
+@dataclass
+class SweepSummary:
+    outcomes: list[RunOutcome] = field(default_factory=list)
+    missing_datasets: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def count(self, status: str) -> int:
+        return sum(o.status == status for o in self.outcomes)
+
+    @property
+    def ok(self) -> bool:
+        return self.count("failed") == 0 and not self.missing_datasets
+
+
+def resolve_dataset(name: str) -> str:
+    """The versioned catalog id of ``name`` (``spread-mixed`` -> ``spread-mixed-v0``); SweepError if unknown."""
+    from offline_bench.data.catalog import UnknownDatasetError, resolve_dataset_id
+
+    try:
+        return resolve_dataset_id(name)
+    except UnknownDatasetError as err:
+        raise SweepError(str(err)) from None
+
+
+def is_collected(dataset_id: str, root: Path | str | None) -> bool:
+    """Does ``<root>`` hold the dataset's file and manifest (``offline_bench.data``'s notion of collected)?"""
+    from offline_bench.data.dataset import dataset_status
+
+    return dataset_status(dataset_id, root) == "collected"
+
+
+def resolve_grid(
+    algos: Sequence[str] = (),
+    datasets: Sequence[str] = (),
+    seeds: int | None = None,
+    preset: str | None = None,
+    budget: str = "paper",
+    steps: int | None = None,
+    sets: Sequence[str] = (),
+) -> list[RunSpec]:
+    """Every (dataset, algorithm, seed) run of the grid, in table order; explicit arguments override the preset's.
+
+    ``budget``: ``quick`` (``steps`` or the preset's quick number of updates, with a few evaluations) or ``paper``
+    (``steps`` if given, else the per-task defaults). ``sets`` are ``key=value`` config overrides for every run.
+    """
+    from offline_bench.algos import canonical_algo_id
+
+    if budget not in BUDGETS:
+        raise SweepError(f"unknown budget {budget!r}; choose one of: {', '.join(BUDGETS)}")
+    chosen = None
+    if preset is not None:
+        if preset not in PRESETS:
+            raise SweepError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+        chosen = PRESETS[preset]
+    algos = list(algos) or list(chosen.algos if chosen else ())
+    datasets = list(datasets) or list(chosen.datasets if chosen else ())
+    if not algos or not datasets:
+        raise SweepError("a sweep needs --algos and --datasets (comma-separated), or a --preset: "
+                         f"{', '.join(PRESETS)}")
+    seeds = seeds if seeds is not None else (chosen.seeds if chosen else 1)
+    if seeds < 1:
+        raise SweepError(f"--seeds must be >= 1 (the number of seeds, 0..N-1), got {seeds}")
+    try:
+        algo_ids = list(dict.fromkeys(canonical_algo_id(a) for a in algos))
+    except KeyError as err:
+        raise SweepError(err.args[0]) from None
+    dataset_ids = list(dict.fromkeys(resolve_dataset(d) for d in datasets))
+    overrides = list(sets)
+    if budget == "quick":
+        steps = steps or (chosen.quick_steps if chosen else QUICK_STEPS)
+        eval_every = min(steps, chosen.quick_eval_every if chosen else QUICK_EVAL_EVERY)
+        overrides = [f"eval_every={eval_every}", f"checkpoint_every={steps}"] + overrides  # user's --set wins
+    for pair in overrides:
+        if "=" not in pair:
+            raise SweepError(f"--set expects key=value, got {pair!r}")
+    return [RunSpec(d, a, s, steps, tuple(overrides)) for d in dataset_ids for a in algo_ids for s in range(seeds)]
+
+
+def run_status(spec: RunSpec, runs: Path | str | None) -> str:
+    """``finished`` (result.json), ``unfinished`` (a run folder exists: train resumes it) or ``new``."""
+    run_dir = spec.run_dir(runs)
+    if (run_dir / "result.json").is_file():
+        return "finished"
+    return "unfinished" if run_dir.exists() else "new"
+
+
+def run_train_process(args: Sequence[str], log_path: str, env: dict[str, str] | None = None) -> tuple[int, float]:
+    """Run ``offline-bench <args>`` with this interpreter, output appended to ``log_path``; (exit code, seconds).
+
+    Also the body of a Ray task, so it uses only the standard library and the worker's own interpreter.
+    """
+    path = Path(log_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env.setdefault("OFFLINE_BENCH_THREADS", "1")
+    start = time.perf_counter()
+    with open(path, "a") as out:
+        out.write(f"$ offline-bench {' '.join(args)}\n")
+        out.flush()
+        proc = subprocess.run([sys.executable, *CLI_PREFIX, *args], stdout=out, stderr=subprocess.STDOUT,
+                              env=full_env, check=False)
+    return proc.returncode, time.perf_counter() - start
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in text[-lines:])
+
+
+def _outcome(spec: RunSpec, runs: Path, code: int, seconds: float) -> RunOutcome:
+    log_path = spec.log_path(runs)
+    if code == 0 and run_status(spec, runs) == "finished":
+        return RunOutcome(spec, "finished", seconds, log_path)
+    why = f"exit code {code}" if code != 0 else "exited 0 but wrote no result.json"
+    return RunOutcome(spec, "failed", seconds, log_path, f"{why}; log {log_path}: {_tail(log_path)}")
+
+
+def collect_missing(dataset_ids: Sequence[str], root: Path, runs: Path, steps: int | None = None) -> list[str]:
+    """``offline-bench collect`` each dataset in turn (output to the sweep logs); the ids that still lack a file."""
+    still_missing = []
+    for dataset_id in dataset_ids:
+        args = ["collect", dataset_id, "--root", str(root)] + (["--steps", str(steps)] if steps else [])
+        log_path = runs / LOG_DIR / f"collect-{dataset_id}.log"
+        log.info("collecting %s (log: %s)", dataset_id, log_path)
+        code, _ = run_train_process(args, str(log_path))
+        if code != 0 or not is_collected(dataset_id, root):
+            log.error("collect %s failed (exit code %d); log %s: %s", dataset_id, code, log_path, _tail(log_path))
+            still_missing.append(dataset_id)
+    return still_missing
+
+
+def run_sweep(
+    specs: Sequence[RunSpec],
+    root: Path | str | None = None,
+    runs: Path | str | None = None,
+    jobs: int = 1,
+    executor: str = "local",
+    address: str | None = None,
+    collect: bool = False,
+    collect_steps: int | None = None,
+    on_event: Callable[[RunOutcome], None] | None = None,
+) -> SweepSummary:
+    """Run every spec that has not finished; ``on_event`` is called once per spec as its outcome is known.
+
+    Finished runs are reported as ``already finished`` without starting anything; runs on datasets that are not
+    collected as ``missing dataset`` (or the datasets are collected first when ``collect`` is set).
+    """
+    if executor not in EXECUTORS:
+        raise SweepError(f"unknown executor {executor!r}; choose one of: {', '.join(EXECUTORS)}")
+    if jobs < 1:
+        raise SweepError(f"--jobs must be >= 1, got {jobs}")
+    root_dir, runs_dir = data_root(root).resolve(), runs_root(runs).resolve()
+    started = time.perf_counter()
+    summary = SweepSummary()
+    emit = on_event or (lambda outcome: None)
+
+    def record(outcome: RunOutcome) -> None:
+        summary.outcomes.append(outcome)
+        emit(outcome)
+
+    missing = [d for d in dict.fromkeys(s.dataset_id for s in specs) if not is_collected(d, root_dir)]
+    if missing and collect:
+        missing = collect_missing(missing, root_dir, runs_dir, collect_steps)
+    summary.missing_datasets = list(missing)
+    for dataset_id in missing:
+        log.warning("%s is not collected in %s: skipping its runs (run `offline-bench collect %s --root %s` or "
+                    "pass --collect)", dataset_id, root_dir, dataset_id, root_dir)
+    todo = []
+    for spec in specs:
+        if spec.dataset_id in missing:
+            record(RunOutcome(spec, "missing dataset", message=f"{spec.dataset_id} is not collected in {root_dir}"))
+        elif run_status(spec, runs_dir) == "finished":
+            record(RunOutcome(spec, "already finished", log=spec.log_path(runs_dir)))
+        else:
+            todo.append(spec)
+    if todo:
+        run = _run_on_ray if executor == "ray" else _run_locally
+        run(todo, root_dir, runs_dir, jobs, address, record)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _run_locally(specs: Sequence[RunSpec], root: Path, runs: Path, jobs: int, address: str | None,
+                 record: Callable[[RunOutcome], None]) -> None:
+    if address is not None:
+        raise SweepError("--address is for --executor ray; the local executor runs on this machine")
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="sweep") as pool:
+        futures = {pool.submit(run_train_process, s.train_args(root, runs), str(s.log_path(runs))): s for s in specs}
+        for future in as_completed(futures):
+            spec = futures[future]
+            code, seconds = future.result()
+            record(_outcome(spec, runs, code, seconds))
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise SweepError("--executor ray needs Ray, an optional extra: pip install 'offline-bench[ray]' "
+                         "(or pip install 'ray[default]'); or use --executor local") from None
+    return ray
+
+
+def _run_on_ray(specs: Sequence[RunSpec], root: Path, runs: Path, jobs: int, address: str | None,
+                record: Callable[[RunOutcome], None]) -> None:
+    ray = _import_ray()
+    own_cluster = not ray.is_initialized()
+    if own_cluster:
+        if address is None:  # a local Ray for this sweep only, with `jobs` CPUs: at most `jobs` runs at once
+            ray.init(num_cpus=jobs, include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=address, log_to_driver=False)
+    try:
+        task = ray.remote(num_cpus=1, max_retries=0)(run_train_process)
+        pending = {task.remote(s.train_args(root, runs), str(s.log_path(runs))): s for s in specs}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                spec = pending.pop(ref)
+                try:
+                    code, seconds = ray.get(ref)
+                except Exception as err:  # noqa: BLE001 - a lost worker or node: report the run as failed, go on
+                    record(RunOutcome(spec, "failed", log=spec.log_path(runs), message=f"Ray task failed: {err}"))
+                    continue
+                record(_outcome(spec, runs, code, seconds))
+    finally:
+        if own_cluster:
+            ray.shutdown()
+
+
+__all__ = [
+    "BUDGETS",
+    "EXECUTORS",
+    "PRESETS",
+    "Preset",
+    "RunOutcome",
+    "RunSpec",
+    "SweepError",
+    "SweepSummary",
+    "is_collected",
+    "resolve_grid",
+    "run_status",
+    "run_sweep",
+]

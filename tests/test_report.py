@@ -1,0 +1,186 @@
+"""`report` on run directories written here in the run-contract format (the report's only input).
+
+The end-to-end path (real `collect` + `train` runs through `sweep`, then `report`) is in test_sweep.py.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from offline_bench.cli import main
+from offline_bench.report import make_report
+from offline_bench.report.runs import load_curves, load_runs
+from offline_bench.report.table import build_leaderboard
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def write_run(runs: Path, dataset_id: str, algo: str, seed: int, scores: list[float] | None,
+              finished: bool = True, normalized: bool = True, eval_every: int = 10) -> Path:
+    """A run directory as offline_bench.train.loop writes it: config.json, metrics.csv, result.json when finished."""
+    path = runs / dataset_id / algo / f"seed{seed}"
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({
+        "algo": algo, "train_config": {"steps": eval_every * len(scores or [0]), "last_k": 2, "device": "auto"},
+        "device": "cpu", "device_name": "x86_64", "versions": {"offline-bench": "0.1.0"},
+    }))
+    rows = []
+    for i, score in enumerate(scores or []):
+        rows.append({"step": (i + 1) * eval_every - 5, "time_s": 0.1, "eval_return": None, "normalized_score": None,
+                     "critic_loss": 1.0})
+        rows.append({"step": (i + 1) * eval_every, "time_s": 0.2, "eval_return": score * 2 - 50,
+                     "normalized_score": score if normalized else None, "critic_loss": 0.5})
+    pd.DataFrame(rows, columns=["step", "time_s", "eval_return", "normalized_score", "critic_loss"]).to_csv(
+        path / "metrics.csv", index=False)
+    if finished and scores:
+        returns = [s * 2 - 50 for s in scores]
+        result = {
+            "dataset_id": dataset_id, "algo": algo, "seed": seed, "steps": eval_every * len(scores),
+            "statistic": "last_k_mean" if normalized else None, "last_k": 2, "normalized": normalized,
+            "final_return": returns[-1], "last_k_return": sum(returns[-2:]) / 2, "best_return": max(returns),
+            "steps_done": eval_every * len(scores), "device": "cpu", "package_version": "0.1.0", "wall_time_s": 60.0,
+        }
+        if normalized:
+            result |= {"final_score": scores[-1], "last_k_score": sum(scores[-2:]) / 2, "best_score": max(scores)}
+        (path / "result.json").write_text(json.dumps(result))
+    return path
+
+
+@pytest.fixture()
+def runs(tmp_path: Path) -> Path:
+    """spread-random: omar 3/3 seeds, ma-cql 3/3; spread-mixed: omar 2 of 3 finished, ma-cql 1 started and
+    unfinished; tag-random: omar 1 seed only (ma-cql not run)."""
+    runs = tmp_path / "runs"
+    for seed, (a, b) in enumerate([(30.0, 40.0), (34.0, 38.0), (38.0, 42.0)]):  # omar last-2 means 35, 36, 40
+        write_run(runs, "spread-random-v0", "omar", seed, [10.0, a, b])
+        write_run(runs, "spread-random-v0", "ma-cql", seed, [5.0, a - 20, b - 20])  # 15, 16, 20
+    write_run(runs, "spread-mixed-v0", "omar", 0, [50.0, 60.0])
+    write_run(runs, "spread-mixed-v0", "omar", 1, [52.0, 60.0])
+    write_run(runs, "spread-mixed-v0", "omar", 2, [40.0], finished=False)
+    write_run(runs, "spread-mixed-v0", "ma-cql", 0, [20.0], finished=False)
+    write_run(runs, "tag-random-v0", "omar", 0, [7.0, 9.0])
+    (runs / ".logs" / "spread-random-v0").mkdir(parents=True)  # the sweep's logs: not runs
+    return runs
+
+
+def test_load_runs_reads_the_run_contract(runs: Path) -> None:
+    table = load_runs(runs)
+    assert len(table) == 11
+    omar = table[(table.dataset_id == "spread-random-v0") & (table.algo == "omar")].sort_values("seed")
+    assert omar["last-k"].tolist() == [35.0, 36.0, 40.0]
+    assert omar["final"].tolist() == [40.0, 38.0, 42.0]
+    assert omar["best"].tolist() == [40.0, 38.0, 42.0]
+    assert set(omar["declared_statistic"]) == {"last-k"}
+    assert omar["quality"].iloc[0] == "random" and omar["task"].iloc[0] == "spread"
+    unfinished = table[(table.dataset_id == "spread-mixed-v0") & (table.seed == 2) & (table.algo == "omar")]
+    assert not unfinished["finished"].iloc[0]
+    curves = load_curves(table)
+    assert set(curves.columns) >= {"dataset_id", "algo", "seed", "step", "score"}
+    assert (curves["step"] % 10 == 0).all(), "training-only rows (no score) must not be curve points"
+
+
+def test_leaderboard_cells_mean_std_partial_and_not_run(runs: Path) -> None:
+    board = build_leaderboard(load_runs(runs))
+    assert board.statistic == "last-k"
+    cells = board.cells.set_index(["dataset_id", "algo"])
+    omar = cells.loc[("spread-random-v0", "omar")]
+    assert omar["mean"] == pytest.approx(37.0)
+    assert omar["std"] == pytest.approx(pd.Series([35.0, 36.0, 40.0]).std(ddof=0))
+    assert omar["status"] == "complete" and omar["best"]
+    assert not cells.loc[("spread-random-v0", "ma-cql"), "best"]
+    assert cells.loc[("spread-mixed-v0", "omar"), "status"] == "partial"
+    assert cells.loc[("spread-mixed-v0", "omar"), "seeds_finished"] == 2
+    assert cells.loc[("spread-mixed-v0", "ma-cql"), "status"] == "unfinished"
+    assert cells.loc[("tag-random-v0", "ma-cql"), "status"] == "not run"
+
+    text = board.cell_text("markdown")
+    assert text.loc[("random", "spread"), "omar"] == "**37.0 ± 2.2**"
+    assert text.loc[("random", "spread"), "ma-cql"] == "17.0 ± 2.2"
+    assert text.loc[("mixed", "spread"), "omar"] == "55.5 ± 0.5 (2/3 seeds)"  # stated, never bold
+    assert text.loc[("mixed", "spread"), "ma-cql"] == "0/3 seeds"
+    assert text.loc[("random", "tag"), "ma-cql"] == "not run"
+    assert text.loc[("random", "tag"), "omar"] == "8.0 (1/3 seeds)"
+    assert list(text.index) == [("random", "spread"), ("random", "tag"), ("mixed", "spread")]  # quality, then task
+
+
+def test_statistic_is_selectable(runs: Path) -> None:
+    final = build_leaderboard(load_runs(runs), statistic="final").cells.set_index(["dataset_id", "algo"])
+    assert final.loc[("spread-random-v0", "omar"), "mean"] == pytest.approx(40.0)
+    best = build_leaderboard(load_runs(runs), statistic="best")
+    assert "best normalized score over all evaluations" in best.notes[0]
+    with pytest.raises(ValueError, match="choose one of: final, last-k, best"):
+        build_leaderboard(load_runs(runs), statistic="median")
+
+
+def test_runs_without_references_say_no_score_and_report_returns(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    for seed in range(2):
+        write_run(runs, "world-random-v0", "omar", seed, [10.0, 20.0 + seed], normalized=False)
+    cells = build_leaderboard(load_runs(runs)).cells
+    assert cells["status"].tolist() == ["no score"]
+    raw = build_leaderboard(load_runs(runs, score="return"), score="return")
+    assert raw.cells["mean"].iloc[0] == pytest.approx(((20 + 40) / 2 - 50 + (20 + 42) / 2 - 50) / 2)
+    assert "raw episode return" in raw.notes[0]
+
+
+def test_make_report_writes_every_format(runs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "leaderboards"
+    report = make_report(runs, out, formats=("md", "csv", "latex", "html"), seeds=3)
+    assert {p.name for p in out.iterdir()} == {"leaderboard.md", "leaderboard.csv", "leaderboard.tex",
+                                               "leaderboard.html", "leaderboard-curves"}
+    md = (out / "leaderboard.md").read_text()
+    assert md == report.markdown
+    assert "| **37.0 ± 2.2** |" in md.replace("  ", " ") or "**37.0 ± 2.2**" in md
+    assert "mean normalized score of the last 2 evaluations" in md
+    assert "![spread-random-v0](leaderboard-curves/spread-random-v0.png)" in md
+    csv = pd.read_csv(out / "leaderboard.csv")
+    assert len(csv) == 6 and set(csv["status"]) == {"complete", "partial", "unfinished", "not run"}
+    tex = (out / "leaderboard.tex").read_text()
+    assert r"\begin{table}" in tex and r"\bfseries 37.0 $\pm$ 2.2" in tex and r"\multirow" in tex
+    pngs = sorted(p.name for p in (out / "leaderboard-curves").iterdir())
+    assert pngs == ["spread-mixed-v0.png", "spread-random-v0.png", "tag-random-v0.png"]
+    assert all((out / "leaderboard-curves" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    html = (out / "leaderboard.html").read_text()
+    assert html.count("data:image/png;base64,") == 3 and "<script>" in html
+
+
+def test_filters_and_grid_rows(runs: Path) -> None:
+    report = make_report(runs, None, datasets=["spread-random", "world-expert"], algos=["omar", "ma-icq"])
+    text = report.leaderboard.cell_text("plain")
+    assert list(text.columns) == ["omar", "ma-icq"]
+    assert list(text.index) == [("random", "spread"), ("expert", "world")]
+    assert text.loc[("expert", "world"), "omar"] == "not run"
+    assert text.loc[("random", "spread"), "ma-icq"] == "not run"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install -y chromium)")
+def test_html_renders_in_headless_chromium(runs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "leaderboards"
+    make_report(runs, out, formats=("html",), seeds=3)
+    dom = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--no-first-run", f"--user-data-dir={tmp_path / 'chromium'}", "--dump-dom",
+         (out / "leaderboard.html").as_uri()],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout
+    body = dom[dom.index("<tbody>"):dom.index("</tbody>")]
+    assert body.count("<tr") == 3
+    assert "37.0 ± 2.2" in body and "55.5 ± 0.5 (2/3 seeds)" in body and "not run" in body
+    assert dom.count('<img alt="learning curves') == 3
+
+
+def test_cli_report_prints_and_writes(runs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "lb"
+    result = CliRunner().invoke(main, ["report", "--runs", str(runs), "--out", str(out), "--format", "all",
+                                       "--statistic", "final"])
+    assert result.exit_code == 0, result.output
+    assert "40.0 ± 1.6" in result.output  # omar spread-random final: 40, 38, 42
+    assert {"leaderboard.md", "leaderboard.csv", "leaderboard.tex", "leaderboard.html"} <= {p.name for p in out.iterdir()}
+    bad = CliRunner().invoke(main, ["report", "--runs", str(tmp_path / "nope"), "--out", str(out)])
+    assert bad.exit_code != 0 and "does not exist" in bad.output
