@@ -226,3 +226,14 @@ def test_split_dataset_id():
     with pytest.raises(ValueError, match="expected <task>-<quality>"):
         split_dataset_id("hopper")
     assert TrainConfig().device == "auto"
+
+
+def test_a_run_in_progress_is_locked(data_root, tmp_path):
+    run_dir = tmp_path / "hopper-random-v0" / "td3bc" / "seed0"
+    run_dir.mkdir(parents=True)
+    (run_dir / ".lock").write_text("1")  # pid 1 is alive: another process trains this run
+    with pytest.raises(TrainError, match="is being trained by process 1"):
+        train("td3bc", "hopper-random", steps=4, sets=TINY, root=data_root, runs=tmp_path)
+    (run_dir / ".lock").write_text("999999999")  # a killed process's stale lock is taken over
+    assert train("td3bc", "hopper-random", steps=4, sets=TINY, root=data_root, runs=tmp_path).status == "finished"
+    assert not (run_dir / ".lock").exists()

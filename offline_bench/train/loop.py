@@ -235,7 +235,12 @@ def _average_metrics(buffer: dict[str, list[Tensor]]) -> dict[str, float]:
     if not buffer:
         return {}
     keys = list(buffer)
-    means = torch.stack([torch.stack([t.detach().float() for t in buffer[k]]).mean() for k in keys])  # [K]
+    device = next((v.device for values in buffer.values() for v in values if isinstance(v, Tensor)), None)
+
+    def column(values: list[Any]) -> Tensor:  # [steps]; plain numbers are tolerated, tensors stay on the device
+        return torch.stack([torch.as_tensor(v, device=device).detach().float().reshape(-1).mean() for v in values])
+
+    means = torch.stack([column(buffer[k]).mean() for k in keys])  # [K]
     return dict(zip(keys, means.cpu().tolist()))
 
 
@@ -299,12 +304,10 @@ def train_run(
     ``stop_after`` ends the run after that many updates in total, as if it were killed there (no result.json):
     the next call resumes from the last checkpoint.
     """
-    DeviceSampler = _data_api("DeviceSampler")
-
     tc: TrainConfig = resolved.train_config
     facts = dataset_facts(dataset)
     run_dir = run_dir_for(facts["id"], resolved.algo_id, tc.seed, runs)
-    result_path, config_path, ckpt_path = run_dir / "result.json", run_dir / "config.json", run_dir / "checkpoint.pt"
+    result_path, config_path = run_dir / "result.json", run_dir / "config.json"
     device = resolve_device(tc.device)
     problem = dataset.problem()
     check_compatible(algo_cls, resolved.algo_id, problem, facts["id"])
@@ -312,17 +315,76 @@ def train_run(
     if not isinstance(batch_size, int) or batch_size < 1:
         raise TrainError(f"{resolved.algo_id}'s config has no positive integer batch_size field; the loop needs one")
 
-    opponent, facts["opponent"] = _opponent(dataset, facts["task"])
-    record = _config_record(resolved, facts, device)
     if result_path.exists():
         stored = json.loads(config_path.read_text()) if config_path.exists() else {}
-        diffs = _same_run(stored, record) if stored else []
+        diffs = _same_run(stored, _config_record(resolved, facts, device)) if stored else []
         note = f" (its config differs: {'; '.join(diffs)})" if diffs else ""
         log.warning("run %s is already finished%s; not re-running", run_dir, note)
         result = json.loads(result_path.read_text())
         return TrainOutcome(run_dir, "already finished", int(result.get("steps", 0)), int(result.get("steps", 0)), result)
 
     run_dir.mkdir(parents=True, exist_ok=True)
+    with _RunLock(run_dir):
+        return _train_locked(dataset, algo_cls, resolved, run_dir, facts, device, problem, batch_size,
+                             on_progress, stop_after)
+
+
+class _RunLock:
+    """``<run_dir>/.lock`` holding the training process's pid: a second ``train`` of the same run is refused while
+    the first is alive; a lock left by a killed process is taken over."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / ".lock"
+
+    def __enter__(self) -> "_RunLock":
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:
+                    pid = int(self.path.read_text().strip() or "0")
+                except (OSError, ValueError):
+                    pid = 0
+                if pid and pid != os.getpid() and _alive(pid):
+                    raise TrainError(f"{self.path.parent} is being trained by process {pid}; wait for it or stop it") from None
+                self.path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            return self
+        raise TrainError(f"cannot take the lock {self.path}; delete it if no train process uses this run")
+
+    def __exit__(self, *exc: object) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _train_locked(
+    dataset: Any,
+    algo_cls: type,
+    resolved: ResolvedConfig,
+    run_dir: Path,
+    facts: dict[str, Any],
+    device: torch.device,
+    problem: Any,
+    batch_size: int,
+    on_progress: Callable[[Progress], None] | None,
+    stop_after: int | None,
+) -> TrainOutcome:
+    DeviceSampler = _data_api("DeviceSampler")
+    tc: TrainConfig = resolved.train_config
+    result_path, config_path, ckpt_path = run_dir / "result.json", run_dir / "config.json", run_dir / "checkpoint.pt"
+    opponent, facts["opponent"] = _opponent(dataset, facts["task"])
+    record = _config_record(resolved, facts, device)
     resuming = ckpt_path.exists()
     if config_path.exists():
         diffs = _same_run(json.loads(config_path.read_text()), record)
@@ -382,6 +444,8 @@ def train_run(
                     latest = {"step": step, "return": res.mean_return, "return_std": res.std_return, "score": score}
                     evals.append(latest)
                     row |= {"eval_return": res.mean_return, "eval_return_std": res.std_return, "normalized_score": score}
+                    log.info("%s step %d: return %.2f +- %.2f, normalized score %s", facts["id"], step,
+                             res.mean_return, res.std_return, "n/a" if score is None else f"{score:.1f}")
                 row["time_s"] = round(time.perf_counter() - t0, 3)
                 row |= _average_metrics(buffer)
                 buffer = {}
