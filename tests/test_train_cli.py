@@ -102,9 +102,9 @@ def test_train_command_then_finished_run_is_not_rerun(data_root, tmp_path):
 
 
 def test_resume_after_sigkill_matches_uninterrupted_run(data_root, tmp_path):
-    sets = {"hidden_sizes": "[16,16]", "batch_size": 32, "eval_episodes": 2, "eval_every": 200, "log_every": 50,
+    sets = {"hidden_sizes": "[16,16]", "batch_size": 32, "eval_episodes": 2, "eval_every": 100, "log_every": 50,
             "checkpoint_every": 50}
-    steps = 800
+    steps = 400
     cli_args = ["train", "--algo", "td3bc", "--dataset", "hopper-random", "--root", str(data_root),
                 "--steps", str(steps), "--device", "cpu"]
     for key, value in sets.items():
