@@ -1,0 +1,150 @@
+"""Collection with the real envs: file layout, manifest, reproducibility, interruption, Minari round trip."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from offline_bench.data import (
+    DatasetError,
+    DeviceSampler,
+    NotCollectableError,
+    collect,
+    dataset_status,
+    load_dataset,
+    measure_random_return,
+)
+from offline_bench.data.collection import derive_seeds
+
+torch.set_num_threads(1)
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def collected(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("datasets")
+    collect("hopper-random", steps=300, seed=0, root=root)
+    collect("spread-random", steps=160, seed=0, root=root)
+    return root
+
+
+def test_hopper_file_has_d4rl_layout_and_full_manifest(collected: Path) -> None:
+    with h5py.File(collected / "hopper-random-v0.hdf5", "r") as f:
+        assert f["observations"].shape == (300, 15) and f["actions"].shape == (300, 3)
+        assert f["rewards"].shape == (300,) and f["next_observations"].shape == (300, 15)
+        assert f["terminals"].dtype == np.bool_ and f["timeouts"].shape == (300,)
+    manifest = json.loads((collected / "hopper-random-v0.json").read_text())
+    for key in ("dataset_id", "format_version", "package_version", "env", "recipe", "behaviour_policy", "seeds",
+                "transitions", "episodes", "episode_returns", "references", "sha256"):
+        assert key in manifest, key
+    assert manifest["env"]["packages"]["pybullet"] == "3.2.7"
+    assert manifest["behaviour_policy"]["name"] == "random-init-mlp"
+    assert manifest["behaviour_policy"]["init_seed"] == derive_seeds(0)["policy_init_seed"]
+    assert manifest["references"]["random"] == 20.058972 and manifest["references"]["expert"] == 1441.8059623430963
+    assert manifest["recipe"]["quality"] == "random" and manifest["transitions"] == 300
+
+
+def test_hopper_transitions_are_consistent(collected: Path) -> None:
+    d = load_dataset("hopper-random", root=collected)
+    assert d.terminals.any(), "untrained hopper falls: some episodes must terminate"
+    assert not (d.terminals & d.timeouts).any()
+    ends = d.episode_ends()
+    assert (d.terminals | d.timeouts)[ends].all()
+    inner = np.setdiff1d(np.arange(d.transitions - 1), ends)
+    np.testing.assert_array_equal(d.next_observations[inner], d.observations[inner + 1])  # (s, a, r, s') aligned
+    assert np.abs(d.actions).max() <= 1.0
+    first = derive_seeds(0)["first_env_seed"]
+    assert set(d.episode_seeds.tolist()) <= set(range(first, first + 10 * d.episodes))
+    assert len(set(d.episode_seeds.tolist())) == d.episodes
+    # Episode k's first observation is what a fresh env gives for its recorded seed.
+    from offline_bench.envs import make_env
+
+    with make_env("hopper") as env:
+        for k in (0, d.episodes - 1):
+            np.testing.assert_array_equal(env.reset(int(d.episode_seeds[k]))[0], d.observations[d.episode_starts[k]])
+
+
+def test_spread_file_has_agent_axis_and_timeouts(collected: Path) -> None:
+    d = load_dataset("spread-random", root=collected)
+    assert d.observations.shape == (160, 3, 18) and d.actions.shape == (160, 3, 5) and d.rewards.shape == (160, 3)
+    assert not d.terminals.any() and d.timeouts.sum() == d.episodes == 7  # 6 x 25 steps, then one cut at 10
+    assert d.manifest["last_episode_cut"] is True
+    assert d.manifest["episode_returns"]["episodes"] == 6
+    assert d.manifest["references"]["expert"] is None
+    np.testing.assert_allclose(d.manifest["episode_returns"]["mean"], d.episode_returns()[:6].mean())
+    batch = DeviceSampler(d, "cpu", seed=0).sample(8)
+    assert batch.obs.shape == (8, 3, 18)
+
+
+def test_same_id_and_seed_give_byte_identical_files(collected: Path, tmp_path: Path) -> None:
+    manifest = collect("hopper-random", steps=300, seed=0, root=tmp_path)
+    assert (tmp_path / "hopper-random-v0.hdf5").read_bytes() == (collected / "hopper-random-v0.hdf5").read_bytes()
+    assert manifest["sha256"] == json.loads((collected / "hopper-random-v0.json").read_text())["sha256"]
+    other = collect("hopper-random", steps=300, seed=1, root=tmp_path / "seed1")
+    assert other["sha256"] != manifest["sha256"]
+
+
+def test_behaviour_policy_datasets_are_not_collectable_yet(tmp_path: Path) -> None:
+    with pytest.raises(NotCollectableError, match="cannot be collected yet.*collect hopper-random"):
+        collect("hopper-medium", steps=10, root=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_progress_callback_reaches_total(tmp_path: Path) -> None:
+    seen: list[tuple[int, int]] = []
+    collect("tag-random", steps=60, root=tmp_path, progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (60, 60) and all(b == 60 for _, b in seen)
+    assert [a for a, _ in seen] == sorted(a for a, _ in seen)
+
+
+def test_measure_random_return_runs_exactly_the_requested_episodes() -> None:
+    stats = measure_random_return("spread", episodes=5, seed=0, num_envs=2)
+    assert stats["episodes"] == 5 and stats["mean_length"] == 25.0
+    assert stats["mean"] < 0  # spread rewards are negative distances
+    assert stats == measure_random_return("spread", episodes=5, seed=0, num_envs=2)
+
+
+def test_interrupted_collection_leaves_nothing_complete(tmp_path: Path) -> None:
+    """SIGTERM and SIGINT (Ctrl-C) during `collect`, in two real processes run side by side."""
+    env = dict(os.environ, OFFLINE_BENCH_THREADS="1", PYTHONUNBUFFERED="1")
+    roots = {sig: tmp_path / sig.name for sig in (signal.SIGTERM, signal.SIGINT)}
+    procs = {}
+    for sig, root in roots.items():
+        root.mkdir()
+        procs[sig] = subprocess.Popen(
+            [sys.executable, str(REPO / "cli.py"), "-v", "collect", "hopper-random", "--steps", "1000000",
+             "--root", str(root)],
+            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=root,
+        )
+    try:
+        for sig, proc in procs.items():
+            assert proc.stderr is not None
+            for line in proc.stderr:  # wait until collection is under way
+                if "collecting hopper-random-v0" in line:
+                    break
+        time.sleep(1.0)
+        for sig, proc in procs.items():
+            assert proc.poll() is None, "collection ended before it could be interrupted"
+            proc.send_signal(sig)
+        errors = {sig: proc.communicate(timeout=60)[1] for sig, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for sig, root in roots.items():
+        assert procs[sig].returncode == 130, errors[sig]
+        assert "interrupted; nothing was written" in errors[sig]
+        assert list(root.iterdir()) == [], sig
+        assert dataset_status("hopper-random", root) == "missing"
+        with pytest.raises(DatasetError, match="not collected"):
+            load_dataset("hopper-random", root=root)
