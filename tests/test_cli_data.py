@@ -1,0 +1,126 @@
+"""The dataset commands through click's CliRunner: help texts, a tiny collect, list/show/verify, export/import."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from offline_bench.cli import main
+
+DATA_COMMANDS = [
+    ["collect"],
+    ["datasets"],
+    ["datasets", "list"],
+    ["datasets", "show"],
+    ["datasets", "verify"],
+    ["datasets", "export"],
+    ["datasets", "import"],
+    ["datasets", "measure-random"],
+]
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> "click.testing.Result":
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+@pytest.mark.parametrize("command", DATA_COMMANDS, ids=" ".join)
+def test_help_explains_every_option(command: list[str]) -> None:
+    result = run(*command, "--help")
+    assert result.exit_code == 0, result.output
+    group: click.Command = main
+    for name in command:
+        assert isinstance(group, click.Group)
+        group = group.commands[name]
+    for param in group.params:
+        if isinstance(param, click.Option):
+            assert param.help, f"{' '.join(command)} {param.opts} has no help text"
+            assert param.opts[0] in result.output
+    if command != ["datasets"]:
+        assert ("--root" in result.output) == (command != ["datasets", "measure-random"])
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cli-data")
+    result = run("collect", "hopper-random", "--steps", "120", "--seed", "0", "--root", str(path))
+    assert result.exit_code == 0, result.output
+    assert "hopper-random-v0: 120 transitions" in result.output
+    return path
+
+
+def test_collect_writes_the_file_and_list_shows_it(root: Path) -> None:
+    assert sorted(p.name for p in root.iterdir()) == ["hopper-random-v0.hdf5", "hopper-random-v0.json"]
+    result = run("datasets", "list", "--root", str(root))
+    assert result.exit_code == 0
+    lines = {line.split()[0]: line.split() for line in result.output.splitlines()[2:]}
+    assert len(lines) == 32
+    assert lines["hopper-random-v0"][1:] == ["collectable", "yes", "yes", "120"]
+    assert lines["spread-random-v0"][1:] == ["collectable", "no", "-"]
+    assert lines["spread-expert-v0"][1:4] == ["needs", "behaviour", "policy"]
+
+
+def test_root_from_environment_variable(root: Path) -> None:
+    result = run("datasets", "verify", "hopper-random", env={"OFFLINE_BENCH_DATA": str(root)})
+    assert result.exit_code == 0 and "hopper-random-v0: ok (120 transitions" in result.output
+
+
+def test_show_prints_manifest_sizes_returns_and_score(root: Path) -> None:
+    result = run("datasets", "show", "hopper-random", "--root", str(root))
+    assert result.exit_code == 0, result.output
+    for text in ("hopper-random-v0", "120 transitions", "episode return:", "random-init-mlp", "pybullet 3.2.7",
+                 "normalized score:", "20.058972"):
+        assert text in result.output, text
+    manifest = json.loads(run("datasets", "show", "hopper-random", "--root", str(root), "--json").output)
+    assert manifest["transitions"] == 120 and len(manifest["sha256"]) == 64
+
+
+def test_verify_fails_with_one_line_naming_the_fix(root: Path, tmp_path: Path) -> None:
+    for name in ("hopper-random-v0.hdf5", "hopper-random-v0.json"):
+        (tmp_path / name).write_bytes((root / name).read_bytes())
+    data = bytearray((tmp_path / "hopper-random-v0.hdf5").read_bytes())
+    data[-10] ^= 0xFF
+    (tmp_path / "hopper-random-v0.hdf5").write_bytes(bytes(data))
+    result = CliRunner().invoke(main, ["datasets", "verify", "hopper-random", "--root", str(tmp_path)])
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1 and result.output.startswith("Error: ")
+    assert "sha256" in result.output and "re-run `offline-bench collect hopper-random" in result.output
+    listed = run("datasets", "list", "--root", str(tmp_path)).output
+    assert "FAILED" in next(line for line in listed.splitlines() if line.startswith("hopper-random-v0"))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["collect", "hopper-great"], "unknown dataset 'hopper-great'"),
+        (["collect", "hopper-expert"], "cannot be collected yet"),
+        (["datasets", "show", "spread-random"], "not collected"),
+        (["datasets", "verify", "nope-random"], "unknown dataset"),
+        (["datasets", "measure-random", "cartpole"], "unknown task 'cartpole'"),
+        (["datasets", "import", "offline-bench/ant-random-v0"], "no local Minari dataset"),
+    ],
+)
+def test_errors_are_one_line_without_traceback(args: list[str], message: str, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, [*args, *(["--root", str(tmp_path)] if "measure-random" not in args else [])],
+                                env={"MINARI_DATASETS_PATH": str(tmp_path / "minari")})
+    assert result.exit_code == 1, result.output
+    assert message in result.output and result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
+
+
+def test_export_and_import_through_the_cli(root: Path, tmp_path: Path) -> None:
+    env = {"MINARI_DATASETS_PATH": str(tmp_path / "minari")}
+    result = run("datasets", "export", "hopper-random", "--minari", "--root", str(root), env=env)
+    assert result.exit_code == 0 and "offline-bench/hopper-random-v0" in result.output
+    result = run("datasets", "import", "offline-bench/hopper-random-v0", "--root", str(tmp_path / "back"), env=env)
+    assert result.exit_code == 0, result.output
+    assert "imported offline-bench/hopper-random-v0 as hopper-random-v0: 120 transitions" in result.output
+    assert run("datasets", "verify", "hopper-random", "--root", str(tmp_path / "back")).exit_code == 0
+
+
+def test_measure_random_prints_statistics() -> None:
+    result = run("datasets", "measure-random", "spread", "--episodes", "2", "--json")
+    stats = json.loads(result.output)
+    assert stats["episodes"] == 2 and stats["task"] == "spread" and stats["mean"] < 0
