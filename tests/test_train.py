@@ -17,13 +17,19 @@ TINY = {"hidden_sizes": "[16,16]", "batch_size": 32, "eval_every": 10, "eval_epi
         "checkpoint_every": 10}
 
 
+def tiny_datasets(tmp_path_factory) -> Path:
+    """Tiny real datasets, collected once per test session and shared by the train test modules:
+    hopper-random (single-agent, D4RL references) and spread-random (3 agents, no expert reference yet)."""
+    root = tmp_path_factory.getbasetemp() / "train-datasets"
+    if not (root / "spread-random-v0.json").exists():
+        collect("hopper-random", steps=500, root=root)
+        collect("spread-random", steps=200, root=root)
+    return root
+
+
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory) -> Path:
-    """Tiny real datasets, collected once: hopper (single-agent, D4RL references) and spread (3 agents)."""
-    root = tmp_path_factory.mktemp("datasets")
-    collect("hopper-random", steps=500, root=root)
-    collect("spread-random", steps=300, root=root)
-    return root
+    return tiny_datasets(tmp_path_factory)
 
 
 def read_metrics(run_dir: Path, drop=("time_s",)) -> list[dict[str, str]]:

@@ -15,8 +15,9 @@ from click.testing import CliRunner
 from offline_bench.algos.td3_bc import TD3BCConfig
 from offline_bench.cli import main
 from offline_bench.config import field_help
-from offline_bench.data import collect
 from offline_bench.train import TrainConfig, train
+
+from test_train import tiny_datasets
 
 torch.set_num_threads(1)
 
@@ -25,10 +26,7 @@ TINY_SETS = ["--set", "hidden_sizes=[16,16]", "--set", "batch_size=32", "--set",
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("datasets")
-    collect("hopper-random", steps=400, root=root)
-    collect("spread-random", steps=100, root=root)
-    return root
+    return tiny_datasets(tmp_path_factory)
 
 
 def run_cli(*args: str):
