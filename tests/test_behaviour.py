@@ -51,6 +51,7 @@ def tiny_trainer(tmp_path, name: str, **overrides: object) -> BehaviourTrainer:
                             algo_overrides={"hidden_sizes": (16, 16)}, env_factory=ReachEnv)
 
 
+@pytest.mark.slow  # about 5 s on an idle core, much more on the shared machine
 def test_sac_learns_reach(tmp_path):
     trainer = BehaviourTrainer(tiny_config(steps=1500, eval_every=500, eval_episodes=5, checkpoint_every=10_000),
                                tmp_path / "run", algo="sac", algo_overrides={"hidden_sizes": (32, 32)},
@@ -137,3 +138,43 @@ def test_matd3_update_shapes(task):
     assert all(v.dim() == 0 and torch.isfinite(v) for v in second.values())
     assert any(not torch.equal(p, q) for p, q in zip(before, learner.actor.parameters()))
     assert learner.critic(batch.obs, batch.action).shape == (8, spec.n_agents, 2)
+
+
+def test_spread_run_exports_policies_and_mixed_data_equals_the_buffer(tmp_path):
+    from offline_bench.behaviour.export import export_policies
+    from offline_bench.behaviour.policy import load_policy, read_index
+    from offline_bench.behaviour.recipes import collect_mixed
+    from offline_bench.data import load_dataset
+
+    config = TrainerConfig(task="spread", seed=1, steps=200, start_steps=100, batch_size=32, buffer_capacity=1000,
+                           eval_every=50, eval_episodes=1, measure_episodes=3, checkpoint_every=1000,
+                           medium_target=-1e9)  # an absolute target any policy reaches: medium = first evaluation
+    run_dir = tmp_path / "run"
+    trainer = BehaviourTrainer(config, run_dir, algo_overrides={"hidden_sizes": (16, 16)})
+    trainer.run()
+    summary = trainer.finalize()
+    medium = summary["medium"]
+    assert summary["expert"]["episodes"] == 3 and medium is not None
+    assert medium["step"] == 50 and medium["episodes"] == 3
+
+    policies = tmp_path / "policies"
+    entry = export_policies("spread", run_dir, episodes=3, root=policies)
+    assert read_index(policies)["tasks"]["spread"]["expert"]["sha256"] == entry["expert"]["sha256"]
+    policy = load_policy("spread", "expert", noise=0.1, root=policies)
+    assert policy is not None and load_policy("spread", "opponent", root=policies) is None
+    obs = np.zeros((4, 3, 18), np.float32)
+    actions = policy.act(obs)
+    assert actions.shape == (4, 3, 5) and np.abs(actions).max() <= 1.0
+    (policies / "spread" / "expert.pt").write_bytes(b"corrupt")
+    with pytest.raises(ValueError, match="sha256"):
+        load_policy("spread", "expert", root=policies)
+
+    data = tmp_path / "data"
+    manifest = collect_mixed("spread", root=data, run_dir=run_dir, policies=policies)
+    assert manifest["transitions"] == medium["step"]
+    assert manifest["behaviour_policy"]["bit_identical_to_index"] is True
+    dataset = load_dataset("spread-mixed", root=data)
+    prefix = trainer.buffer.prefix(medium["step"])
+    for key in ("observations", "actions", "rewards", "next_observations", "terminals"):
+        np.testing.assert_array_equal(dataset.agent_axis(key) if key != "terminals" else dataset.terminals, prefix[key])
+    assert dataset.episodes == -(-medium["step"] // 25)  # 25-step episodes, the last one possibly cut

@@ -111,7 +111,24 @@ class CheckpointPolicy:
         return self.actor.action_dim
 
     def seed(self, seed: int) -> None:
+        self.noise_seed = int(seed)
         self.generator = torch.Generator().manual_seed(seed)
+
+    def describe(self) -> dict[str, Any]:
+        """What a dataset manifest records about this policy (``offline_bench.data.policy.BehaviourPolicy``)."""
+        return {
+            "name": "checkpoint",
+            "kind": type(self.actor).__name__,
+            "network": f"per-agent MLP obs({self.obs_dim}) -> {list(self.meta.get('hidden_sizes', []))} relu -> "
+            f"action({self.action_dim}), tanh",
+            "task": self.meta.get("task"),
+            "quality": self.meta.get("quality"),
+            "train_step": self.meta.get("step"),
+            "sha256": self.sha256,
+            "noise": f"actions = clip(tanh(mean) + {self.noise} * N(0, 1), -1, 1)" if self.noise else "none",
+            "noise_seed": getattr(self, "noise_seed", None),
+            "trained": True,
+        }
 
     @torch.no_grad()
     def act(self, obs: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -161,7 +178,8 @@ def load_policy_file(path: str | os.PathLike[str], noise: float = 0.0, expected_
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if payload.get("format") != POLICY_FORMAT:
         raise ValueError(f"{path} has policy format {payload.get('format')}, this version reads {POLICY_FORMAT}")
-    return CheckpointPolicy(build_actor(payload), tuple(payload["action_sizes"]), payload["meta"], noise=noise, sha256=sha)
+    meta = dict(payload["meta"], hidden_sizes=list(payload["hidden_sizes"]))
+    return CheckpointPolicy(build_actor(payload), tuple(payload["action_sizes"]), meta, noise=noise, sha256=sha)
 
 
 def read_index(root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
@@ -191,4 +209,6 @@ def load_policy(
     if entry is None:
         return None
     path = Path(root or policies_root()) / entry["file"]
-    return load_policy_file(path, noise=noise, expected_sha256=entry["sha256"])
+    policy = load_policy_file(path, noise=noise, expected_sha256=entry["sha256"])
+    policy.meta.update(task=task, quality=quality)
+    return policy

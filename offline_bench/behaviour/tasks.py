@@ -13,6 +13,7 @@ class BehaviourRecipe:
     eval_every: int = 5_000
     start_steps: int = 5_000  # uniform random actions (and no updates) before the policy acts
     expert_reference: float | None = None  # the literature's expert level, for the honest comparison in the index
+    opponent_steps: int = 0  # tag / world: steps of the co-training stage that freezes the opponents
 
 
 # PyBullet medium targets as d4rl-pybullet used them (its medium datasets average 1078, 787, 571, 1107);
@@ -25,8 +26,8 @@ RECIPES: dict[str, BehaviourRecipe] = {
     # Multi-agent: medium is a third of the way from random to expert, as in the OMAR paper; expert is known only
     # after the full run, so the medium checkpoint is picked afterwards among the per-evaluation snapshots.
     "spread": BehaviourRecipe("matd3", 500_000, None, eval_every=2_500, start_steps=2_500),
-    "tag": BehaviourRecipe("matd3", 500_000, None, eval_every=2_500, start_steps=2_500),
-    "world": BehaviourRecipe("matd3", 500_000, None, eval_every=2_500, start_steps=2_500),
+    "tag": BehaviourRecipe("matd3", 500_000, None, eval_every=2_500, start_steps=2_500, opponent_steps=200_000),
+    "world": BehaviourRecipe("matd3", 500_000, None, eval_every=2_500, start_steps=2_500, opponent_steps=200_000),
     "halfcheetah-2x3": BehaviourRecipe("matd3", 1_000_000, None),
 }
 

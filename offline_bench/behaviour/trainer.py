@@ -116,6 +116,24 @@ def task_env(task: str, opponent: Callable[[np.ndarray], np.ndarray] | None = No
     return make_env(task, opponent=opponent)
 
 
+def _atomic_copy(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def arrays_sha256(arrays: dict[str, np.ndarray]) -> str:
+    """A hash of a set of arrays (keys, shapes, dtypes and bytes, in key order): pins the mixed data's content."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key in sorted(arrays):
+        value = np.ascontiguousarray(arrays[key])
+        digest.update(f"{key}:{value.dtype.str}:{value.shape};".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
 def _action_mask(spec: TaskSpec) -> np.ndarray:
     mask = np.zeros((spec.n_agents, spec.action_dim), np.float32)
     for i, size in enumerate(spec.action_sizes):
@@ -302,7 +320,7 @@ class BehaviourTrainer:
         snapshot = self._save_snapshot(self.step)
         best = self.history["best"]
         if best is None or row["return_mean"] > best["eval_return"]:
-            shutil.copyfile(snapshot, self.workdir / "best_actor.pt")
+            _atomic_copy(snapshot, self.workdir / "best_actor.pt")
             self.history["best"] = {"step": self.step, "eval_return": row["return_mean"]}
         target = self.config.medium_target
         if self.history["medium"] is None and not np.isnan(target) and row["return_mean"] >= target:
@@ -310,7 +328,7 @@ class BehaviourTrainer:
         return row
 
     def _freeze_medium(self, step: int, eval_return: float) -> None:
-        shutil.copyfile(self._snapshot_path(step), self.workdir / "medium_actor.pt")
+        _atomic_copy(self._snapshot_path(step), self.workdir / "medium_actor.pt")
         medium = {"step": step, "eval_return": eval_return, "target": self._medium_target()}
         medium.update(self.measure(self.workdir / "medium_actor.pt"))
         self.history["medium"] = medium
@@ -320,16 +338,21 @@ class BehaviourTrainer:
     def _medium_target(self) -> float:
         if not np.isnan(self.config.medium_target):
             return float(self.config.medium_target)
+        # The best evaluation stands for the expert here: the target must be on the evaluations' own scale
+        # (same seeds, same episode count) for "the first evaluation that reached it" to be well defined.
         random_return = self.history["random"]["return_mean"]
-        expert_return = (self.history["expert"] or {}).get("return_mean", self.history["best"]["eval_return"])
+        expert_return = self.history["best"]["eval_return"]
         return random_return + self.config.medium_fraction * (expert_return - random_return)
 
     def write_mixed(self, step: int) -> Path:
-        """Save the buffer's first ``step`` transitions, in order, as ``mixed.npz`` (D4RL keys)."""
+        """Save the buffer's first ``step`` transitions, in order, as ``mixed.npz`` (D4RL keys); records their hash."""
         path = self.workdir / "mixed.npz"
         tmp = path.with_name("mixed.tmp.npz")
-        np.savez(tmp, **self.buffer.prefix(step))
+        arrays = self.buffer.prefix(step)
+        np.savez(tmp, **arrays)
         os.replace(tmp, path)
+        if self.history["medium"] is not None:
+            self.history["medium"]["mixed_sha256"] = arrays_sha256(arrays)
         return path
 
     # ------------------------------------------------------------------ the loop
@@ -419,3 +442,48 @@ class BehaviourTrainer:
                 self._freeze_medium(reached[0]["step"], reached[0]["return_mean"])
         self.save()
         return self.summary()
+
+
+def train_behaviour(
+    config: TrainerConfig,
+    workdir: str | os.PathLike[str],
+    algo_overrides: dict[str, Any] | None = None,
+    device: str | torch.device = "cpu",
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    opponent_steps: int | None = None,
+) -> dict[str, Any]:
+    """Train (or resume) a task's behaviour policies in ``workdir``; measure the expert when the budget is done.
+
+    ``tag`` / ``world`` first co-train learners and opponents for ``opponent_steps`` steps in
+    ``workdir/opponent/`` and freeze the opponents as ``workdir/opponent.pt``; the learners whose policies make
+    the datasets then train from scratch against that frozen opponent. ``progress`` also gets ``"stage"``.
+    """
+    from offline_bench.behaviour.opponents import CoTrainingEnv, save_opponent
+    from offline_bench.behaviour.policy import load_policy_file
+    from offline_bench.envs import OPPONENTS
+
+    workdir = Path(workdir)
+    env_factory = None
+    if config.task in OPPONENTS:
+        opponent_file = workdir / "opponent.pt"
+        if not opponent_file.exists():
+            steps = recipe(config.task).opponent_steps if opponent_steps is None else opponent_steps
+            stage = replace_config(config, steps=steps, medium_target=float("nan"))
+            co = BehaviourTrainer(stage, workdir / "opponent", algo="matd3", algo_overrides=algo_overrides,
+                                  env_factory=lambda: CoTrainingEnv(config.task), device=device)
+            co.run((lambda info: progress(dict(info, stage="opponents"))) if progress else None)
+            save_opponent(co, opponent_file)
+            log.info("%s opponents frozen after %d co-training steps", config.task, co.step)
+        opponent = load_policy_file(opponent_file).as_opponent()
+        env_factory = lambda: task_env(config.task, opponent=opponent)  # noqa: E731
+    trainer = BehaviourTrainer(config, workdir, algo_overrides=algo_overrides, env_factory=env_factory, device=device)
+    summary = trainer.run((lambda info: progress(dict(info, stage="learners"))) if progress else None)
+    if trainer.step >= config.steps:
+        summary = trainer.finalize()
+    return summary
+
+
+def replace_config(config: TrainerConfig, **changes: Any) -> TrainerConfig:
+    from dataclasses import replace
+
+    return replace(config, **changes)

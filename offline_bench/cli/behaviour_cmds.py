@@ -8,6 +8,15 @@ import click
 
 from offline_bench.cli.main import main
 
+try:  # make the committed behaviour policies' medium / expert recipes collectable by `offline-bench collect`
+    from offline_bench.behaviour.recipes import register_behaviour_recipes
+
+    register_behaviour_recipes()
+except Exception as err:  # noqa: BLE001 - a broken index must not take the whole CLI down
+    import logging
+
+    logging.getLogger(__name__).warning("behaviour recipes not registered: %s", err)
+
 
 @main.group()
 def behaviour() -> None:
@@ -23,7 +32,10 @@ def behaviour() -> None:
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a trainer field (eval_every, checkpoint_every, ...) or learner field (hidden_sizes, ...).")
 @click.option("--device", default="cpu", show_default=True, help="torch device of the networks.")
-def train(task: str, steps: int | None, seed: int, workdir: str | None, sets: tuple[str, ...], device: str) -> None:
+@click.option("--opponent-steps", type=int, default=None,
+              help="tag / world: co-training steps before the opponents are frozen (default: the recipe's).")
+def train(task: str, steps: int | None, seed: int, workdir: str | None, sets: tuple[str, ...], device: str,
+          opponent_steps: int | None) -> None:
     """Train TASK's behaviour policies, resuming WORKDIR if it holds a checkpoint.
 
     The medium policy is frozen the first time the evaluated return reaches the task's medium target (PyBullet);
@@ -35,7 +47,7 @@ def train(task: str, steps: int | None, seed: int, workdir: str | None, sets: tu
     from tqdm import tqdm
 
     from offline_bench.behaviour.tasks import recipe
-    from offline_bench.behaviour.trainer import BehaviourTrainer, TrainerConfig, default_config, default_workdir
+    from offline_bench.behaviour.trainer import TrainerConfig, default_config, default_workdir, train_behaviour
     from offline_bench.config import parse_sets, replace
 
     try:
@@ -50,12 +62,17 @@ def train(task: str, steps: int | None, seed: int, workdir: str | None, sets: tu
     except (KeyError, ValueError) as err:
         raise click.UsageError(str(err)) from None
     algo_overrides = {k: v for k, v in overrides.items() if k not in trainer_keys}
+    if opponent_steps is None:
+        opponent_steps = recipe(task).opponent_steps
     run_dir = Path(workdir) if workdir else default_workdir(task, seed)
-    trainer = BehaviourTrainer(config, run_dir, algo_overrides=algo_overrides, device=device)
-    bar = tqdm(total=config.steps, initial=trainer.step, unit="step", dynamic_ncols=True, desc=task)
-    shown = {"episode": float("nan"), "eval": float("nan")}
+    bar = tqdm(total=config.steps, unit="step", dynamic_ncols=True, desc=task)
+    shown = {"episode": float("nan"), "eval": float("nan"), "stage": ""}
 
     def progress(info: dict) -> None:
+        if info.get("stage") != shown["stage"]:  # tag / world: the opponents' co-training stage comes first
+            shown["stage"] = info.get("stage", "")
+            bar.reset(total=opponent_steps if shown["stage"] == "opponents" else config.steps)
+            bar.set_description(f"{task} {shown['stage']}".strip())
         if "episode_return" in info:
             shown["episode"] = info["episode_return"]
         if "eval_return" in info:
@@ -63,10 +80,8 @@ def train(task: str, steps: int | None, seed: int, workdir: str | None, sets: tu
         bar.update(info["step"] - bar.n)
         bar.set_postfix(ret=f"{shown['episode']:.1f}", eval=f"{shown['eval']:.1f}", refresh=False)
 
-    summary = trainer.run(progress)
+    summary = train_behaviour(config, run_dir, algo_overrides, device, progress, opponent_steps)
     bar.close()
-    if trainer.step >= config.steps:
-        summary = trainer.finalize()
     click.echo(json.dumps({k: summary[k] for k in ("task", "step", "wall_time_s", "random", "medium", "expert")}, indent=2))
 
 
@@ -104,3 +119,34 @@ def export(task: str, seed: int, workdir: str | None, episodes: int) -> None:
     run_dir = Path(workdir) if workdir else default_workdir(task, seed)
     entry = export_policies(task, run_dir, episodes=episodes)
     click.echo(json.dumps(entry, indent=2))
+
+
+@behaviour.command("collect-mixed")
+@click.argument("task")
+@click.option("--root", type=click.Path(file_okay=False), default=None, help="Data root (default ./datasets).")
+@click.option("--workdir", type=click.Path(file_okay=False), default=None,
+              help="The behaviour run that saved mixed.npz (default runs/behaviour/<task>/seed<k>).")
+@click.option("--retrain", is_flag=True, help="Re-run the deterministic training up to the medium step.")
+def collect_mixed_cmd(task: str, root: str | None, workdir: str | None, retrain: bool) -> None:
+    """Write TASK-mixed-v0: the behaviour run's replay buffer from step 0 to the medium policy, in order."""
+    from tqdm import tqdm
+
+    from offline_bench.behaviour.policy import policy_entry
+    from offline_bench.behaviour.recipes import collect_mixed
+
+    medium = policy_entry(task, "medium")
+    if medium is None:
+        raise click.ClickException(f"{task} has no committed medium policy yet; train: offline-bench behaviour train {task}")
+    bar = tqdm(total=medium["step"], unit="step", desc=f"{task} retrain", disable=not retrain)
+
+    def progress(info: dict) -> None:
+        bar.update(info["step"] - bar.n)
+
+    try:
+        manifest = collect_mixed(task, root=root, run_dir=workdir, retrain=retrain, progress=progress)
+    except FileNotFoundError as err:
+        raise click.ClickException(str(err)) from None
+    finally:
+        bar.close()
+    click.echo(f"wrote {manifest['dataset_id']}: {manifest['transitions']} transitions, "
+               f"{manifest['episodes']} episodes, sha256 {manifest['sha256'][:12]}")

@@ -1,0 +1,126 @@
+"""Export a behaviour run's policies into ``datasets/policies/<task>/`` and record them in the index.
+
+The index (``datasets/policies/index.json``) holds, per task: the run (algo, seed, budget, steps trained, wall
+time, whether it finished), the measured random return, and per quality (``medium``, ``expert``, ``opponent``)
+the committed file, its sha256, the training step it was taken at and its measured return (mean and std over
+``episodes`` deterministic episodes). Where a policy falls short of the literature's level the entry says so.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from offline_bench.behaviour.policy import file_sha256, load_policy_file, read_index, write_index
+from offline_bench.behaviour.tasks import recipe
+from offline_bench.behaviour.trainer import MEASURE_SEED_BASE, arrays_sha256, rollout_returns, task_env
+from offline_bench.paths import policies_root
+
+log = logging.getLogger(__name__)
+
+
+def measure_policy_file(
+    task: str, path: str | os.PathLike[str], episodes: int = 50, root: str | os.PathLike[str] | None = None
+) -> dict[str, Any]:
+    """Deterministic return of a policy file on ``task`` (against the task's committed opponent, if any)."""
+    from offline_bench.behaviour.policy import load_policy
+
+    opponent = load_policy(task, "opponent", root=root) if task in ("tag", "world") else None
+    env = task_env(task, opponent=opponent.as_opponent() if opponent is not None else None)
+    try:
+        returns = rollout_returns(env, load_policy_file(path).act, [MEASURE_SEED_BASE + i for i in range(episodes)])
+    finally:
+        env.close()
+    return {"return_mean": float(returns.mean()), "return_std": float(returns.std()), "episodes": episodes}
+
+
+def _copy_in(src: Path, dst: Path) -> str:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+    return file_sha256(dst)
+
+
+def export_policies(
+    task: str, run_dir: str | os.PathLike[str], episodes: int = 50, root: str | os.PathLike[str] | None = None
+) -> dict[str, Any]:
+    """Copy the run's medium and best snapshots into ``<root>/<task>/`` and update the index; returns its entry.
+
+    Reads only immutable snapshot files, so it is safe while the run is still training.
+    """
+    run_dir = Path(run_dir)
+    root = Path(root or policies_root())
+    summary_path = run_dir / "summary.json"
+    if not summary_path.exists():
+        raise FileNotFoundError(f"no summary.json in {run_dir}: has the run reached its first checkpoint yet?")
+    summary = json.loads(summary_path.read_text())
+    if summary["best"] is None:
+        raise RuntimeError(f"{run_dir} has no evaluation yet; nothing to export")
+    r = recipe(task)
+    index = read_index(root)
+    old = index.setdefault("tasks", {}).get(task, {})
+    entry: dict[str, Any] = {
+        "run": {
+            "algo": summary["algo"],
+            "seed": summary["seed"],
+            "budget_steps": summary["config"]["steps"],
+            "steps_trained": summary["step"],
+            "finished": summary["step"] >= summary["config"]["steps"],
+            "wall_time_s": summary["wall_time_s"],
+            "trainer_config": summary["config"],
+            "algo_overrides": summary["algo_overrides"],
+            "machine": "2 shared CPU cores, torch 1 thread",
+        },
+        "random": summary["random"],
+        "medium_target": summary["medium"]["target"] if summary["medium"] else r.medium_target,
+        "expert_reference": r.expert_reference,
+    }
+    if (run_dir / "opponent.pt").exists():  # tag / world: the opponent frozen before these policies trained
+        sha = _copy_in(run_dir / "opponent.pt", root / task / "opponent.pt")
+        co = json.loads((run_dir / "opponent" / "summary.json").read_text())
+        entry["opponent"] = {"file": f"{task}/opponent.pt", "sha256": sha, "step": co["step"],
+                             "co_training_steps": co["config"]["steps"], "wall_time_s": co["wall_time_s"]}
+        index["tasks"][task] = dict(old, opponent=entry["opponent"])
+        write_index(index, root)  # the expert is measured against this opponent below
+
+    medium = summary["medium"]
+    if medium is not None:
+        dst = root / task / "medium.pt"
+        sha = _copy_in(run_dir / "snapshots" / f"actor_{medium['step']:08d}.pt", dst)
+        mixed = dict(medium)
+        if "mixed_sha256" not in mixed and (run_dir / "mixed.npz").exists():
+            with np.load(run_dir / "mixed.npz") as f:
+                mixed["mixed_sha256"] = arrays_sha256({k: f[k] for k in f.files})
+        entry["medium"] = {"file": f"{task}/medium.pt", "sha256": sha, **mixed}
+        entry["mixed"] = {"transitions": medium["step"], "sha256": mixed.get("mixed_sha256"),
+                          "how": "replay buffer of this run from step 0 to the medium step, in order; "
+                                 "`offline-bench behaviour collect-mixed` re-runs the training deterministically"}
+
+    best = summary["best"]
+    dst = root / task / "expert.pt"
+    sha = _copy_in(run_dir / "snapshots" / f"actor_{best['step']:08d}.pt", dst)
+    expert = {"step": best["step"], "eval_return": best["eval_return"]}
+    measured = summary.get("expert")
+    if measured is not None and measured["step"] == best["step"] and measured["episodes"] >= episodes:
+        expert.update({k: measured[k] for k in ("return_mean", "return_std", "episodes")})
+    else:
+        expert.update(measure_policy_file(task, dst, episodes, root))
+    entry["expert"] = {"file": f"{task}/expert.pt", "sha256": sha, **expert}
+    if r.expert_reference is not None and expert["return_mean"] < r.expert_reference:
+        entry["expert"]["note"] = (
+            f"below the literature's expert level ({r.expert_reference:.0f}, D4RL bullet REF_MAX) after "
+            f"{summary['step']} of {summary['config']['steps']} steps; the published level needs more training"
+        )
+    if medium is None and r.medium_target is not None:
+        entry["medium_note"] = f"the run has not reached the medium target {r.medium_target:.0f} yet"
+    index["tasks"][task] = entry
+    index["format"] = 1
+    write_index(index, root)
+    log.info("exported %s policies from %s", task, run_dir)
+    return entry

@@ -1,0 +1,218 @@
+"""How the committed behaviour policies become dataset recipes, and how the mixed (medium-replay) data is made.
+
+- ``medium`` / ``expert``: rollouts of the committed checkpoint (``datasets/policies/<task>/<quality>.pt``) with
+  Gaussian noise of std ``NOISE`` on the actions, through the data layer's ``collect``: this module registers a
+  ``checkpoint`` policy factory and the recipes of every task whose index entry has that quality.
+- ``mixed``: every transition of the behaviour run's replay buffer from step 0 to the medium step, in order.
+  It cannot be regenerated from the checkpoint, so ``collect_mixed`` takes it from the run's ``mixed.npz`` when
+  this machine has the run, and otherwise (``retrain=True``) re-runs the deterministic training up to the medium
+  step with the index's recorded config and seed; the content hash in the index says whether the result is
+  bit-identical (it is on the same CPU and torch build; other CPUs may differ in the last bits).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from offline_bench.behaviour.policy import CheckpointPolicy, load_policy, policy_entry, read_index
+from offline_bench.behaviour.trainer import (
+    BehaviourTrainer,
+    TrainerConfig,
+    arrays_sha256,
+    default_workdir,
+    episode_seed,
+    task_env,
+)
+from offline_bench.envs.base import TaskSpec
+
+log = logging.getLogger(__name__)
+
+NOISE = 0.1  # std of the Gaussian action noise of medium / expert rollouts (actions in [-1, 1])
+DATASET_VERSION = 0
+
+
+def checkpoint_policy_factory(spec: TaskSpec, params: dict[str, Any], init_seed: int, noise_seed: int) -> CheckpointPolicy:
+    """``offline_bench.data.policy`` factory of the ``checkpoint`` policy named by medium / expert recipes."""
+    task, quality = params["task"], params["quality"]
+    policy = load_policy(task, quality, noise=float(params["noise"]))
+    if policy is None:
+        raise FileNotFoundError(f"no committed {quality} policy for {task}; train one: offline-bench behaviour train {task}")
+    if params.get("sha256") and policy.sha256 != params["sha256"]:
+        raise ValueError(f"{task} {quality} policy changed (sha256 {policy.sha256[:12]}...) since the recipe was made")
+    if policy.n_agents != spec.n_agents or policy.obs_dim != spec.obs_dim:
+        raise ValueError(f"the {task} {quality} policy expects obs [{policy.n_agents}, {policy.obs_dim}], "
+                         f"the task has [{spec.n_agents}, {spec.obs_dim}]")
+    policy.seed(noise_seed)
+    if task in ("tag", "world"):
+        opponent = load_policy(task, "opponent")
+        # The data layer builds envs with make_env(task, opponent=policy.opponent) (see the report's hook).
+        policy.opponent = opponent.as_opponent() if opponent is not None else None  # type: ignore[attr-defined]
+    return policy
+
+
+def register_behaviour_recipes(root: str | os.PathLike[str] | None = None) -> list[str]:
+    """Register the ``checkpoint`` policy and the medium / expert recipes of every committed policy.
+
+    Returns the dataset ids made collectable. Safe to call more than once.
+    """
+    from offline_bench.data.catalog import Recipe, register_recipe
+    from offline_bench.data.policy import register_policy
+
+    register_policy("checkpoint", checkpoint_policy_factory)
+    done = []
+    for task, entry in read_index(root).get("tasks", {}).items():
+        for quality in ("medium", "expert"):
+            if quality not in entry:
+                continue
+            info = entry[quality]
+            recipe = Recipe(
+                quality=quality,
+                kind="rollouts",
+                policy="checkpoint",
+                policy_params=(("noise", NOISE), ("quality", quality), ("sha256", info["sha256"]), ("task", task)),
+                description=(
+                    f"rollouts of the {quality} {entry['run']['algo'].upper()} policy of datasets/policies/{info['file']} "
+                    f"(trained {info['step']} steps, return {info['return_mean']:.1f} +- {info['return_std']:.1f} over "
+                    f"{info['episodes']} episodes) with Gaussian action noise std {NOISE}"
+                ),
+            )
+            done.append(register_recipe(task, quality, DATASET_VERSION, recipe).dataset_id)
+    return done
+
+
+# ---------------------------------------------------------------------------------------------- mixed data
+def mixed_file_arrays(buffer_arrays: dict[str, np.ndarray], run_seed: int, n_agents: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The buffer prefix in the dataset file layout (agent axis dropped for N = 1, episode index arrays added)."""
+    terminals = buffer_arrays["terminals"].copy()
+    timeouts = buffer_arrays["timeouts"].copy()
+    ends = terminals | timeouts
+    cut = bool(len(ends) and not ends[-1])
+    if cut:
+        timeouts[-1] = True  # the medium step fell inside an episode: its last row is not a terminal state
+    starts = np.concatenate([[0], np.flatnonzero(ends[:-1]) + 1]).astype(np.int64) if len(ends) else np.zeros(0, np.int64)
+    seeds = np.asarray([episode_seed(run_seed, k) for k in range(len(starts))], np.int64)
+    squeeze = (lambda x: x[:, 0]) if n_agents == 1 else (lambda x: x)  # noqa: E731
+    arrays = {
+        "observations": squeeze(buffer_arrays["observations"]),
+        "actions": squeeze(buffer_arrays["actions"]),
+        "rewards": squeeze(buffer_arrays["rewards"]),
+        "next_observations": squeeze(buffer_arrays["next_observations"]),
+        "terminals": terminals,
+        "timeouts": timeouts,
+        "episode_starts": starts,
+        "episode_seeds": seeds,
+    }
+    rewards = buffer_arrays["rewards"].astype(np.float64)  # [T, N]
+    bounds = list(starts) + [len(ends)]
+    complete = range(len(starts) - 1 if cut else len(starts))
+    returns = [float(rewards[bounds[k] : bounds[k + 1]].sum(0).mean()) for k in complete]
+    lengths = [bounds[k + 1] - bounds[k] for k in complete]
+    return arrays, {"last_episode_cut": cut, "returns": returns, "lengths": lengths}
+
+
+class _ReplaySource:
+    """What the manifest records as the mixed data's behaviour: the online learner, not one policy."""
+
+    def __init__(self, task: str, entry: dict[str, Any], how: str, reproduced: bool | None) -> None:
+        self.task, self.entry, self.how, self.reproduced = task, entry, how, reproduced
+
+    def describe(self) -> dict[str, Any]:
+        run, medium = self.entry["run"], self.entry["medium"]
+        return {
+            "name": f"{run['algo']}-replay-buffer",
+            "trained": True,
+            "algo": run["algo"],
+            "run_seed": run["seed"],
+            "trainer_config": run["trainer_config"],
+            "algo_overrides": run["algo_overrides"],
+            "medium_step": medium["step"],
+            "medium_policy_sha256": medium["sha256"],
+            "buffer_sha256": self.entry["mixed"]["sha256"],
+            "source": self.how,
+            "bit_identical_to_index": self.reproduced,
+        }
+
+
+def mixed_buffer(
+    task: str,
+    run_dir: str | os.PathLike[str] | None = None,
+    retrain: bool = False,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    policies: str | os.PathLike[str] | None = None,
+) -> tuple[dict[str, np.ndarray], str]:
+    """The buffer prefix of ``task``'s committed behaviour run (D4RL keys, agent axis kept) and where it came from."""
+    entry = read_index(policies).get("tasks", {}).get(task)
+    if entry is None or "mixed" not in entry:
+        raise FileNotFoundError(f"{task} has no medium behaviour policy yet, so no mixed data; "
+                                f"train it: offline-bench behaviour train {task}")
+    steps, seed = entry["mixed"]["transitions"], entry["run"]["seed"]
+    run_dir = Path(run_dir) if run_dir else default_workdir(task, seed)
+    if not retrain and (run_dir / "mixed.npz").exists():
+        with np.load(run_dir / "mixed.npz") as f:
+            return {k: f[k] for k in f.files}, f"replay buffer saved by the run in {run_dir}"
+    if not retrain:
+        raise FileNotFoundError(
+            f"{task}-mixed is the replay buffer of the behaviour run up to step {steps}, and no run is on this machine "
+            f"({run_dir / 'mixed.npz'} is missing); re-run that training deterministically with --retrain "
+            f"(one update per step; {steps} steps)"
+        )
+    fields = dict(entry["run"]["trainer_config"])
+    fields.update(steps=steps, eval_every=10**12, checkpoint_every=10**12)  # evaluation never changes training
+    config = TrainerConfig(**fields)
+    opponent = load_policy(task, "opponent", root=policies) if task in ("tag", "world") else None
+    factory = (lambda: task_env(task, opponent=opponent.as_opponent())) if opponent is not None else None
+    with tempfile.TemporaryDirectory(prefix=f"retrain-{task}-") as tmp:
+        trainer = BehaviourTrainer(config, tmp, algo=entry["run"]["algo"], algo_overrides=entry["run"]["algo_overrides"],
+                                   env_factory=factory)
+        trainer.run(progress)
+        return {k: v.copy() for k, v in trainer.buffer.prefix(steps).items()}, "re-run of the deterministic training"
+
+
+def collect_mixed(
+    task: str,
+    root: str | os.PathLike[str] | None = None,
+    run_dir: str | os.PathLike[str] | None = None,
+    retrain: bool = False,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    policies: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Write ``<task>-mixed-v0`` (HDF5 + manifest) through the data layer's writer; returns the manifest."""
+    from offline_bench.data.catalog import catalog_entry
+    from offline_bench.data.collection import build_manifest, return_stats
+    from offline_bench.data.format import write_dataset
+    from offline_bench.envs import task_spec
+    from offline_bench.paths import data_root
+
+    entry = read_index(policies)["tasks"].get(task, {})
+    buffer_arrays, how = mixed_buffer(task, run_dir, retrain, progress, policies)
+    expected = entry["mixed"].get("sha256")
+    actual = arrays_sha256(buffer_arrays)
+    reproduced = None if not expected else actual == expected
+    if reproduced is False:
+        log.warning("%s mixed data differs from the indexed run (sha256 %s vs %s): floating-point differences "
+                    "between machines; the manifest records it", task, actual[:12], expected[:12])
+    spec = task_spec(task)
+    arrays, facts = mixed_file_arrays(buffer_arrays, entry["run"]["seed"], spec.n_agents)
+    catalog = catalog_entry(f"{task}-mixed-v{DATASET_VERSION}")
+    source = _ReplaySource(task, entry, how, reproduced)
+    manifest_facts = {"last_episode_cut": facts["last_episode_cut"],
+                      "episode_returns": return_stats(facts["returns"], facts["lengths"])}
+    seeds = {"run_seed": entry["run"]["seed"], "first_env_seed": episode_seed(entry["run"]["seed"], 0)}
+    manifest = build_manifest(catalog, spec, source, seeds, len(arrays["terminals"]), manifest_facts)  # type: ignore[arg-type]
+    return write_dataset(data_root(root), catalog.dataset_id, arrays, manifest)
+
+
+__all__ = [
+    "NOISE",
+    "checkpoint_policy_factory",
+    "collect_mixed",
+    "mixed_buffer",
+    "mixed_file_arrays",
+    "register_behaviour_recipes",
+]
