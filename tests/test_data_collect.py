@@ -51,6 +51,9 @@ def test_hopper_file_has_d4rl_layout_and_full_manifest(collected: Path) -> None:
     assert manifest["behaviour_policy"]["init_seed"] == derive_seeds(0)["policy_init_seed"]
     assert manifest["references"]["random"] == 20.058972 and manifest["references"]["expert"] == 1441.8059623430963
     assert manifest["recipe"]["quality"] == "random" and manifest["transitions"] == 300
+    with h5py.File(collected / "hopper-random-v0.hdf5", "r") as f:  # the manifest is mirrored inside the file
+        inside = json.loads(f.attrs["manifest"])
+    assert inside == {k: v for k, v in manifest.items() if k not in ("sha256", "file_bytes")}
 
 
 def test_hopper_transitions_are_consistent(collected: Path) -> None:
@@ -101,7 +104,8 @@ def test_behaviour_policy_datasets_are_not_collectable_yet(tmp_path: Path) -> No
 
 def test_progress_callback_reaches_total(tmp_path: Path) -> None:
     seen: list[tuple[int, int]] = []
-    collect("tag-random", steps=60, root=tmp_path, progress=lambda done, total: seen.append((done, total)))
+    manifest = collect("tag-random", steps=60, root=tmp_path, progress=lambda done, total: seen.append((done, total)))
+    assert "uniformly at random" in manifest["env"]["opponents"]
     assert seen[-1] == (60, 60) and all(b == 60 for _, b in seen)
     assert [a for a, _ in seen] == sorted(a for a, _ in seen)
 

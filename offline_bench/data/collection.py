@@ -131,9 +131,11 @@ def run_episodes(
                 obs[e] = result.obs
 
 
-def _make_envs(task: str, num_envs: int) -> list[Env]:
-    # tag/world: no opponent policy given, so the adapter's uniform-random opponent (seeded by each reset) acts.
-    return [make_env(task) for _ in range(num_envs)]
+def _make_envs(task: str, num_envs: int, policy: object | None = None) -> list[Env]:
+    """``num_envs`` fresh envs of ``task``. For tag/world the non-learning agents follow ``policy.opponent`` when
+    the behaviour policy carries one (a trained prey), else the adapter's uniform-random opponent."""
+    opponent = getattr(policy, "opponent", None) if task in OPPONENTS else None
+    return [make_env(task, opponent=opponent) for _ in range(num_envs)]
 
 
 def rollout_arrays(
@@ -222,8 +224,12 @@ def build_manifest(entry: CatalogEntry, spec: TaskSpec, policy: BehaviourPolicy,
         "packages": simulator_versions(spec.name),
     }
     if spec.name in OPPONENTS:
-        env["opponents"] = (f"{OPPONENTS[spec.name].n_agents} non-learning agents act uniformly at random, "
-                            "seeded by each episode's env seed (the adapter's default opponent)")
+        count = OPPONENTS[spec.name].n_agents
+        env["opponents"] = (
+            f"{count} non-learning agents follow the behaviour policy's fixed opponent policy"
+            if getattr(policy, "opponent", None) is not None
+            else f"{count} non-learning agents act uniformly at random, seeded by each episode's env seed"
+        )
     return {
         "dataset_id": entry.dataset_id,
         "task": entry.task,
@@ -271,7 +277,7 @@ def collect(
     seeds = derive_seeds(seed)
     policy = make_policy(recipe.policy, spec, recipe.params(), seeds["policy_init_seed"], seeds["policy_noise_seed"])
     log.info("collecting %s: %d transitions, seed %d, %d envs", entry.dataset_id, steps, seed, recipe.num_envs)
-    envs = _make_envs(entry.task, recipe.num_envs)
+    envs = _make_envs(entry.task, recipe.num_envs, policy)
     try:
         arrays, facts = rollout_arrays(spec, envs, policy, steps, seeds["first_env_seed"], progress)
     finally:
