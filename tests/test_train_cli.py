@@ -48,7 +48,7 @@ def test_errors_are_one_clear_line(data_root, tmp_path):
                           "unknown algorithm 'sac'", "td3bc")
     assert_one_line_error(run_cli("--algo", "td3bc", "--dataset", "hopper-exprt", *common), "unknown dataset")
     assert_one_line_error(run_cli("--algo", "td3bc", "--dataset", "hopper-medium", *common),
-                          "hopper-medium-v0 is not collected", "offline-bench collect hopper-medium")
+                          "hopper-medium-v0 is not collected")
     assert_one_line_error(run_cli("--algo", "TD3_BC", "--dataset", "spread-random", *common),
                           "td3bc is a single-agent algorithm", "3 agents", "ma-td3bc")
     assert_one_line_error(run_cli("--algo", "td3bc", "--dataset", "hopper-random", *common, "--set", "alpah=3"),
@@ -56,6 +56,9 @@ def test_errors_are_one_clear_line(data_root, tmp_path):
     assert_one_line_error(run_cli("--algo", "td3bc", "--dataset", "hopper-random", *common, "--set", "alpha"),
                           "--set expects key=value")
     assert_one_line_error(run_cli("--algo", "td3bc", *common), "--dataset is required")
+    if not torch.cuda.is_available():
+        assert_one_line_error(run_cli("--algo", "td3bc", "--dataset", "hopper-random", *common, "--device", "cuda"),
+                              "CUDA is not available", "--device cpu")
     assert not any(tmp_path.iterdir())  # no run directory for a refused run
 
 

@@ -393,7 +393,7 @@ def _train_locked(
                 f"{run_dir} holds an unfinished run with a different config ({'; '.join(diffs)}); "
                 "use the same arguments to resume it, or delete the directory / pass another --runs to start over"
             )
-    if not resuming:
+    if not resuming or not config_path.exists():
         write_json(config_path, record)  # before the first update
 
     ref_random, ref_expert = facts["references"]["random"], facts["references"]["expert"]
