@@ -159,6 +159,7 @@ def test_spread_run_exports_policies_and_mixed_data_equals_the_buffer(tmp_path):
 
     policies = tmp_path / "policies"
     entry = export_policies("spread", run_dir, episodes=3, root=policies)
+    assert entry["run"]["finished"] and "expert" in entry
     assert read_index(policies)["tasks"]["spread"]["expert"]["sha256"] == entry["expert"]["sha256"]
     policy = load_policy("spread", "expert", noise=0.1, root=policies)
     assert policy is not None and load_policy("spread", "opponent", root=policies) is None
@@ -178,3 +179,72 @@ def test_spread_run_exports_policies_and_mixed_data_equals_the_buffer(tmp_path):
     for key in ("observations", "actions", "rewards", "next_observations", "terminals"):
         np.testing.assert_array_equal(dataset.agent_axis(key) if key != "terminals" else dataset.terminals, prefix[key])
     assert dataset.episodes == -(-medium["step"] // 25)  # 25-step episodes, the last one possibly cut
+
+
+def test_tag_freezes_a_co_trained_opponent_then_trains_against_it(tmp_path):
+    from offline_bench.behaviour.trainer import train_behaviour
+
+    config = TrainerConfig(task="tag", seed=0, steps=50, start_steps=25, batch_size=16, buffer_capacity=500,
+                           eval_every=25, eval_episodes=1, measure_episodes=1, checkpoint_every=1000)
+    summary = train_behaviour(config, tmp_path / "tag", {"hidden_sizes": (8, 8)}, opponent_steps=50)
+    assert summary["step"] == 50 and summary["expert"] is not None
+    opponent = load_policy_file(tmp_path / "tag" / "opponent.pt")
+    assert (opponent.n_agents, opponent.obs_dim, opponent.action_dim) == (1, 14, 5)  # the prey, at its true sizes
+    assert opponent.meta["step"] == 50
+    prey = opponent.as_opponent()(np.zeros((1, 14), np.float32))
+    assert prey.shape == (1, 5) and np.abs(prey).max() <= 1.0
+    # The opponent's co-training run kept all four agents; the learners' run only the three predators.
+    assert torch.load(tmp_path / "tag" / "opponent" / "state.pt", weights_only=False)["buffer"]["arrays"]["obs"].shape[1:] == (4, 16)
+    assert BehaviourTrainer(config, tmp_path / "tag", algo_overrides={"hidden_sizes": (8, 8)}).buffer.obs.shape[1:] == (3, 16)
+
+
+def test_cli_train_status_export(tmp_path):
+    from click.testing import CliRunner
+
+    from offline_bench.cli import main
+
+    run_dir, policies = tmp_path / "run", tmp_path / "policies"
+    args = ["behaviour", "train", "spread", "--steps", "40", "--workdir", str(run_dir), "--set", "start_steps=20",
+            "--set", "eval_every=20", "--set", "eval_episodes=1", "--set", "measure_episodes=2",
+            "--set", "hidden_sizes=[8, 8]", "--set", "batch_size=8"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert '"step": 40' in result.output
+    result = CliRunner().invoke(main, ["behaviour", "status", "spread", "--workdir", str(run_dir)])
+    assert result.exit_code == 0 and '"last_evals"' in result.output
+    result = CliRunner().invoke(main, ["behaviour", "export", "spread", "--workdir", str(run_dir), "--episodes", "2",
+                                       "--policies", str(policies)])
+    assert result.exit_code == 0, result.output
+    assert (policies / "spread" / "expert.pt").exists() and (policies / "index.json").exists()
+    bad = CliRunner().invoke(main, ["behaviour", "train", "nosuchtask"])
+    assert bad.exit_code != 0 and "valid tasks" in bad.output
+
+
+def test_committed_policy_makes_medium_and_expert_collectable(tmp_path):
+    from offline_bench.behaviour.export import export_policies
+    from offline_bench.behaviour.recipes import register_behaviour_recipes
+    from offline_bench.data import catalog, collection, load_dataset
+    from offline_bench.data import policy as data_policy
+
+    config = TrainerConfig(task="spread", seed=2, steps=60, start_steps=30, batch_size=8, buffer_capacity=500,
+                           eval_every=30, eval_episodes=1, measure_episodes=2, checkpoint_every=1000,
+                           medium_target=-1e9)
+    trainer = BehaviourTrainer(config, tmp_path / "run", algo_overrides={"hidden_sizes": (8, 8)})
+    trainer.run()
+    trainer.finalize()
+    policies = tmp_path / "policies"
+    export_policies("spread", tmp_path / "run", episodes=2, root=policies)
+    saved_catalog, saved_factories = dict(catalog.CATALOG), dict(data_policy.POLICY_FACTORIES)
+    try:
+        registered = register_behaviour_recipes(policies)
+        assert sorted(registered) == ["spread-expert-v0", "spread-medium-v0"]
+        manifest = collection.collect("spread-medium", steps=100, seed=0, root=tmp_path / "data")
+        assert manifest["behaviour_policy"]["name"] == "checkpoint"
+        assert manifest["behaviour_policy"]["sha256"] == manifest["recipe"]["policy_params"]["sha256"]
+        dataset = load_dataset("spread-medium", root=tmp_path / "data")
+        assert dataset.transitions == 100 and np.abs(dataset.actions).max() <= 1.0
+    finally:
+        catalog.CATALOG.clear()
+        catalog.CATALOG.update(saved_catalog)
+        data_policy.POLICY_FACTORIES.clear()
+        data_policy.POLICY_FACTORIES.update(saved_factories)

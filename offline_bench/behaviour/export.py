@@ -48,11 +48,17 @@ def _copy_in(src: Path, dst: Path) -> str:
 
 
 def export_policies(
-    task: str, run_dir: str | os.PathLike[str], episodes: int = 50, root: str | os.PathLike[str] | None = None
+    task: str,
+    run_dir: str | os.PathLike[str],
+    episodes: int = 50,
+    root: str | os.PathLike[str] | None = None,
+    include_expert: bool | None = None,
 ) -> dict[str, Any]:
     """Copy the run's medium and best snapshots into ``<root>/<task>/`` and update the index; returns its entry.
 
-    Reads only immutable snapshot files, so it is safe while the run is still training.
+    The best snapshot becomes the ``expert`` policy only when the run has spent its budget, unless
+    ``include_expert`` says otherwise (a half-trained "expert" would make mislabelled datasets). Reads only
+    immutable snapshot files, so it is safe while the run is still training.
     """
     run_dir = Path(run_dir)
     root = Path(root or policies_root())
@@ -103,6 +109,16 @@ def export_policies(
                                  "`offline-bench behaviour collect-mixed` re-runs the training deterministically"}
 
     best = summary["best"]
+    entry["best_so_far"] = {"step": best["step"], "eval_return": best["eval_return"],
+                            "eval_episodes": summary["config"]["eval_episodes"]}
+    if include_expert is None:
+        include_expert = entry["run"]["finished"]
+    if not include_expert:
+        if medium is None and r.medium_target is not None:
+            entry["medium_note"] = f"the run has not reached the medium target {r.medium_target:.0f} yet"
+        index["tasks"][task] = entry
+        write_index(index, root)
+        return entry
     dst = root / task / "expert.pt"
     sha = _copy_in(run_dir / "snapshots" / f"actor_{best['step']:08d}.pt", dst)
     expert = {"step": best["step"], "eval_return": best["eval_return"]}

@@ -35,12 +35,13 @@ log = logging.getLogger(__name__)
 
 NOISE = 0.1  # std of the Gaussian action noise of medium / expert rollouts (actions in [-1, 1])
 DATASET_VERSION = 0
+_policies_root: str | os.PathLike[str] | None = None  # where the registered recipes' checkpoints live
 
 
 def checkpoint_policy_factory(spec: TaskSpec, params: dict[str, Any], init_seed: int, noise_seed: int) -> CheckpointPolicy:
     """``offline_bench.data.policy`` factory of the ``checkpoint`` policy named by medium / expert recipes."""
     task, quality = params["task"], params["quality"]
-    policy = load_policy(task, quality, noise=float(params["noise"]))
+    policy = load_policy(task, quality, noise=float(params["noise"]), root=_policies_root)
     if policy is None:
         raise FileNotFoundError(f"no committed {quality} policy for {task}; train one: offline-bench behaviour train {task}")
     if params.get("sha256") and policy.sha256 != params["sha256"]:
@@ -50,7 +51,7 @@ def checkpoint_policy_factory(spec: TaskSpec, params: dict[str, Any], init_seed:
                          f"the task has [{spec.n_agents}, {spec.obs_dim}]")
     policy.seed(noise_seed)
     if task in ("tag", "world"):
-        opponent = load_policy(task, "opponent")
+        opponent = load_policy(task, "opponent", root=_policies_root)
         # The data layer builds envs with make_env(task, opponent=policy.opponent) (see the report's hook).
         policy.opponent = opponent.as_opponent() if opponent is not None else None  # type: ignore[attr-defined]
     return policy
@@ -64,6 +65,8 @@ def register_behaviour_recipes(root: str | os.PathLike[str] | None = None) -> li
     from offline_bench.data.catalog import Recipe, register_recipe
     from offline_bench.data.policy import register_policy
 
+    global _policies_root
+    _policies_root = root
     register_policy("checkpoint", checkpoint_policy_factory)
     done = []
     for task, entry in read_index(root).get("tasks", {}).items():

@@ -108,7 +108,11 @@ def status(task: str, seed: int, workdir: str | None) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workdir", type=click.Path(file_okay=False), default=None, help="Run directory to export from.")
 @click.option("--episodes", type=int, default=50, show_default=True, help="Episodes to measure each policy.")
-def export(task: str, seed: int, workdir: str | None, episodes: int) -> None:
+@click.option("--expert/--no-expert", default=None,
+              help="Export the best snapshot as the expert policy (default: only when the run finished its budget).")
+@click.option("--policies", type=click.Path(file_okay=False), default=None,
+              help="Policy folder to export into (default: the repository's datasets/policies).")
+def export(task: str, seed: int, workdir: str | None, episodes: int, expert: bool | None, policies: str | None) -> None:
     """Copy a run's medium and best (expert) actors into datasets/policies/TASK/ and record them in the index.
 
     Safe while the run is still training: it reads the run's files and measures the returns on its own envs.
@@ -117,7 +121,10 @@ def export(task: str, seed: int, workdir: str | None, episodes: int) -> None:
     from offline_bench.behaviour.trainer import default_workdir
 
     run_dir = Path(workdir) if workdir else default_workdir(task, seed)
-    entry = export_policies(task, run_dir, episodes=episodes)
+    try:
+        entry = export_policies(task, run_dir, episodes=episodes, root=policies, include_expert=expert)
+    except (FileNotFoundError, RuntimeError) as err:
+        raise click.ClickException(str(err)) from None
     click.echo(json.dumps(entry, indent=2))
 
 
