@@ -97,9 +97,11 @@ def test_mmd_rejects_unknown_kernel() -> None:
         BEAR(BEARConfig(mmd_kernel="rbf", **TINY), problem(), torch.device("cpu"))
 
 
-def test_rejects_multi_agent_problems() -> None:
+def test_rejects_multi_agent_problems_and_bad_sample_counts() -> None:
     with pytest.raises(ValueError, match="single-agent"):
         BEAR(BEARConfig(**TINY), problem(n_agents=2), torch.device("cpu"))
+    with pytest.raises(ValueError, match="n_actor_q_samples"):
+        BEAR(BEARConfig(n_mmd_samples=4, n_actor_q_samples=5, **TINY), problem(), torch.device("cpu"))
 
 
 def test_soft_clipped_target_mixes_min_and_max() -> None:

@@ -87,6 +87,7 @@ class BEARConfig:
     n_target_samples: int = cfg(10, "actor samples per next state in the critic target (max over them)")
     n_mmd_samples: int = cfg(5, "actor and VAE samples per state for the MMD (authors 5-10, d3rlpy 4)")
     n_action_samples: int = cfg(10, "actor samples ranked by Q when acting")
+    n_actor_q_samples: int = cfg(5, "MMD actor samples averaged in the actor's Q term (authors: all; d3rlpy: 1)")
     mmd_kernel: str = cfg("laplacian", "MMD kernel: laplacian or gaussian")
     mmd_sigma: float = cfg(10.0, "MMD kernel bandwidth (authors: 10 laplacian on hopper/halfcheetah, 20 otherwise)")
     mmd_threshold: float = cfg(0.05, "epsilon: the MMD level the Lagrange multiplier enforces")
@@ -119,7 +120,8 @@ def mmd_distance(x: Tensor, y: Tensor, kernel: str, sigma: float) -> Tensor:
 
 
 def soft_clipped_target(q: Tensor, lmbda: float) -> Tensor:
-    """Soft clipped double-Q over the ensemble axis: ``lmbda * min_e q + (1 - lmbda) * max_e q``, ``[..., E] -> [...]``."""
+    """Soft clipped double-Q over the ensemble axis, ``[..., E] -> [...]``:
+    ``lmbda * min_e q + (1 - lmbda) * max_e q``."""
     return lmbda * q.amin(-1) + (1.0 - lmbda) * q.amax(-1)
 
 
@@ -255,9 +257,13 @@ class BEAR:
 
     def __init__(self, config: BEARConfig, problem: Problem, device: torch.device) -> None:
         if problem.n_agents != 1:
-            raise ValueError(f"BEAR is single-agent but the dataset has {problem.n_agents} agents; use a multi-agent algorithm")
+            raise ValueError(f"BEAR is single-agent but the dataset has {problem.n_agents} agents; "
+                             "use a multi-agent algorithm (ma-td3bc, ma-cql, ma-icq, omar)")
         if config.mmd_kernel not in MMD_KERNELS:
             raise ValueError(f"mmd_kernel must be one of {MMD_KERNELS}, got {config.mmd_kernel!r}")
+        if not 1 <= config.n_actor_q_samples <= config.n_mmd_samples:
+            raise ValueError(f"n_actor_q_samples must be in [1, n_mmd_samples={config.n_mmd_samples}], "
+                             f"got {config.n_actor_q_samples}; lower it or raise n_mmd_samples")
         self.config, self.problem, self.device = config, problem, torch.device(device)
         n, o, a = problem.n_agents, problem.obs_dim, problem.action_dim
         self.obs_norm = ObsNormalizer(problem, enabled=config.normalize_obs).to(self.device)
@@ -301,7 +307,7 @@ class BEAR:
             actor_loss = constraint
             q_pi = torch.zeros((), device=self.device)
         else:
-            q_pi = self.critic(obs, torch.tanh(raw_pi)).amin(-1).mean(0)  # [B, N]
+            q_pi = self.critic(obs, torch.tanh(raw_pi[: c.n_actor_q_samples])).amin(-1).mean(0)  # [B, N]
             actor_loss = -q_pi.mean(0).sum() + constraint
         optimizer_step(self.actor_opt, actor_loss, params=list(self.actor.parameters()))
 

@@ -70,7 +70,14 @@ from offline_bench.algos.bear import (
     probe_noise,
     sample_raw_actions,
 )
-from offline_bench.algos.common import AgentCritics, GaussianActor, ObsNormalizer, frozen_copy, make_adam, optimizer_step
+from offline_bench.algos.common import (
+    AgentCritics,
+    GaussianActor,
+    ObsNormalizer,
+    frozen_copy,
+    make_adam,
+    optimizer_step,
+)
 from offline_bench.batch import Batch
 from offline_bench.config import cfg
 from offline_bench.nn import StackedMLP, agents_to_groups, soft_update
@@ -94,8 +101,9 @@ class DBRConfig:
     n_critics: int = cfg(2, "critics in the ensemble (one batched network)")
     target_lambda: float = cfg(0.75, "soft clipped double-Q: weight of the ensemble min (1 - it on the max)")
     n_target_samples: int = cfg(10, "actor samples per next state in the critic target (max over them)")
-    n_mmd_samples: int = cfg(5, "actor and behaviour samples per state for the MMDs and for V(s)")
+    n_mmd_samples: int = cfg(5, "actor and behaviour samples per state for the MMDs")
     n_action_samples: int = cfg(10, "actor samples ranked by Q when acting")
+    n_actor_q_samples: int = cfg(5, "MMD actor samples averaged in the actor's Q term (authors: all; d3rlpy: 1)")
     mmd_kernel: str = cfg("laplacian", "MMD kernel: laplacian or gaussian")
     mmd_sigma: float = cfg(10.0, "MMD kernel bandwidth")
     mmd_threshold: float = cfg(0.05, "epsilon: floor of the dynamic bound max(epsilon, E[MMD(pi, beta-)])")
@@ -131,9 +139,13 @@ class DBR:
 
     def __init__(self, config: DBRConfig, problem: Problem, device: torch.device) -> None:
         if problem.n_agents != 1:
-            raise ValueError(f"DBR is single-agent but the dataset has {problem.n_agents} agents; use a multi-agent algorithm")
+            raise ValueError(f"DBR is single-agent but the dataset has {problem.n_agents} agents; "
+                             "use a multi-agent algorithm (ma-td3bc, ma-cql, ma-icq, omar)")
         if config.mmd_kernel not in MMD_KERNELS:
             raise ValueError(f"mmd_kernel must be one of {MMD_KERNELS}, got {config.mmd_kernel!r}")
+        if not 1 <= config.n_actor_q_samples <= config.n_mmd_samples:
+            raise ValueError(f"n_actor_q_samples must be in [1, n_mmd_samples={config.n_mmd_samples}], "
+                             f"got {config.n_actor_q_samples}; lower it or raise n_mmd_samples")
         self.config, self.problem, self.device = config, problem, torch.device(device)
         n, o, a = problem.n_agents, problem.obs_dim, problem.action_dim
         self.obs_norm = ObsNormalizer(problem, enabled=config.normalize_obs).to(self.device)
@@ -169,9 +181,10 @@ class DBR:
         # 2. advantage split: R = min_e Q(s, a_data) against the data's value V(s) ~ E_{a~D} R, regressed on R.
         #    One critic pass gives R and the actor's Q at its own samples (used in step 5).
         raw_pi = sample_raw_actions(self.actor, obs, c.n_mmd_samples, c.actor_noise_clip)  # [K, B, N, A]
-        actions = torch.cat([batch.action.unsqueeze(0), torch.tanh(raw_pi)], dim=0)  # [1+K, B, N, A]
+        pi_actions = torch.tanh(raw_pi[: c.n_actor_q_samples])  # [K', B, N, A]
+        actions = torch.cat([batch.action.unsqueeze(0), pi_actions], dim=0)  # [1+K', B, N, A]
         q_all = self.critic(obs, actions).amin(-1)  # [1+K, B, N]
-        ret, q_pi = q_all[0].detach(), q_all[1:]  # [B, N], [K, B, N]
+        ret, q_pi = q_all[0].detach(), q_all[1:]  # [B, N], [K', B, N]
         value = self.value(agents_to_groups(obs)).squeeze(-1).transpose(0, 1)  # [B, N]
         masks = split_masks(ret, value.detach())  # [B, N, 2]
         value_loss = (value - ret).square().mean(0).sum()
