@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from offline_bench.cli import main
+from offline_bench.data import CATALOG
 
 DATA_COMMANDS = [
     ["collect"],
@@ -59,7 +60,8 @@ def test_collect_writes_the_file_and_list_shows_it(root: Path) -> None:
     assert len(lines) == 32
     assert lines["hopper-random-v0"][1:] == ["collectable", "yes", "yes", "120"]
     assert lines["spread-random-v0"][1:] == ["collectable", "no", "-"]
-    assert lines["spread-expert-v0"][1:4] == ["needs", "behaviour", "policy"]
+    for dataset_id, entry in CATALOG.items():
+        assert lines[dataset_id][1] == ("collectable" if entry.recipe.collectable else "needs"), dataset_id
 
 
 def test_root_from_environment_variable(root: Path) -> None:
@@ -95,7 +97,7 @@ def test_verify_fails_with_one_line_naming_the_fix(root: Path, tmp_path: Path) -
     "args, message",
     [
         (["collect", "hopper-great"], "unknown dataset 'hopper-great'"),
-        (["collect", "hopper-expert"], "cannot be collected yet"),
+        (["collect", "PENDING"], "cannot be collected yet"),
         (["datasets", "show", "spread-random"], "not collected"),
         (["datasets", "verify", "nope-random"], "unknown dataset"),
         (["datasets", "measure-random", "cartpole"], "unknown task 'cartpole'"),
@@ -103,6 +105,11 @@ def test_verify_fails_with_one_line_naming_the_fix(root: Path, tmp_path: Path) -
     ],
 )
 def test_errors_are_one_line_without_traceback(args: list[str], message: str, tmp_path: Path) -> None:
+    if "PENDING" in args:  # an id whose behaviour policy does not exist yet (the CLI registers committed ones)
+        pending = [e.dataset_id for e in CATALOG.values() if not e.recipe.collectable]
+        if not pending:
+            pytest.skip("every catalog recipe has a behaviour policy")
+        args = [pending[0] if a == "PENDING" else a for a in args]
     result = CliRunner().invoke(main, [*args, *(["--root", str(tmp_path)] if "measure-random" not in args else [])],
                                 env={"MINARI_DATASETS_PATH": str(tmp_path / "minari")})
     assert result.exit_code == 1, result.output

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from offline_bench.algos.base import Problem
-from offline_bench.data.catalog import resolve_dataset_id, task_references, TaskReferences
+from offline_bench.data.catalog import CATALOG, TaskReferences, resolve_dataset_id, task_references
 from offline_bench.data.format import DatasetError, hdf5_path, manifest_path, read_arrays, read_manifest
 from offline_bench.paths import data_root
 
@@ -118,6 +118,12 @@ def load_dataset(dataset_id: str, root: str | os.PathLike[str] | None = None, ch
     """
     canonical = resolve_dataset_id(dataset_id)
     directory = data_root(root)
+    recipe = CATALOG[canonical].recipe
+    if not recipe.collectable and dataset_status(canonical, directory) == "missing":
+        raise DatasetError(
+            f"dataset {canonical} is not collected in {directory}, and it needs a behaviour policy first "
+            f"({recipe.description}); see `offline-bench behaviour --help`"
+        )
     manifest = read_manifest(directory, canonical)
     arrays = read_arrays(directory, canonical, manifest, check_hash=check_hash)
     return Dataset(dataset_id=canonical, path=hdf5_path(directory, canonical), manifest=manifest, **arrays)
