@@ -166,13 +166,16 @@ def test_html_renders_in_headless_chromium(runs: Path, tmp_path: Path) -> None:
     dom = subprocess.run(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--no-first-run", f"--user-data-dir={tmp_path / 'chromium'}", "--dump-dom",
-         (out / "leaderboard.html").as_uri()],
+         (out / "leaderboard.html").as_uri() + "#sort=omar:desc"],
         capture_output=True, text=True, timeout=60, check=True,
     ).stdout
     body = dom[dom.index("<tbody>"):dom.index("</tbody>")]
     assert body.count("<tr") == 3
     assert "37.0 ± 2.2" in body and "55.5 ± 0.5 (2/3 seeds)" in body and "not run" in body
     assert dom.count('<img alt="learning curves') == 3
+    # the page's script ran: rows sorted by the omar column, best first (55.5, 37.0, 8.0)
+    assert body.index("55.5 ± 0.5") < body.index("37.0 ± 2.2") < body.index("8.0 (1/3 seeds)")
+    assert 'aria-sort="descending"' in dom
 
 
 def test_cli_report_prints_and_writes(runs: Path, tmp_path: Path) -> None:

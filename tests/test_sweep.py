@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -11,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from offline_bench.cli import main
-from offline_bench.sweep import PRESETS, RunSpec, SweepError, resolve_grid, run_status
+from offline_bench.sweep import PRESETS, RunSpec, SweepError, _import_ray, resolve_grid, run_status
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Tiny runs: 20 updates of batch 32, an evaluation of 2 episodes every 10 updates.
@@ -56,6 +57,12 @@ def test_missing_datasets_are_skipped_with_a_message(tmp_path: Path) -> None:
     assert "skipped spread-expert-v0: not collected" in result.output
     assert "0 finished" in result.output and "2 skipped (dataset missing)" in result.output
     assert not (tmp_path / "runs" / "spread-expert-v0").exists()
+
+
+def test_ray_is_optional_with_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(SweepError, match=r"pip install 'offline-bench\[ray\]'"):
+        _import_ray()
 
 
 @pytest.fixture(scope="module")

@@ -20,33 +20,39 @@ figure { display: inline-block; margin: 0.5em; }
 """
 
 # Click a header: sort the body rows by that column (numbers by their leading value, cells without one last).
+# A link can ask for a sorted table: leaderboard.html#sort=omar:desc (a column header's text, asc or desc).
 _SCRIPT = """
 document.querySelectorAll("table.leaderboard").forEach(function (table) {
-  var headers = table.querySelectorAll("thead th");
-  headers.forEach(function (th, col) {
-    th.addEventListener("click", function () {
-      var asc = th.getAttribute("aria-sort") !== "ascending";
-      headers.forEach(function (h) { h.removeAttribute("aria-sort"); });
-      th.setAttribute("aria-sort", asc ? "ascending" : "descending");
-      var body = table.tBodies[0];
-      var rows = Array.prototype.slice.call(body.rows);
-      function key(row) {  // "12.3 ± 4.5", "12.3 (2/5 seeds)" -> 12.3; "0/5 seeds", "not run" -> no number
-        var text = row.cells[col].textContent.trim();
-        var m = /^-?\d+(\.\d+)?(?= ±| \(|$)/.exec(text);
-        return {n: m ? parseFloat(m[0]) : null, t: text};
+  var headers = Array.prototype.slice.call(table.querySelectorAll("thead th"));
+  function key(row, col) {  // "12.3 ± 4.5", "12.3 (2/5 seeds)" -> 12.3; "0/5 seeds", "not run" -> no number
+    var text = row.cells[col].textContent.trim();
+    var m = /^-?\\d+(\\.\\d+)?(?= ±| \\(|$)/.exec(text);
+    return {n: m ? parseFloat(m[0]) : null, t: text};
+  }
+  function sortBy(col, asc) {
+    headers.forEach(function (h) { h.removeAttribute("aria-sort"); });
+    headers[col].setAttribute("aria-sort", asc ? "ascending" : "descending");
+    var body = table.tBodies[0];
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (a, b) {
+      var x = key(a, col), y = key(b, col);
+      if (x.n === null || y.n === null) {
+        if (x.n !== null) return -1;
+        if (y.n !== null) return 1;
+        return asc ? x.t.localeCompare(y.t) : y.t.localeCompare(x.t);
       }
-      rows.sort(function (a, b) {
-        var x = key(a), y = key(b);
-        if (x.n === null || y.n === null) {
-          if (x.n !== null) return -1;
-          if (y.n !== null) return 1;
-          return asc ? x.t.localeCompare(y.t) : y.t.localeCompare(x.t);
-        }
-        return asc ? x.n - y.n : y.n - x.n;
-      });
-      rows.forEach(function (r) { body.appendChild(r); });
+      return asc ? x.n - y.n : y.n - x.n;
     });
+    rows.forEach(function (r) { body.appendChild(r); });
+  }
+  headers.forEach(function (th, col) {
+    th.addEventListener("click", function () { sortBy(col, th.getAttribute("aria-sort") !== "ascending"); });
   });
+  var wanted = /^#sort=([^:]+)(?::(asc|desc))?$/.exec(decodeURIComponent(window.location.hash));
+  if (wanted) {
+    var col = headers.map(function (h) { return h.textContent.trim(); }).indexOf(wanted[1]);
+    if (col >= 0) sortBy(col, wanted[2] !== "desc");
+  }
 });
 """
 
@@ -77,7 +83,7 @@ def to_html(board: Leaderboard, curves: dict[str, bytes] | None = None) -> str:
 </head>
 <body>
 <h1>{title}</h1>
-<p>Click a column header to sort.</p>
+<p>Click a column header to sort (or open the page as <code>…html#sort=COLUMN:desc</code>).</p>
 {table}
 <ul class="notes">
 {notes}

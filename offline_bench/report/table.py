@@ -197,6 +197,12 @@ def _ranges(values: pd.Series) -> str:
     return ", ".join(f"{v:,}" for v in unique) if unique else "unknown"
 
 
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
 def _notes(runs: pd.DataFrame, cells: pd.DataFrame, stat: str, expected: int, score: str) -> tuple[str, ...]:
     ks = sorted({int(k) for k in runs["last_k"].dropna()}) if len(runs) else []
     what = STATISTIC_TEXT[stat].format(k="/".join(map(str, ks)) or "k",
@@ -227,8 +233,8 @@ def _notes(runs: pd.DataFrame, cells: pd.DataFrame, stat: str, expected: int, sc
                 provenance.append(f"{label} {', '.join(values)}")
         wall = finished["wall_time_s"].dropna()
         if len(wall):
-            provenance.append(f"wall time {wall.sum() / 3600:.2f} h in total over {len(wall)} runs "
-                              f"(median {wall.median() / 60:.1f} min per run)")
+            provenance.append(f"wall time {_duration(wall.sum())} in total over {len(wall)} runs "
+                              f"(median {_duration(wall.median())} per run)")
         if provenance:
             notes.append("Runs: " + "; ".join(provenance) + ".")
     return tuple(notes)
