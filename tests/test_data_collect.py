@@ -152,3 +152,15 @@ def test_interrupted_collection_leaves_nothing_complete(tmp_path: Path) -> None:
         assert dataset_status("hopper-random", root) == "missing"
         with pytest.raises(DatasetError, match="not collected"):
             load_dataset("hopper-random", root=root)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["hopper", "walker2d", "spread", "tag", "world"])
+def test_recorded_random_references_reproduce(task: str) -> None:
+    """The catalog's measured uniform-random returns come out of `measure_random_return` again (fast tasks)."""
+    from offline_bench.data import task_references
+
+    refs = task_references(task)
+    stats = measure_random_return(task, episodes=refs.measured_random_episodes, seed=refs.measured_random_seed)
+    assert stats["mean"] == pytest.approx(refs.measured_random, abs=1e-5)
+    assert stats["std"] == pytest.approx(refs.measured_random_std, abs=1e-5)

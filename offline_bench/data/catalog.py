@@ -89,17 +89,18 @@ RETURN_STATISTIC = "sum of rewards over the episode; multi-agent: mean over lear
 _D4RL = "D4RL d4rl/infos.py bullet-* REF_MIN_SCORE / REF_MAX_SCORE"
 _MEASURED = "measured here (uniform-random actions); expert: none until the behaviour-data issue"
 
-# Measured with MEASURE_COMMAND (100 episodes, seed 0) on pybullet 3.2.7, mpe2 1.1.1, gymnasium-robotics 1.4.2,
-# mujoco 3.x. (mean, std over episodes). None where not measured yet.
+# Measured with MEASURE_COMMAND (100 episodes, seed 0, 8 envs in lock-step) on 2026-11-23 with pybullet 3.2.7,
+# mpe2 1.1.1 / pettingzoo 1.27.0, gymnasium-robotics 1.4.2 / mujoco 4.0.0, numpy 2.4.6: (mean, std over episodes).
+# The PyBullet numbers land near D4RL's REF_MIN (hopper 20.06, halfcheetah -1275.8, walker2d 16.5, ant 373.7).
 _MEASURED_RANDOM: dict[str, tuple[float, float] | None] = {
-    "hopper": None,
-    "halfcheetah": None,
-    "walker2d": None,
-    "ant": None,
-    "spread": None,
-    "tag": None,
-    "world": None,
-    "halfcheetah-2x3": None,
+    "hopper": (20.876099, 3.971252),  # mean episode length 13.5
+    "halfcheetah": (-1250.218086, 111.394415),  # 1000 steps
+    "walker2d": (17.219756, 3.568154),  # mean episode length 15.1
+    "ant": (397.853675, 171.334447),  # mean episode length 813.0
+    "spread": (-24.707825, 7.407394),  # 25 steps
+    "tag": (3.2, 9.368031),  # 25 steps; the prey also acts uniformly at random
+    "world": (1.797362, 6.612054),  # 25 steps; the 2 fast agents also act uniformly at random
+    "halfcheetah-2x3": (-281.874857, 80.963125),  # 1000 steps; shared team reward
 }
 
 _PUBLISHED: dict[str, tuple[float, float]] = {
