@@ -53,6 +53,7 @@ class TrainerConfig:
     steps: int = cfg(1_000_000, "training budget in env steps (one update per step after start_steps)")
     start_steps: int = cfg(5_000, "uniform random actions, and no updates, for this many first steps")
     batch_size: int = cfg(256, "minibatch size of each update")
+    update_every: int = cfg(1, "env steps per update after start_steps (1: one update per step, as SAC / TD3)")
     buffer_capacity: int = cfg(1_000_000, "replay capacity; at least the medium step so mixed data is complete")
     eval_every: int = cfg(5_000, "steps between evaluations (and actor snapshots)")
     eval_episodes: int = cfg(10, "deterministic episodes per evaluation")
@@ -325,6 +326,7 @@ class BehaviourTrainer:
         target = self.config.medium_target
         if self.history["medium"] is None and not np.isnan(target) and row["return_mean"] >= target:
             self._freeze_medium(self.step, row["return_mean"])
+        self._write_reports()  # so `behaviour status` sees every evaluation, not only checkpoints
         return row
 
     def _freeze_medium(self, step: int, eval_return: float) -> None:
@@ -397,7 +399,7 @@ class BehaviourTrainer:
             self.buffer.add(obs, action, result.reward, result.obs, result.terminated, result.truncated)
             ep_rewards.append(result.reward)
             self.step += 1
-            if self.step >= c.start_steps:
+            if self.step >= c.start_steps and self.step % c.update_every == 0:
                 batch = self.buffer.sample(c.batch_size, self.sample_generator, self.device)
                 self.learner.update(batch)
             if result.terminated or result.truncated:
