@@ -2,6 +2,7 @@
 local 2-CPU instance) -> report in every format -> the HTML page rendered by headless Chromium."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -67,17 +68,20 @@ def test_ray_is_optional_with_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
 
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One tiny hopper-random dataset (collected by the sweep's --collect), TD3+BC x 2 seeds as local processes,
-    then OMAR (on the N = 1 dataset) x 2 seeds as Ray tasks, into the same runs folder."""
+    """One tiny hopper-random dataset (collected by the sweep's --collect); TD3+BC x 2 seeds as local processes;
+    then, after TD3+BC seed 1 lost its result.json (as if killed after its last checkpoint), TD3+BC and OMAR (on the
+    N = 1 dataset) x 2 seeds as Ray tasks into the same runs folder: one skipped, one resumed, two new."""
     base = tmp_path_factory.mktemp("sweep")
     common = ["--datasets", "hopper-random", "--seeds", "2", "--jobs", "2", "--root", str(base / "data"),
               "--runs", str(base / "runs"), *TINY]
     local = CliRunner().invoke(main, ["sweep", "--algos", "td3bc", "--collect", "--collect-steps", "300", *common])
     assert local.exit_code == 0, local.output
     assert "2 finished, 0 already finished, 0 failed" in local.output
-    ray = CliRunner().invoke(main, ["sweep", "--algos", "omar", "--executor", "ray", *common])
+    interrupted = base / "runs" / "hopper-random-v0" / "td3bc" / "seed1" / "result.json"
+    interrupted.rename(base / "seed1-result.json")
+    ray = CliRunner().invoke(main, ["sweep", "--algos", "td3bc,omar", "--executor", "ray", *common])
     assert ray.exit_code == 0, ray.output
-    assert "2 finished, 0 already finished, 0 failed" in ray.output
+    assert "3 finished, 1 already finished, 0 failed" in ray.output
     return base
 
 
@@ -90,6 +94,14 @@ def test_sweep_writes_run_directories_both_ways(swept: Path) -> None:
             assert run_status(RunSpec("hopper-random-v0", algo, seed), runs) == "finished"
             assert "finished" in (runs / ".logs" / "hopper-random-v0" / algo / f"seed{seed}.log").read_text()
     assert (swept / "data" / "hopper-random-v0.hdf5").is_file()
+
+
+def test_sweep_resumed_the_unfinished_run(swept: Path) -> None:
+    run_log = (swept / "runs" / ".logs" / "hopper-random-v0" / "td3bc" / "seed1.log").read_text()
+    assert run_log.count("$ offline-bench train --algo td3bc") == 2, "started once locally, once more on Ray"
+    before = json.loads((swept / "seed1-result.json").read_text())
+    after = json.loads((swept / "runs" / "hopper-random-v0" / "td3bc" / "seed1" / "result.json").read_text())
+    assert after["last_k_score"] == before["last_k_score"] and after["evaluations"] == before["evaluations"]
 
 
 def test_sweep_skips_finished_runs(swept: Path) -> None:
