@@ -248,3 +248,27 @@ def test_committed_policy_makes_medium_and_expert_collectable(tmp_path):
         catalog.CATALOG.update(saved_catalog)
         data_policy.POLICY_FACTORIES.clear()
         data_policy.POLICY_FACTORIES.update(saved_factories)
+
+
+@pytest.mark.slow  # real PyBullet hopper with the real 256x256 SAC: a few hundred updates
+def test_hopper_resume_mid_episode_is_exact(tmp_path):
+    config = TrainerConfig(task="hopper", seed=5, steps=320, start_steps=200, eval_every=160, eval_episodes=1,
+                           measure_episodes=1, checkpoint_every=250, buffer_capacity=1000)
+    straight = BehaviourTrainer(config, tmp_path / "straight")
+    straight.run()
+
+    class Interrupted(Exception):
+        pass
+
+    def crash(info: dict) -> None:
+        if info["step"] > 290:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        BehaviourTrainer(config, tmp_path / "resumed").run(crash)
+    resumed = BehaviourTrainer(config, tmp_path / "resumed")
+    assert resumed.step == 250
+    resumed.run()
+    for name, tensor in straight.learner.actor.state_dict().items():
+        torch.testing.assert_close(tensor, resumed.learner.actor.state_dict()[name], rtol=0, atol=0)
+    np.testing.assert_array_equal(straight.buffer.next_obs[:320], resumed.buffer.next_obs[:320])
