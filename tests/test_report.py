@@ -187,3 +187,19 @@ def test_cli_report_prints_and_writes(runs: Path, tmp_path: Path) -> None:
     assert {"leaderboard.md", "leaderboard.csv", "leaderboard.tex", "leaderboard.html"} <= {p.name for p in out.iterdir()}
     bad = CliRunner().invoke(main, ["report", "--runs", str(tmp_path / "nope"), "--out", str(out)])
     assert bad.exit_code != 0 and "does not exist" in bad.output
+
+
+def test_preset_grid_shows_every_cell(runs: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["report", "--runs", str(runs), "--out", str(tmp_path / "lb"), "--preset",
+                                       "omar-mpe", "--format", "csv", "--no-plots"])
+    assert result.exit_code == 0, result.output
+    assert "OMAR paper (Pan et al., ICML 2022), Table 3" in result.output
+    cells = pd.read_csv(tmp_path / "lb" / "omar-mpe.csv")
+    assert len(cells) == 3 * 4 * 4  # tasks x qualities x algorithms, whatever ran
+    assert list(cells["algo"].unique()) == ["ma-td3bc", "ma-cql", "ma-icq", "omar"]
+    assert cells["quality"].unique().tolist() == ["random", "mixed", "medium", "expert"]
+    assert (cells["seeds_expected"] == 5).all()
+    done = cells.set_index(["dataset_id", "algo"])
+    assert done.loc[("spread-random-v0", "omar"), "status"] == "partial"  # 3 of the paper's 5 seeds
+    assert done.loc[("world-expert", "omar"), "status"] == "not run"
+    assert (cells["status"] == "not run").sum() == 48 - 5

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from offline_bench.cli.main import main
+from offline_bench.sweep import PRESETS  # standard library + paths only: cheap to import with the CLI
 
 _FORMATS = ("md", "csv", "latex", "html", "all")
 
@@ -40,7 +41,7 @@ def _fail(err: BaseException) -> None:
               help="Comma-separated datasets (ids with or without version, or task names); also table rows "
                    "('not run' where nothing ran).")
 @click.option("--algos", multiple=True, metavar="IDS", help="Comma-separated algorithm ids; also table columns.")
-@click.option("--preset", type=click.Choice(["omar-mpe", "omar-mamujoco", "dbr-pybullet"]), default=None,
+@click.option("--preset", type=click.Choice(list(PRESETS)), default=None,
               help="Show a paper's whole grid (see `sweep --preset`), with 'not run' cells for runs not done.")
 @click.option("--seeds", type=click.IntRange(min=1), default=None,
               help="Seeds each cell should have (default: the preset's, else the most any cell has).")
@@ -59,7 +60,6 @@ def report(runs: str | None, out: str, formats: tuple[str, ...], statistic: str 
     """
     from offline_bench.paths import runs_root
     from offline_bench.report import FORMATS, make_report
-    from offline_bench.sweep import PRESETS
 
     chosen = list(FORMATS) if "all" in formats else list(dict.fromkeys(formats or ("md",)))
     grid = PRESETS[preset] if preset else None
@@ -95,7 +95,7 @@ def report(runs: str | None, out: str, formats: tuple[str, ...], statistic: str 
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: processes on this machine; ray: one Ray task per run (needs the `ray` extra).")
 @click.option("--address", default=None, help="Ray cluster address (default: start a local Ray with --jobs CPUs).")
-@click.option("--preset", type=click.Choice(["omar-mpe", "omar-mamujoco", "dbr-pybullet"]), default=None,
+@click.option("--preset", type=click.Choice(list(PRESETS)), default=None,
               help="A paper's grid: omar-mpe (OMAR Table 3), omar-mamujoco (OMAR Table 6), dbr-pybullet (DBR "
                    "Table 1). --algos/--datasets/--seeds narrow or replace its parts.")
 @click.option("--budget", type=click.Choice(["quick", "paper"]), default="paper", show_default=True,

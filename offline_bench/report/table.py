@@ -244,7 +244,7 @@ def to_markdown(board: Leaderboard, curve_links: dict[str, str] | None = None) -
     """The leaderboard as a Markdown page: title, table (tabulate via pandas), notes, links to learning curves."""
     table = board.cell_text("markdown").reset_index()
     table.loc[table["quality"].duplicated(), "quality"] = ""  # group rows: the quality once per group, as in papers
-    lines = [f"# {board.title}", "", table.to_markdown(index=False, stralign="left"), ""]
+    lines = [f"# {board.title}", "", table.to_markdown(index=False, stralign="left", disable_numparse=True), ""]
     lines += [f"- {note}" for note in board.notes]
     if curve_links:
         lines += ["", "## Learning curves", ""]
