@@ -203,3 +203,21 @@ def test_preset_grid_shows_every_cell(runs: Path, tmp_path: Path) -> None:
     assert done.loc[("spread-random-v0", "omar"), "status"] == "partial"  # 3 of the paper's 5 seeds
     assert done.loc[("world-expert", "omar"), "status"] == "not run"
     assert (cells["status"] == "not run").sum() == 48 - 5
+
+
+def test_leaderboards_readme_commands_run(runs: Path, tmp_path: Path) -> None:
+    """Every `offline-bench` line in leaderboards/README.md runs: sweeps as --dry-run, reports on test runs."""
+    readme = Path(__file__).resolve().parent.parent / "leaderboards" / "README.md"
+    lines = [line.split("  #")[0].split() for line in readme.read_text().splitlines()
+             if line.startswith("offline-bench ")]
+    assert {args[1] for args in lines} == {"collect", "sweep", "report"}
+    for args in lines:
+        args = args[1:]
+        if args[0] == "collect":
+            args = [args[0], "--help"]  # collecting 1M transitions is not a unit test
+        elif args[0] == "sweep":
+            args += ["--dry-run", "--root", str(tmp_path / "data"), "--runs", str(runs)]
+        else:
+            args += ["--runs", str(runs), "--out", str(tmp_path / "lb"), "--no-plots"]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, f"{' '.join(args)}: {result.output}"
