@@ -110,6 +110,9 @@ def test_resume_refuses_another_runs_workdir(tmp_path):
     tiny_trainer(tmp_path, "run", steps=150).run()
     with pytest.raises(ValueError, match="pick another --workdir"):
         tiny_trainer(tmp_path, "run", seed=4)
+    with pytest.raises(ValueError, match="batch_size=32"):
+        tiny_trainer(tmp_path, "run", steps=300, batch_size=64)
+    assert tiny_trainer(tmp_path, "run", steps=300).step == 150  # a larger budget continues the same run
 
 
 @pytest.mark.parametrize("task", ["spread", "world"])

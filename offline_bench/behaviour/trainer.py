@@ -42,6 +42,8 @@ from offline_bench.envs.base import Env, TaskSpec
 log = logging.getLogger(__name__)
 
 STATE_FORMAT = 1
+# Settings that change what a run computes; the others (steps, evaluation, checkpoints) may change on resume.
+TRAINING_KEYS = ("start_steps", "batch_size", "update_every", "buffer_capacity", "algo_overrides")
 EVAL_SEED_BASE = 1_000_000_000  # evaluation episodes use seeds far from every training episode's
 MEASURE_SEED_BASE = 2_000_000_000
 
@@ -234,6 +236,15 @@ class BehaviourTrainer:
             raise ValueError(
                 f"{self.workdir} holds a {state['algo']} run of {state['task']} seed {state['seed']}, not "
                 f"{self.algo} {self.config.task} seed {self.config.seed}; pick another --workdir"
+            )
+        saved = dict(state["config"], algo_overrides=state["algo_overrides"])
+        now = dict(asdict(self.config), algo_overrides=self.algo_overrides)
+        changed = [k for k in TRAINING_KEYS if k in saved and saved[k] != now[k]]
+        if changed:
+            raise ValueError(
+                f"{self.workdir} was trained with " + ", ".join(f"{k}={saved[k]!r}" for k in changed)
+                + "; resuming with other values would not continue the same run: pass the same settings or pick "
+                "another --workdir"
             )
         self.learner.load_state_dict(state["learner"])
         self.buffer.load_state_dict(state["buffer"])
