@@ -11,7 +11,8 @@ The update, in the authors' order:
    double-Q target ``r + gamma (1 - d) max_k [0.75 min_e Q'_e(s', a_k) + 0.25 max_e Q'_e(s', a_k)]`` over
    ``n_target_samples`` = 10 actions ``a_k`` of the target actor;
 3. actor (tanh-Gaussian): ``mean_k[-min_e Q_e(s, a_k)] + alpha * MMD(pi(.|s), beta(.|s))`` over
-   ``n_mmd_samples`` actor samples (pre-tanh Gaussian noise clipped to +-0.5, the authors' "trick") and as many VAE
+   ``n_mmd_samples`` = 5 actor samples (the Q term averages the first ``n_actor_q_samples`` of them: all, as the
+   authors do; d3rlpy uses 1) (pre-tanh Gaussian noise clipped to +-0.5, the authors' "trick") and as many VAE
    samples (latent clipped to +-0.5); the MMD compares PRE-tanh actions of both, as the authors do, so the kernel
    does not saturate. During the first ``warmup_steps`` updates the actor minimises ``alpha * MMD`` only;
 4. Lagrange multiplier: ``log alpha`` ascends ``alpha * (MMD - epsilon)`` (epsilon = ``mmd_threshold`` = 0.05) and
@@ -30,7 +31,8 @@ Deviations from the authors' code:
 
 - batch 256 and learning rates actor 1e-4, critic 3e-4, VAE 3e-4 (d3rlpy's; the authors use batch 100 and Adam's
   default 1e-3 everywhere); the Lagrange multiplier starts at 1 (d3rlpy) instead of ``exp(randn())``;
-- warm-up counted in updates (40k, d3rlpy's default) instead of 20 "epochs" of ``eval_freq`` updates;
+- warm-up counted in updates (40k, d3rlpy's default) instead of 20 "epochs" of ``eval_freq`` updates (100k at
+  the authors' default ``eval_freq`` of 5000);
 - the actor's log-std is clamped to [-20, 2] (the shared ``GaussianActor``); the authors leave it free;
 - the ensemble-variance actor term (``lambda * std_q``) is left out: the authors' runs disable it
   (``use_ensemble_variance=False``); no SAC entropy term (d3rlpy adds one, the authors do not);
@@ -41,7 +43,7 @@ Deviations from the authors' code:
 - observations are normalised with the dataset statistics (``normalize_obs``; the authors use raw observations).
 
 Shared with DBR (``dbr.py`` imports them): ``mmd_distance``, ``ConditionalVAE``, ``sample_raw_actions``,
-``soft_clipped_target``, ``bear_td_target``.
+``soft_clipped_target``, ``bear_td_target``, ``probe_noise``, ``best_of_samples``.
 """
 from __future__ import annotations
 

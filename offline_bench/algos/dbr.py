@@ -15,9 +15,9 @@ Choices the paper leaves open, and ours:
 - **R is the critic's Q(s, a)** at the dataset action (min over the ensemble, after this step's critic update),
   not a Monte-Carlo return-to-go. Reasons: (1) the paper itself says that training on "the cumulative reward,
   rather than the Q value function" would make it a SIL variant, and calls DBR "essentially ARM", whose
-  advantage is ``Q(s, a) - V(s)``; (2) ``R - V`` then compares the dataset action with the current policy under
-  one estimator and one discount, whereas an offline return-to-go measures the behaviour policy's value and is
-  cut short at time-limit ends; (3) it needs no change to ``Batch`` (the sampler does not carry returns).
+  advantage is ``Q(s, a) - V(s)``; (2) R and V then come from one estimator with one discount (V is regressed on
+  the same Q), whereas a return-to-go is a one-sample Monte-Carlo estimate, cut short at time-limit ends;
+  (3) it needs no change to ``Batch`` (the sampler does not carry returns).
 - **V(s) is a learned state value of the DATA**, ``V_psi(s) ~ E_{a~D(.|s)} Q(s, a)``: a small network (the
   actor's hidden sizes) regressed by MSE on ``min_e Q(s, a_data)``. ``D+`` holds the rows whose action the critic
   rates at least as well as the typical dataset action in that state. In the paper's online setting (SIL, ARM)
