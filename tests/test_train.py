@@ -144,6 +144,8 @@ def test_finished_run_is_not_rerun_and_changed_config_is_refused(data_root, tmp_
     again = train("td3bc", "hopper-random", steps=10, **args)
     assert again.status == "already finished" and again.result["score"] == done.result["score"]
     assert (done.run_dir / "metrics.csv").read_text() == before
+    empty_root = {**args, "root": tmp_path / "no-datasets"}  # a finished run needs no dataset to say so
+    assert train("td3bc", "hopper-random", steps=10, **empty_root).status == "already finished"
 
     train("td3bc", "hopper-random", steps=30, seed=2, stop_after=10, **args)
     with pytest.raises(TrainError, match="different config.*alpha 2.5 vs 1.0"):

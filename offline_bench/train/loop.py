@@ -291,6 +291,21 @@ def _same_run(stored: dict[str, Any], record: dict[str, Any]) -> list[str]:
     return diffs
 
 
+def _finished(run_dir: Path, resolved: ResolvedConfig, sha256: str | None) -> TrainOutcome:
+    """The outcome of a run whose result.json exists: it is not re-run (a differing config is logged)."""
+    config_path = run_dir / "config.json"
+    stored = json.loads(config_path.read_text()) if config_path.exists() else {}
+    if stored:
+        current = {**resolved.to_json(), "dataset": {"sha256": sha256 or (stored.get("dataset") or {}).get("sha256")}}
+        diffs = _same_run(stored, current)
+        if diffs:
+            log.warning("run %s is finished with a different config (%s)", run_dir, "; ".join(diffs))
+    log.warning("run %s is already finished; not re-running (delete it to train again)", run_dir)
+    result = json.loads((run_dir / "result.json").read_text())
+    steps = int(result.get("steps_done", result.get("steps", 0)))
+    return TrainOutcome(run_dir, "already finished", steps, steps, result)
+
+
 def train_run(
     dataset: Any,
     algo_cls: type,
@@ -316,12 +331,7 @@ def train_run(
         raise TrainError(f"{resolved.algo_id}'s config has no positive integer batch_size field; the loop needs one")
 
     if result_path.exists():
-        stored = json.loads(config_path.read_text()) if config_path.exists() else {}
-        diffs = _same_run(stored, _config_record(resolved, facts, device)) if stored else []
-        note = f" (its config differs: {'; '.join(diffs)})" if diffs else ""
-        log.warning("run %s is already finished%s; not re-running", run_dir, note)
-        result = json.loads(result_path.read_text())
-        return TrainOutcome(run_dir, "already finished", int(result.get("steps", 0)), int(result.get("steps", 0)), result)
+        return _finished(run_dir, resolved, facts["sha256"])
 
     run_dir.mkdir(parents=True, exist_ok=True)
     with _RunLock(run_dir):
@@ -497,6 +507,12 @@ def _train_locked(
     return TrainOutcome(run_dir, "finished", start, step, result)
 
 
+def _canonical_id(dataset_id: str) -> str:
+    from offline_bench.data.catalog import resolve_dataset_id
+
+    return resolve_dataset_id(dataset_id)
+
+
 def _data_api(name: str) -> Any:
     """``offline_bench.data.<name>`` (falling back to the submodule that defines it)."""
     import importlib
@@ -572,6 +588,9 @@ def train(
     algo_cls, resolved = prepare(
         algo, dataset, seed=seed, steps=steps, device=device, config_file=config_file, sets=sets
     )  # config errors before the (possibly slow) dataset load
+    finished = run_dir_for(_canonical_id(dataset), resolved.algo_id, resolved.train_config.seed, runs)
+    if (finished / "result.json").exists():  # no need to load (and hash) the dataset
+        return _finished(finished, resolved, None)
     loaded = load_dataset(dataset, root=root)
     return train_run(loaded, algo_cls, resolved, runs=runs, on_progress=on_progress, stop_after=stop_after)
 
