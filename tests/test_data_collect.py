@@ -164,3 +164,30 @@ def test_recorded_random_references_reproduce(task: str) -> None:
     stats = measure_random_return(task, episodes=refs.measured_random_episodes, seed=refs.measured_random_seed)
     assert stats["mean"] == pytest.approx(refs.measured_random, abs=1e-5)
     assert stats["std"] == pytest.approx(refs.measured_random_std, abs=1e-5)
+
+
+def _check_tiny_collection(task: str, root: Path) -> None:
+    from offline_bench.envs import task_spec
+
+    spec = task_spec(task)
+    manifest = collect(f"{task}-random", steps=40, root=root)
+    d = load_dataset(f"{task}-random", root=root)
+    agent = () if spec.n_agents == 1 else (spec.n_agents,)
+    assert d.observations.shape == (40, *agent, spec.obs_dim) and d.actions.shape == (40, *agent, spec.action_dim)
+    assert manifest["env"]["source"] == spec.source and manifest["references"] == d.references.to_dict()
+    actions = d.agent_axis("actions")  # [T, N, A]
+    for i, size in enumerate(spec.action_sizes):
+        assert not actions[:, i, size:].any(), "padded action dims are stored as zeros"
+        assert np.abs(actions[:, i, :size]).max() > 0.05
+
+
+@pytest.mark.parametrize("task", ["walker2d", "tag", "world"])
+def test_every_short_episode_task_collects(task: str, tmp_path: Path) -> None:
+    _check_tiny_collection(task, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["halfcheetah", "ant", "halfcheetah-2x3"])
+def test_every_long_episode_task_collects(task: str, tmp_path: Path) -> None:
+    """1000-step episodes: 8 envs in lock-step run 8000 env steps before the first episode is stored."""
+    _check_tiny_collection(task, tmp_path)

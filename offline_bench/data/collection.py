@@ -99,6 +99,9 @@ def run_episodes(
     """
     spec = envs[0].spec
     e_count = len(envs)
+    action_mask = np.zeros((spec.n_agents, spec.action_dim), dtype=np.float32)  # [N, A]: 1 on each agent's own dims
+    for i, size in enumerate(spec.action_sizes):
+        action_mask[i, :size] = 1.0
     started = 0
     seeds = [0] * e_count
     active = [False] * e_count
@@ -116,7 +119,7 @@ def run_episodes(
     for e in range(e_count):
         start(e)
     while any(active):
-        actions = policy.act(obs)  # [E, N, A]
+        actions = np.clip(policy.act(obs), -1.0, 1.0) * action_mask  # [E, N, A]; padding dims stored as zeros
         for e, env in enumerate(envs):
             if not active[e]:
                 continue
@@ -124,7 +127,7 @@ def run_episodes(
             rows[e].append((obs[e].copy(), actions[e], result.reward, result.obs))
             if result.terminated or result.truncated:
                 o, a, r, o2 = (np.stack(column) for column in zip(*rows[e]))  # [L, N, ...]
-                yield Episode(seeds[e], o, np.clip(a, -1.0, 1.0), r, o2, result.terminated, result.truncated)
+                yield Episode(seeds[e], o, a, r, o2, result.terminated, result.truncated)
                 rows[e] = []
                 start(e)
             else:
