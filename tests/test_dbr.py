@@ -9,7 +9,7 @@ import torch
 
 from offline_bench.algos.bear import ConditionalVAE
 from offline_bench.algos.dbr import DBR, MINUS, PLUS, DBRConfig, dual_violation, split_masks
-from test_bear import forbid_host_syncs, problem, random_batch, two_mode_bandit
+from test_bear import assert_resumes_exactly, forbid_host_syncs, problem, random_batch, two_mode_bandit
 
 torch.set_num_threads(1)
 
@@ -126,3 +126,8 @@ def test_dbr_splits_the_bandit_into_its_two_modes_and_prefers_the_good_one() -> 
         samples = torch.tanh(algo.behaviour.sample_raw(probe, 8))  # [B, 1, 2, K, 1]
     assert samples[:, :, PLUS].mean() > 0.35 and samples[:, :, MINUS].mean() < -0.35
     assert algo.act(probe).mean() > 0.3, "the policy should act on the rewarded side"
+
+
+def test_resumes_exactly_across_the_end_of_warmup(tmp_path) -> None:
+    p = problem()
+    assert_resumes_exactly(lambda: DBR(DBRConfig(warmup_steps=2, **TINY), p, torch.device("cpu")), p, tmp_path)
