@@ -157,6 +157,10 @@ def test_filters_and_grid_rows(runs: Path) -> None:
     assert list(text.index) == [("random", "spread"), ("expert", "world")]
     assert text.loc[("expert", "world"), "omar"] == "not run"
     assert text.loc[("random", "spread"), "ma-icq"] == "not run"
+    empty = make_report(runs, None, datasets=["world-expert"], algos=["omar"]).leaderboard  # nothing ran at all
+    assert empty.cells[["dataset_id", "status"]].values.tolist() == [["world-expert", "not run"]]
+    with pytest.raises(ValueError, match="name the columns with --algos"):
+        make_report(runs, None, datasets=["world-expert"])
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install -y chromium)")

@@ -203,7 +203,7 @@ def load_runs(
             continue
         rows.append(read_run(path, score))
     table = pd.DataFrame(rows, columns=list(RUN_COLUMNS))
-    return table.astype({"seed": "int64", "finished": "bool"}) if len(table) else table
+    return table.astype({"seed": "int64", "finished": "bool"})  # also when empty: masks stay boolean
 
 
 def _read_metrics(path: Path, score: str) -> pd.DataFrame | None:

@@ -11,10 +11,10 @@ mean is over the finished seeds only and it is never bold), a cell with run fold
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from offline_bench.report.runs import QUALITY_ORDER, STATISTIC_TEXT, STATISTICS
@@ -140,6 +140,8 @@ def build_leaderboard(
                          "empty grid")
     found = sorted(set(runs["algo"]), key=_algo_order) if len(runs) else []
     algos = list(dict.fromkeys(list(grid_algos) + found))
+    if not algos:
+        raise ValueError("no algorithm to show: no run matches the filters; name the columns with --algos")
 
     parsed = {d: split_dataset_id(d) for d in dataset_ids}
     versions_per_name: dict[tuple[str, str], int] = {}
@@ -147,42 +149,33 @@ def build_leaderboard(
         versions_per_name[(task, quality)] = versions_per_name.get((task, quality), 0) + 1
     dataset_ids.sort(key=lambda d: _order_key(parsed[d][1], parsed[d][0], parsed[d][2]))
 
-    finished = runs[runs["finished"] & runs[stat].notna()] if len(runs) else runs
-    started_counts = runs.groupby(["dataset_id", "algo"]).size() if len(runs) else pd.Series(dtype="int64")
-    done_counts = (runs[runs["finished"]].groupby(["dataset_id", "algo"]).size() if len(runs)
-                   else pd.Series(dtype="int64"))
-    stats = (finished.groupby(["dataset_id", "algo"])[stat].agg(["mean", "count", lambda s: s.std(ddof=0)])
-             if len(finished) else pd.DataFrame(columns=["mean", "count", "<lambda_0>"]))
-    stats.columns = ["mean", "count", "std"]
-    expected = seeds if seeds is not None else int(max(started_counts.max() if len(started_counts) else 1, 1))
+    # One row per (dataset, algorithm) of the grid: run folders started, finished, and the statistic over the
+    # finished seeds that have it.
+    keys = ["dataset_id", "algo"]
+    finished = runs.loc[runs["finished"].astype(bool)]
+    scored = finished.loc[finished[stat].notna()]
+    cells = pd.concat([
+        runs.groupby(keys).size().rename("seeds_started"),
+        finished.groupby(keys).size().rename("seeds_done"),
+        scored.groupby(keys)[stat].agg(mean="mean", seeds_finished="count", std=lambda s: s.std(ddof=0)),
+    ], axis=1).reindex(pd.MultiIndex.from_product([dataset_ids, algos], names=keys)).reset_index()
+    counts = ["seeds_started", "seeds_done", "seeds_finished"]
+    cells[counts] = cells[counts].fillna(0).astype("int64")
+    expected = seeds if seeds is not None else max(int(cells["seeds_started"].max()), 1)
     if expected < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
-
-    records, rows = [], []
-    for dataset_id in dataset_ids:
-        task, quality, version = parsed[dataset_id]
-        label = task if versions_per_name[(task, quality)] == 1 or version is None else f"{task} (v{version})"
-        rows.append((quality, label))
-        for algo in algos:
-            started = int(started_counts.get((dataset_id, algo), 0))
-            done = int(done_counts.get((dataset_id, algo), 0))
-            count = int(stats["count"].get((dataset_id, algo), 0)) if len(stats) else 0
-            mean = float(stats["mean"].get((dataset_id, algo), math.nan)) if count else math.nan
-            std = float(stats["std"].get((dataset_id, algo), math.nan)) if count else math.nan
-            if started == 0:
-                status = "not run"
-            elif count == 0:
-                status = "no score" if done else "unfinished"
-            elif count >= expected:
-                status = "complete"
-            else:
-                status = "partial"
-            records.append(dict(
-                quality=quality, task=task, row=label, dataset_id=dataset_id, algo=algo, score=score, statistic=stat,
-                mean=mean, std=std, seeds_finished=count, seeds_done=done, seeds_started=started,
-                seeds_expected=expected, status=status, best=False,
-            ))
-    cells = pd.DataFrame(records, columns=list(CELL_COLUMNS))
+    cells["status"] = np.select(
+        [cells["seeds_started"] == 0, (cells["seeds_finished"] == 0) & (cells["seeds_done"] > 0),
+         cells["seeds_finished"] == 0, cells["seeds_finished"] >= expected],
+        ["not run", "no score", "unfinished", "complete"], default="partial",
+    )
+    labels = {d: parsed[d][0] if versions_per_name[parsed[d][:2]] == 1 or parsed[d][2] is None
+              else f"{parsed[d][0]} (v{parsed[d][2]})" for d in dataset_ids}
+    cells = cells.assign(
+        quality=cells["dataset_id"].map(lambda d: parsed[d][1]), task=cells["dataset_id"].map(lambda d: parsed[d][0]),
+        row=cells["dataset_id"].map(labels), score=score, statistic=stat, seeds_expected=expected, best=False,
+    )[list(CELL_COLUMNS)]
+    rows = [(parsed[d][1], labels[d]) for d in dataset_ids]
     complete = cells[cells["status"] == "complete"]
     if len(algos) > 1 and len(complete):
         shown = complete["mean"].round(DECIMALS)
