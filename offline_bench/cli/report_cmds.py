@@ -108,7 +108,8 @@ def report(runs: str | None, out: str, formats: tuple[str, ...], statistic: str 
               help="Collect datasets that are missing first (default: skip their runs with a message).")
 @click.option("--collect-steps", type=click.IntRange(min=1), default=None,
               help="Size of datasets collected by --collect (default: the recipe's, 1M transitions).")
-@click.option("--dry-run", is_flag=True, help="List the runs and their status; start nothing.")
+@click.option("--dry-run", is_flag=True,
+              help="List the runs with their status (finished, unfinished, new, no-dataset); start nothing.")
 def sweep(algos: tuple[str, ...], datasets: tuple[str, ...], seeds: int | None, steps: int | None,
           sets: tuple[str, ...], jobs: int, executor: str, address: str | None, preset: str | None, budget: str,
           root: str | None, runs: str | None, collect: bool, collect_steps: int | None, dry_run: bool) -> None:
@@ -124,7 +125,7 @@ def sweep(algos: tuple[str, ...], datasets: tuple[str, ...], seeds: int | None, 
     from tqdm import tqdm
 
     from offline_bench.paths import data_root, runs_root
-    from offline_bench.sweep import SweepError, resolve_grid, run_status, run_sweep
+    from offline_bench.sweep import SweepError, is_collected, resolve_grid, run_status, run_sweep
 
     try:
         specs = resolve_grid(_split(algos), _split(datasets), seeds, preset, budget, steps, sets)
@@ -132,8 +133,10 @@ def sweep(algos: tuple[str, ...], datasets: tuple[str, ...], seeds: int | None, 
         _fail(err)
     runs_dir, root_dir = runs_root(runs), data_root(root)
     if dry_run:
+        collected = {d: is_collected(d, root_dir) for d in dict.fromkeys(s.dataset_id for s in specs)}
         for spec in specs:
-            click.echo(f"{run_status(spec, runs_dir):<10}  offline-bench {' '.join(spec.train_args(root_dir, runs_dir))}")
+            status = run_status(spec, runs_dir) if collected[spec.dataset_id] else "no-dataset"
+            click.echo(f"{status:<10}  offline-bench {' '.join(spec.train_args(root_dir, runs_dir))}")
         return
     failed: list[str] = []
     with tqdm(total=len(specs), desc="sweep", unit="run", dynamic_ncols=True) as bar:
