@@ -56,6 +56,13 @@ def test_errors_are_one_clear_line(data_root, tmp_path):
     assert_one_line_error(run_cli("--algo", "td3bc", "--dataset", "hopper-random", *common, "--set", "alpha"),
                           "--set expects key=value")
     assert_one_line_error(run_cli("--algo", "td3bc", *common), "--dataset is required")
+    missing = tmp_path / "missing.yaml"
+    assert_one_line_error(run_cli("--algo", "td3bc", "--dataset", "hopper-random", *common, "--config", str(missing)),
+                          "missing.yaml does not exist")
+    nested = tmp_path.parent / "nested.yaml"
+    nested.write_text("alpha:\n  value: 3\n")
+    assert_one_line_error(run_cli("--algo", "td3bc", "--dataset", "hopper-random", *common, "--config", str(nested)),
+                          "must be a flat mapping")
     if not torch.cuda.is_available():
         assert_one_line_error(run_cli("--algo", "td3bc", "--dataset", "hopper-random", *common, "--device", "cuda"),
                               "CUDA is not available", "--device cpu")
