@@ -98,8 +98,10 @@ def test_sampler_batches_per_second(benchmark, big: Path, batch_size: int) -> No
                                   "halfcheetah-2x3"])
 def test_collection_steps_per_second(benchmark, task: str, tmp_path: Path) -> None:  # noqa: ANN001
     from offline_bench.data import collect
+    from offline_bench.envs import task_spec
 
-    steps = 2000
+    # 8 envs step in lock-step, so 1000-step tasks store nothing before 8000 env steps: collect that many.
+    steps = max(2000, 8 * task_spec(task).episode_length)
     manifest = benchmark.pedantic(collect, args=(f"{task}-random",), kwargs={"steps": steps, "root": tmp_path},
                                   rounds=1, iterations=1)
     assert manifest["transitions"] == steps
