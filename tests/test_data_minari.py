@@ -71,3 +71,13 @@ def test_import_refuses_missing_and_mismatched_datasets(roots: Path) -> None:
     export_minari("hopper-random", root=roots / "data")
     with pytest.raises(MinariError, match=r"task walker2d has \[22\] and \[6\]"):
         import_minari("offline-bench/hopper-random-v0", "walker2d-random", root=roots / "back")
+
+
+def test_export_refuses_data_minari_cannot_represent(roots: Path) -> None:
+    arrays, manifest = synthetic(1, (15,), (3,), [5, 7])
+    arrays["next_observations"] = arrays["next_observations"].copy()
+    arrays["next_observations"][1, 0] += 1.0  # breaks next_obs[t] == obs[t + 1] inside episode 0
+    write_dataset(roots / "broken", "hopper-random-v0", arrays, manifest)
+    with pytest.raises(MinariError, match="do not continue into the next row"):
+        export_minari("hopper-random", root=roots / "broken")
+    assert "offline-bench/hopper-random-v0" not in minari.list_local_datasets()

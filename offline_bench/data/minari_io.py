@@ -78,6 +78,12 @@ def export_minari(dataset_id: str, root: str | os.PathLike[str] | None = None, f
         if not force:
             raise MinariError(f"Minari dataset {target} already exists; pass --force to replace it")
         minari.delete_dataset(target)
+    inner = np.setdiff1d(np.arange(dataset.transitions - 1), dataset.episode_ends())  # rows followed by their episode
+    if not np.array_equal(dataset.next_observations[inner], dataset.observations[inner + 1]):
+        raise MinariError(
+            f"{dataset.dataset_id}: next_observations do not continue into the next row inside episodes, so Minari's "
+            "one-observation-sequence-per-episode layout cannot hold them; nothing was exported"
+        )
     obs_shape = dataset.observations.shape[1:]
     action_shape = dataset.actions.shape[1:]
     with warnings.catch_warnings():  # Minari warns about unset optional metadata (eval env, permalink)
