@@ -98,3 +98,24 @@ def test_multi_agent_return_is_team_mean_and_evaluator_reuses_envs():
     np.testing.assert_array_equal(a.returns, b.returns)
     assert (a.lengths == task_spec("spread").episode_length).all()  # MPE episodes end by truncation at 25 steps
     assert all(shape == (3, 3, 18) for shape in calls)
+
+
+def test_evaluation_opponent_follows_the_manifest():
+    from types import SimpleNamespace
+
+    from offline_bench.train.loop import TrainError, _opponent
+
+    def dataset(opponents):
+        return SimpleNamespace(dataset_id="tag-medium-v0", manifest={"env": {"opponents": opponents}})
+
+    assert _opponent(dataset("1 non-learning agents act uniformly at random, seeded by ..."), "tag")[0] is None
+    assert _opponent(SimpleNamespace(dataset_id="tag-random-v0", manifest={}), "tag")[0] is None
+    assert _opponent(dataset("anything"), "hopper") == (None, "none")
+    from offline_bench.behaviour.policy import load_policy
+
+    if load_policy("tag", "opponent") is None:  # collected against a policy that is not committed: refuse
+        with pytest.raises(TrainError, match="collected against a fixed tag opponent policy"):
+            _opponent(dataset("1 non-learning agents follow the behaviour policy's fixed opponent policy"), "tag")
+    else:
+        opponent, text = _opponent(dataset("1 non-learning agents follow the behaviour policy's fixed opponent policy"), "tag")
+        assert callable(opponent) and "sha256" in text

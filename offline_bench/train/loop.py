@@ -598,10 +598,10 @@ def train(
 def _opponent(dataset: Any, task: str) -> tuple[Any, str]:
     """The fixed opponent (tag's prey, world's fast agents) to evaluate against, and a description of it.
 
-    The same opponent the dataset was collected against, as its manifest records it (``env.opponents`` or
-    ``opponent``): a text saying "random" (or nothing recorded) means the adapter's uniform-random opponent; a
-    mapping naming a committed policy (``sha256``) means the task's committed ``opponent`` behaviour policy, which
-    must have that sha256.
+    The same opponent the dataset was collected against, as its manifest records it (``env.opponents``, or
+    ``opponent``): nothing recorded, or a text saying the opponents act at random, means the adapter's
+    uniform-random opponent; a text naming a (fixed opponent) policy, or a mapping with its ``sha256``, means the
+    task's committed ``opponent`` behaviour policy (which must then exist, and match the sha256 when one is given).
     """
     from offline_bench.envs import OPPONENTS
 
@@ -609,19 +609,20 @@ def _opponent(dataset: Any, task: str) -> tuple[Any, str]:
         return None, "none"
     manifest = getattr(dataset, "manifest", {}) or {}
     recorded = (manifest.get("env") or {}).get("opponents", manifest.get("opponent"))
-    if not isinstance(recorded, dict):
-        return None, str(recorded or "uniform random (the adapter's default; the manifest records no opponent)")
+    wanted = recorded.get("sha256") if isinstance(recorded, dict) else None
+    text = str(recorded.get("kind", "policy") if isinstance(recorded, dict) else recorded or "").lower()
+    if not text or "random" in text or "policy" not in text:
+        return None, "uniform random (the env adapter's default opponent)"
     from offline_bench.behaviour.policy import load_policy
 
     policy = load_policy(task, "opponent")
-    wanted = recorded.get("sha256")
     if policy is None or (wanted and getattr(policy, "sha256", None) != wanted):
         raise TrainError(
-            f"{dataset.dataset_id} was collected against the opponent policy {recorded}, but the committed "
-            f"{task} opponent policy is {'missing' if policy is None else 'a different file'}; restore "
-            "datasets/policies/ (git checkout) or re-collect the dataset"
+            f"{dataset.dataset_id} was collected against a fixed {task} opponent policy, but the committed one is "
+            f"{'missing' if policy is None else 'a different file'}; restore datasets/policies/ (git checkout) "
+            "or re-collect the dataset"
         )
-    return policy.as_opponent(), f"committed opponent policy sha256 {policy.sha256}"
+    return policy.as_opponent(), f"committed {task} opponent policy (sha256 {policy.sha256})"
 
 
 __all__ = [
