@@ -14,6 +14,7 @@ class BehaviourRecipe:
     start_steps: int = 5_000  # uniform random actions (and no updates) before the policy acts
     expert_reference: float | None = None  # the literature's expert level, for the honest comparison in the index
     opponent_steps: int = 0  # tag / world: steps of the co-training stage that freezes the opponents
+    algo_defaults: tuple[tuple[str, object], ...] = ()  # learner config fields that differ from its defaults here
 
 
 # PyBullet medium targets as d4rl-pybullet used them (its medium datasets average 1078, 787, 571, 1107);
@@ -28,7 +29,10 @@ RECIPES: dict[str, BehaviourRecipe] = {
     "spread": BehaviourRecipe("matd3", 500_000, None, eval_every=2_500, start_steps=2_500),
     "tag": BehaviourRecipe("matd3", 500_000, None, eval_every=2_500, start_steps=2_500, opponent_steps=200_000),
     "world": BehaviourRecipe("matd3", 500_000, None, eval_every=2_500, start_steps=2_500, opponent_steps=200_000),
-    "halfcheetah-2x3": BehaviourRecipe("matd3", 1_000_000, None),
+    # Multi-agent MuJoCo: locomotion-sized networks and discount, as the single-agent tasks (TD3's defaults).
+    "halfcheetah-2x3": BehaviourRecipe(
+        "matd3", 1_000_000, None, algo_defaults=(("hidden_sizes", (256, 256)), ("gamma", 0.99), ("tau", 0.005))
+    ),
 }
 
 

@@ -35,7 +35,7 @@ import torch
 
 from offline_bench.behaviour.policy import actor_payload, atomic_torch_save, atomic_write_text, load_policy_file
 from offline_bench.behaviour.replay import ReplayBuffer
-from offline_bench.behaviour.tasks import recipe
+from offline_bench.behaviour.tasks import RECIPES, recipe
 from offline_bench.config import cfg
 from offline_bench.envs.base import Env, TaskSpec
 
@@ -181,7 +181,8 @@ class BehaviourTrainer:
         self.config = config
         self.workdir = Path(workdir)
         self.algo = algo or recipe(config.task).algo
-        self.algo_overrides = dict(algo_overrides or {})
+        defaults = dict(RECIPES[config.task].algo_defaults) if config.task in RECIPES else {}
+        self.algo_overrides = {**defaults, **(algo_overrides or {})}
         if env_factory is None:
             env_factory = lambda: task_env(config.task)  # noqa: E731
         self.env_factory = env_factory
