@@ -245,3 +245,20 @@ def test_a_run_in_progress_is_locked(data_root, tmp_path):
     (run_dir / ".lock").write_text("999999999")  # a killed process's stale lock is taken over
     assert train("td3bc", "hopper-random", steps=4, sets=TINY, root=data_root, runs=tmp_path).status == "finished"
     assert not (run_dir / ".lock").exists()
+
+
+def test_every_shipped_config_file_resolves():
+    """Every configs/<algo-id>/<task>[-<quality>].yaml names a registered algorithm and only valid keys."""
+    from offline_bench.algos import ALGORITHMS, get_algorithm
+    from offline_bench.data import TASKS
+
+    checked = 0
+    for folder in CONFIG_DIR.iterdir():
+        if not folder.is_dir() or folder.name == "train":
+            continue
+        assert folder.name in ALGORITHMS, f"configs/{folder.name} is not an algorithm id"
+        for path in folder.glob("*.yaml"):
+            dataset_id = f"{path.stem}-random" if path.stem in TASKS else path.stem
+            resolve_config(folder.name, get_algorithm(folder.name).config_cls, dataset_id)  # raises on a bad key
+            checked += 1
+    assert checked > 0
