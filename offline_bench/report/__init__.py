@@ -91,6 +91,7 @@ def make_report(
                               title=title or ("Normalized scores" if score == "normalized" else "Returns"),
                               score=score)
     curve_pngs = plot_curves(load_curves(runs, score), board.algos, score) if plots and len(runs) else {}
+    curve_pngs = {d: curve_pngs[d] for d in board.cells["dataset_id"].unique() if d in curve_pngs}  # table order
     curve_files: dict[str, Path] = {}
     links: dict[str, str] = {}
     if out_dir is not None:

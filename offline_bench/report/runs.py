@@ -49,8 +49,8 @@ CURVE_SCORE_COLUMNS: dict[str, tuple[str, ...]] = {
 
 RUN_COLUMNS: tuple[str, ...] = (
     "dataset_id", "task", "quality", "version", "algo", "seed", "finished", "final", "last-k", "best",
-    "declared_statistic", "last_k", "steps", "steps_done", "device", "hardware", "package_version", "wall_time_s",
-    "path",
+    "declared_statistic", "last_k", "evaluations", "steps", "steps_done", "eval_every", "eval_episodes",
+    "transitions", "ref_random", "ref_expert", "device", "hardware", "package_version", "wall_time_s", "path",
 )
 CURVE_COLUMNS: tuple[str, ...] = ("dataset_id", "algo", "seed", "step", "score")
 
@@ -165,6 +165,14 @@ def read_run(path: Path, score: str = "normalized") -> dict[str, Any]:
     row["last_k"] = _first(source, ("last_k", "k"), _nested(config, ("train_config", "last_k"), ("last_k",)))
     row["steps"] = _first(source, ("steps", "total_steps"), _nested(config, ("train_config", "steps"), ("steps",)))
     row["steps_done"] = _first(source, ("steps_done", "updates", "step"))
+    row["evaluations"] = _first(source, ("evaluations",))
+    row["eval_every"] = _nested(config, ("train_config", "eval_every"), ("eval_every",))
+    row["eval_episodes"] = _first(source, ("eval_episodes",),
+                                  _nested(config, ("train_config", "eval_episodes"), ("eval_episodes",)))
+    row["transitions"] = _nested(config, ("dataset", "transitions"))
+    references = _first(source, ("references",), _nested(config, ("dataset", "references"))) or {}
+    row["ref_random"] = _number(references.get("random")) if isinstance(references, Mapping) else math.nan
+    row["ref_expert"] = _number(references.get("expert")) if isinstance(references, Mapping) else math.nan
     row["device"] = _first(source, ("device",), _nested(config, ("device",), ("train_config", "device")))
     hardware = _first(source, ("hardware", "device_name"), _nested(config, ("hardware",), ("device_name",)))
     row["hardware"] = None if hardware is None else _describe(hardware)

@@ -22,6 +22,7 @@ from offline_bench.train.config import split_dataset_id
 
 log = logging.getLogger(__name__)
 
+SINGLE_AGENT_TASKS: tuple[str, ...] = ("hopper", "halfcheetah", "walker2d", "ant")
 TASK_ORDER: tuple[str, ...] = ("spread", "tag", "world", "halfcheetah-2x3", "hopper", "halfcheetah", "walker2d", "ant")
 CELL_COLUMNS: tuple[str, ...] = (
     "quality", "task", "row", "dataset_id", "algo", "score", "statistic", "mean", "std", "seeds_finished",
@@ -214,11 +215,26 @@ def _notes(runs: pd.DataFrame, cells: pd.DataFrame, stat: str, expected: int, sc
     if "no score" in counts:
         notes.append("'no score': the runs finished but their result.json has no such score (a dataset without "
                      "random/expert reference returns has no normalized score); `--score return` shows raw returns.")
-    finished = runs[runs["finished"]] if len(runs) else runs
+    finished = runs.loc[runs["finished"].astype(bool)]
     if len(finished):
-        budget = "; ".join(f"{task}: {_ranges(group['steps'])}"
-                           for task, group in sorted(finished.groupby("task"), key=lambda kv: _order_key("", kv[0], None)))
-        notes.append(f"Budget (updates per run, as configured): {budget}.")
+        if ks and finished["evaluations"].notna().any() and finished["evaluations"].min() < max(ks):
+            notes[0] = notes[0].replace(" evaluations,", " evaluations (all evaluations where a run has fewer),", 1)
+        by_task = sorted(finished.groupby("task"), key=lambda kv: _order_key("", kv[0], None))
+        budget = "; ".join(f"{task}: {_ranges(group['steps'])} updates, {_ranges(group['eval_episodes'])} "
+                           f"episodes every {_ranges(group['eval_every'])} updates" for task, group in by_task)
+        notes.append(f"Budget per run (as configured) and evaluation: {budget}.")
+        sizes = finished.groupby("dataset_id")["transitions"].agg(lambda v: _ranges(v))
+        notes.append("Dataset sizes (transitions): " + "; ".join(f"{d} {n}" for d, n in sizes.items()) + ".")
+        if score == "normalized":
+            refs = [f"{task} {g['ref_random'].iloc[0]:.2f} / {g['ref_expert'].iloc[0]:.2f}" for task, g in by_task
+                    if g["ref_random"].notna().any() and g["ref_expert"].notna().any()]
+            if refs:
+                notes.append("Reference returns (random / expert): " + "; ".join(refs) + ".")
+        multi_agent = [task for task, _ in by_task if task not in SINGLE_AGENT_TASKS]
+        if multi_agent:
+            notes.append(f"Multi-agent returns ({', '.join(multi_agent)}): the team mean of the learning agents' "
+                         "returns with the simulators' standard rewards (the OMAR authors' code reports the first "
+                         "predator's return in tag/world and modifies simple_spread's reward).")
         provenance = []
         for column, label in (("package_version", "offline-bench"), ("device", "device"), ("hardware", "hardware")):
             values = sorted({str(v) for v in finished[column].dropna()})
