@@ -280,6 +280,8 @@ def run_sweep(
         raise SweepError(f"unknown executor {executor!r}; choose one of: {', '.join(EXECUTORS)}")
     if jobs < 1:
         raise SweepError(f"--jobs must be >= 1, got {jobs}")
+    if address is not None and executor != "ray":
+        raise SweepError("--address is for --executor ray; the local executor runs on this machine")
     root_dir, runs_dir = data_root(root).resolve(), runs_root(runs).resolve()
     started = time.perf_counter()
     summary = SweepSummary()
@@ -313,14 +315,16 @@ def run_sweep(
 
 def _run_locally(specs: Sequence[RunSpec], root: Path, runs: Path, jobs: int, address: str | None,
                  record: Callable[[RunOutcome], None]) -> None:
-    if address is not None:
-        raise SweepError("--address is for --executor ray; the local executor runs on this machine")
-    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="sweep") as pool:
+    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="sweep")
+    try:
         futures = {pool.submit(run_train_process, s.train_args(root, runs), str(s.log_path(runs))): s for s in specs}
         for future in as_completed(futures):
             spec = futures[future]
             code, seconds = future.result()
             record(_outcome(spec, runs, code, seconds))
+    finally:
+        # On Ctrl-C start nothing new; the running trains got the signal too and resume on the next sweep.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _import_ray() -> Any:
