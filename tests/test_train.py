@@ -146,6 +146,12 @@ def test_finished_run_is_not_rerun_and_changed_config_is_refused(data_root, tmp_
     assert (done.run_dir / "metrics.csv").read_text() == before
     empty_root = {**args, "root": tmp_path / "no-datasets"}  # a finished run needs no dataset to say so
     assert train("td3bc", "hopper-random", steps=10, **empty_root).status == "already finished"
+    # Killed between the final checkpoint and result.json: the rerun only writes the result.
+    expected = read_result(done.run_dir)
+    (done.run_dir / "result.json").unlink()
+    rerun = train("td3bc", "hopper-random", steps=10, **args)
+    assert (rerun.status, rerun.start_step) == ("finished", 10)
+    assert read_result(done.run_dir) == expected and (done.run_dir / "metrics.csv").read_text() == before
 
     train("td3bc", "hopper-random", steps=30, seed=2, stop_after=10, **args)
     with pytest.raises(TrainError, match="different config.*alpha 2.5 vs 1.0"):

@@ -22,6 +22,11 @@ Run directory ``<runs>/<dataset-id>/<algo-id>/seed<k>/``:
 
 Resume: the same command on an unfinished run loads ``checkpoint.pt``, truncates ``metrics.csv`` back to the
 checkpoint step and continues; on CPU the result equals an uninterrupted run's. A finished run is not re-run.
+An unfinished run with a different config is refused (the differing keys are listed), and ``.lock`` (the training
+process's pid) keeps two processes from training the same run directory at once.
+
+Evaluation seeds depend only on the run seed and the step (``evaluate.eval_seed``), so every algorithm with the same
+seed is evaluated on the same episodes.
 """
 from __future__ import annotations
 
