@@ -127,3 +127,18 @@ def test_random_proposal_density_is_uniform_on_the_box() -> None:
     algo = CQL(dataclasses.replace(CQLConfig(), hidden_sizes=(8,)), p, torch.device("cpu"))
     torch.testing.assert_close(algo.random_log_density, torch.tensor([4 * math.log(0.5)]))
     torch.testing.assert_close(algo.target_entropy, torch.tensor([-4.0]))
+
+
+def test_bf16_update_tracks_float32() -> None:
+    metrics = {}
+    for bf16 in (False, True):
+        config = dataclasses.replace(CQLConfig(), hidden_sizes=(32, 32), bc_steps=1, bf16=bf16)
+        torch.manual_seed(0)
+        algo = CQL(config, toy_problem(), torch.device("cpu"))
+        gen = torch.Generator().manual_seed(4)
+        torch.manual_seed(1)
+        metrics[bf16] = [algo.update(toy_batch(64, gen)) for _ in range(3)]
+    for m32, m16 in zip(metrics[False], metrics[True]):
+        for key in ("critic_loss", "cql_penalty", "actor_loss"):
+            assert m16[key].dtype == torch.float32 and torch.isfinite(m16[key])
+            torch.testing.assert_close(m16[key], m32[key], rtol=0.05, atol=0.05)

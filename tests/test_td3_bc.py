@@ -181,3 +181,32 @@ def test_single_agent_td3_bc_rejects_multi_agent_problem() -> None:
         assert "ma-td3bc" in str(exc)
     else:
         raise AssertionError("TD3BC accepted a 2-agent problem")
+
+
+def test_first_critic_matches_full_ensemble_and_its_gradient() -> None:
+    from offline_bench.algos.common import AgentCritics
+
+    for n_agents, layer_norm in ((1, False), (3, True)):
+        critic = AgentCritics(n_agents, 5, 2, (8, 8), n_critics=3, layer_norm=layer_norm)
+        obs = torch.randn(7, n_agents, 5)
+        action = torch.randn(4, 7, n_agents, 2, requires_grad=True)  # extra leading axis: K samples per state
+        first = critic.first(obs, action)
+        torch.testing.assert_close(first, critic(obs, action)[..., 0])
+        (grad_first,) = torch.autograd.grad(first.sum(), action)
+        (grad_full,) = torch.autograd.grad(critic(obs, action)[..., 0].sum(), action)
+        torch.testing.assert_close(grad_first, grad_full)
+
+
+def test_bf16_update_tracks_float32() -> None:
+    p = problem(1, obs_dim=6, action_dim=3)
+    losses = {}
+    for bf16 in (False, True):
+        config = dataclasses.replace(TD3BCConfig(), hidden_sizes=(32, 32), policy_freq=1, bf16=bf16)
+        torch.manual_seed(0)
+        algo = TD3BC(config, p, torch.device("cpu"))
+        torch.manual_seed(1)
+        losses[bf16] = [algo.update(batch(p, 64, seed=s)) for s in range(3)]
+    for m32, m16 in zip(losses[False], losses[True]):
+        assert m16["critic_loss"].dtype == torch.float32
+        torch.testing.assert_close(m16["critic_loss"], m32["critic_loss"], rtol=0.05, atol=0.05)
+        torch.testing.assert_close(m16["actor_loss"], m32["actor_loss"], rtol=0.05, atol=0.05)

@@ -35,6 +35,7 @@ from offline_bench.algos.base import Problem
 from offline_bench.algos.common import (
     AgentCritics,
     GaussianActor,
+    bf16_autocast,
     ObsNormalizer,
     frozen_copy,
     make_adam,
@@ -68,6 +69,7 @@ class CQLConfig:
     entropy_alpha: float = cfg(1.0, "entropy coefficient (the initial value when auto_entropy is on)")
     target_entropy_per_dim: float = cfg(-1.0, "target entropy per action dimension (SAC's -|A| heuristic)")
     normalize_obs: bool = cfg(True, "standardise observations with the dataset's mean and std")
+    bf16: bool = cfg(False, "network matmuls in bfloat16 autocast (~2x faster updates on CPUs with AVX512-BF16)")
 
 
 def sac_actor_loss(log_pi: Tensor, q_pi: Tensor, entropy_alpha: Tensor) -> Tensor:
@@ -126,7 +128,8 @@ class CQL:
         b, n, a = batch.action.shape
 
         # Actor: entropy coefficient, then behaviour cloning (warm start) or the SAC objective.
-        mean, log_std = self.actor.distribution(obs)  # [B, N, A] each
+        with bf16_autocast(self.device, c.bf16):
+            mean, log_std = (t.float() for t in self.actor.distribution(obs))  # [B, N, A] each
         pi, log_pi = tanh_gaussian_sample(mean, log_std)  # [B, N, A], [B, N]
         if c.auto_entropy:
             optimizer_step(self.alpha_opt, entropy_alpha_loss(self.log_alpha, log_pi, self.target_entropy))
@@ -136,15 +139,18 @@ class CQL:
             log_pi_data = tanh_gaussian_log_prob(data_pre_tanh, mean, log_std)  # [B, N]
             actor_loss = sac_actor_loss(log_pi, log_pi_data, entropy_alpha)
         else:
-            q_pi = self.critic(obs, pi).amin(-1)  # [B, N]
+            with bf16_autocast(self.device, c.bf16):
+                q_pi = self.critic(obs, pi).float().amin(-1)  # [B, N]
             actor_loss = sac_actor_loss(log_pi, q_pi, entropy_alpha)
         optimizer_step(self.actor_opt, actor_loss, self.actor_params)
 
         with torch.no_grad():
             # Deterministic backup: min over target critics at a' ~ pi(.|s'), no entropy term.
-            next_mean, next_log_std = self.actor.distribution(next_obs)  # [B, N, A]
+            with bf16_autocast(self.device, c.bf16):
+                next_mean, next_log_std = (t.float() for t in self.actor.distribution(next_obs))  # [B, N, A]
             next_actions, next_log_pi = tanh_gaussian_sample(next_mean, next_log_std, k + 1)  # [K+1, B, N, A], [K+1, B, N]
-            next_q = self.critic_target(next_obs, next_actions[0]).amin(-1, keepdim=True)  # [B, N, 1]
+            with bf16_autocast(self.device, c.bf16):
+                next_q = self.critic_target(next_obs, next_actions[0]).float().amin(-1, keepdim=True)  # [B, N, 1]
             target = td_target(batch.reward, batch.done, next_q, c.gamma)  # [B, N, 1]
             # Proposal actions for the penalty, all evaluated at s: uniform, pi(.|s), pi(.|s').
             curr_actions, curr_log_pi = tanh_gaussian_sample(mean.detach(), log_std.detach(), k)  # [K, B, N, A]
@@ -155,7 +161,8 @@ class CQL:
             ]).permute(1, 2, 0).unsqueeze(2)  # [B, N, 1, 3K]
 
         # Critic: TD error on the data action plus the conservative penalty, one forward for all actions.
-        q_all = self.critic(obs, actions)  # [1+3K, B, N, E]
+        with bf16_autocast(self.device, c.bf16):
+            q_all = self.critic(obs, actions).float()  # [1+3K, B, N, E]
         q_data = q_all[0]  # [B, N, E]
         q_sampled = q_all[1:].permute(1, 2, 3, 0)  # [B, N, E, 3K]
         td_loss = (q_data - target).square().mean(0).sum()

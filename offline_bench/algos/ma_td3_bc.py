@@ -34,6 +34,7 @@ from offline_bench.algos.common import (
     AgentCritics,
     DeterministicActor,
     ObsNormalizer,
+    bf16_autocast,
     frozen_copy,
     make_adam,
     optimizer_step,
@@ -64,6 +65,7 @@ class MATD3BCConfig:
     input_norm: bool = cfg(True, "BatchNorm on every network's input (the OMAR authors' MPE networks)")
     max_grad_norm: float = cfg(0.5, "clip each agent's actor and critic gradient norms to this (<= 0 disables)")
     actor_final_init: float = cfg(3e-3, "actor output weights start in U(-x, x) so tanh starts unsaturated (<= 0: default)")
+    bf16: bool = cfg(False, "network matmuls in bfloat16 autocast (faster on CPUs with AVX512-BF16, less precise)")
     normalize_obs: bool = cfg(True, "standardise observations with the dataset's per-agent mean and std")
 
 
@@ -102,17 +104,23 @@ class MATD3BC:
         # Critics of all agents: clipped double-Q target with target policy smoothing.
         with torch.no_grad():
             noise = (torch.randn_like(batch.action) * c.policy_noise).clamp(-c.noise_clip, c.noise_clip)
-            next_action = (self.actor_target(next_obs) + noise).clamp(-1.0, 1.0)  # [B, N, A]
-            next_q = self.critic_target(next_obs, next_action).amin(-1, keepdim=True)  # [B, N, 1]
+            with bf16_autocast(self.device, c.bf16):
+                next_pi = self.actor_target(next_obs).float()  # [B, N, A]
+            next_action = (next_pi + noise).clamp(-1.0, 1.0)  # [B, N, A]
+            with bf16_autocast(self.device, c.bf16):
+                next_q = self.critic_target(next_obs, next_action).float().amin(-1, keepdim=True)  # [B, N, 1]
             target = td_target(batch.reward, batch.done, next_q, c.gamma)  # [B, N, 1]
-        q = self.critic(obs, batch.action)  # [B, N, E]
+        with bf16_autocast(self.device, c.bf16):
+            q = self.critic(obs, batch.action).float()  # [B, N, E]
         critic_loss = td3_critic_loss(q, target)
         optimizer_step(self.critic_opt, critic_loss, self.critic_params, c.max_grad_norm, self.problem.n_agents)
 
         # Actors (each through its own first critic; others' actions from data if centralized), then targets.
         if self.updates % c.policy_freq == 0:
-            pi = self.actor(obs)  # [B, N, A]
-            q_pi = self.critic.first(obs, pi, others=batch.action)  # [B, N]
+            with bf16_autocast(self.device, c.bf16):
+                pi = self.actor(obs).float()  # [B, N, A]
+            with bf16_autocast(self.device, c.bf16):
+                q_pi = self.critic.first(obs, pi, others=batch.action).float()  # [B, N]
             actor_loss = bc_actor_loss(q_pi, pi, batch.action, c.alpha)
             optimizer_step(self.actor_opt, actor_loss, self.actor_params, c.max_grad_norm, self.problem.n_agents)
             soft_update(self.critic_target, self.critic, c.polyak)

@@ -1,0 +1,171 @@
+"""Updates per second of every registered algorithm (pytest-benchmark; run with ``make bench`` or
+``pytest -m benchmark --benchmark-enable benchmarks/bench_algos.py``).
+
+- single-agent shape: Hopper-sized synthetic data (obs 15, act 3), batch 256, 256x256 networks, every algorithm;
+- multi-agent shapes (multi-agent algorithms): 1, 3 and 6 agents with MPE-sized agents (obs 18, act 5) and 64x64
+  networks, and halfcheetah-2x3-sized agents (2 agents, obs 17, act 3) with 256x256 networks;
+- the same networks as N separate single-agent learners updated in a Python loop over agents (what the OMAR
+  authors' code does), to compare with our one batched update.
+
+Each benchmark round runs ``UPDATES_PER_ROUND`` updates including sampling (one gather from tensors held in
+memory, like ``DeviceSampler``); ``extra_info["updates_per_s"]`` is updates (or agent-rounds) per second from the
+median round. Torch runs on one thread unless ``OFFLINE_BENCH_THREADS`` says otherwise.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+
+from offline_bench.algos import ALGORITHMS, Problem
+from offline_bench.batch import Batch
+
+pytestmark = pytest.mark.benchmark
+torch.set_num_threads(int(os.environ.get("OFFLINE_BENCH_THREADS", "1")))
+
+UPDATES_PER_ROUND = int(os.environ.get("OFFLINE_BENCH_BENCH_UPDATES", "10"))
+ROUNDS = int(os.environ.get("OFFLINE_BENCH_BENCH_ROUNDS", "5"))
+EPISODE_LENGTH = 1000
+
+
+class SyntheticData:
+    """Random transitions held as tensors (obs ~ N(0, 1), actions ~ U(-1, 1), reward ~ N(0, 1), a terminal every
+    1000 steps), sampled uniformly like ``DeviceSampler``: ``[T, N, D]`` tensors, one index draw per batch."""
+
+    def __init__(self, size: int, n_agents: int, obs_dim: int, action_dim: int, seed: int = 0,
+                 device: str | torch.device = "cpu") -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.size, self.device = size, torch.device(device)
+        obs = torch.randn(size, n_agents, obs_dim, generator=g)  # [T, N, O]
+        self.obs = obs.to(self.device)
+        self.next_obs = torch.roll(obs, -1, 0).to(self.device)  # [T, N, O]
+        self.action = (torch.rand(size, n_agents, action_dim, generator=g) * 2 - 1).to(self.device)  # [T, N, A]
+        self.reward = torch.randn(size, n_agents, 1, generator=g).to(self.device)  # [T, N, 1]
+        done = torch.zeros(size, 1)
+        done[EPISODE_LENGTH - 1 :: EPISODE_LENGTH] = 1.0
+        self.done = done.to(self.device)  # [T, 1]
+        self.next_valid = (1.0 - done).to(self.device)  # [T, 1]
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.problem = Problem(
+            n_agents, obs_dim, action_dim, (obs_dim,) * n_agents, (action_dim,) * n_agents,
+            np.zeros((n_agents, obs_dim), np.float32), np.ones((n_agents, obs_dim), np.float32), size,
+        )
+
+    def sample(self, batch_size: int) -> Batch:
+        idx = torch.randint(self.size, (batch_size,), device=self.device, generator=self.generator)  # [B]
+        valid = self.next_valid[idx]  # [B, 1]
+        return Batch(
+            obs=self.obs[idx], action=self.action[idx], reward=self.reward[idx], next_obs=self.next_obs[idx],
+            done=self.done[idx], next_action=self.action[(idx + 1).clamp_max(self.size - 1)] * valid.unsqueeze(-1),
+            next_action_valid=valid,
+        )
+
+
+def load(algo_id: str) -> type:
+    module_name, class_name = ALGORITHMS[algo_id].split(":")
+    try:
+        return getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        pytest.fail(f"{algo_id}: {ALGORITHMS[algo_id]} is not importable ({exc})")
+
+
+def sized_config(algo_cls: type, hidden: tuple[int, ...], batch_size: int) -> object:
+    """Default config with every ``*hidden_sizes`` field set to ``hidden`` and the given batch size."""
+    config = algo_cls.config_cls()
+    changes = {f.name: hidden for f in dataclasses.fields(config) if f.name.endswith("hidden_sizes")}
+    changes["batch_size"] = batch_size
+    return dataclasses.replace(config, **changes)
+
+
+def trainer(algo_id: str, data: SyntheticData, hidden: tuple[int, ...], batch_size: int = 256,
+            device: str = "cpu") -> Callable[[int], None]:
+    """A function running k sampled updates of a fresh ``algo_id`` instance."""
+    algo_cls = load(algo_id)
+    torch.manual_seed(0)
+    algo = algo_cls(sized_config(algo_cls, hidden, batch_size), data.problem, torch.device(device))
+
+    def run(k: int) -> None:
+        for _ in range(k):
+            algo.update(data.sample(batch_size))
+
+    return run
+
+
+def loop_trainer(algo_id: str, data: SyntheticData, hidden: tuple[int, ...], batch_size: int = 256,
+                 device: str = "cpu") -> Callable[[int], None]:
+    """N single-agent instances of the same algorithm and networks, updated one after another on each agent's
+    slice of the same batch: the per-agent Python loop of the authors' code."""
+    algo_cls = load(algo_id)
+    n = data.problem.n_agents
+    p = data.problem
+    single = Problem(1, p.obs_dim, p.action_dim, p.obs_sizes[:1], p.action_sizes[:1], p.obs_mean[:1],
+                     p.obs_std[:1], p.dataset_size)
+    torch.manual_seed(0)
+    agents = [algo_cls(sized_config(algo_cls, hidden, batch_size), single, torch.device(device)) for _ in range(n)]
+
+    def run(k: int) -> None:
+        for _ in range(k):
+            batch = data.sample(batch_size)
+            for i, agent in enumerate(agents):
+                agent.update(Batch(
+                    obs=batch.obs[:, i:i + 1], action=batch.action[:, i:i + 1], reward=batch.reward[:, i:i + 1],
+                    next_obs=batch.next_obs[:, i:i + 1], done=batch.done,
+                    next_action=batch.next_action[:, i:i + 1], next_action_valid=batch.next_action_valid,
+                ))
+
+    return run
+
+
+def measure(benchmark, run: Callable[[int], None], label: str) -> float:
+    run(2)  # first calls allocate
+    benchmark.pedantic(run, args=(UPDATES_PER_ROUND,), rounds=ROUNDS, warmup_rounds=1, iterations=1)
+    rate = UPDATES_PER_ROUND / benchmark.stats.stats.median
+    benchmark.extra_info.update({"label": label, "updates_per_s": round(rate, 2), "threads": torch.get_num_threads()})
+    return rate
+
+
+MULTI_AGENT = [a for a in ALGORITHMS if a not in {"td3bc", "cql", "bear", "dbr"}]
+
+_hopper: dict[str, SyntheticData] = {}
+
+
+def hopper_data() -> SyntheticData:
+    if "d" not in _hopper:
+        _hopper["d"] = SyntheticData(200_000, 1, 15, 3)
+    return _hopper["d"]
+
+
+@pytest.mark.parametrize("algo_id", list(ALGORITHMS))
+def test_hopper_sized_updates_per_s(benchmark, algo_id: str) -> None:
+    """Every algorithm, batch 256, 256x256 networks, obs 15 / act 3."""
+    measure(benchmark, trainer(algo_id, hopper_data(), (256, 256)), f"{algo_id} hopper 256x256")
+
+
+@pytest.mark.parametrize("n_agents", [1, 3, 6])
+@pytest.mark.parametrize("algo_id", MULTI_AGENT)
+def test_mpe_sized_batched_updates_per_s(benchmark, algo_id: str, n_agents: int) -> None:
+    """One batched update for all agents: MPE-sized agents (obs 18, act 5), 64x64 networks, batch 256."""
+    data = SyntheticData(50_000, n_agents, 18, 5)
+    measure(benchmark, trainer(algo_id, data, (64, 64)), f"{algo_id} mpe N={n_agents} 64x64 batched")
+
+
+@pytest.mark.parametrize("n_agents", [3, 6])
+@pytest.mark.parametrize("algo_id", MULTI_AGENT)
+def test_mpe_sized_per_agent_loop_updates_per_s(benchmark, algo_id: str, n_agents: int) -> None:
+    """The same networks as N single-agent learners in a Python loop (rounds per second)."""
+    data = SyntheticData(50_000, n_agents, 18, 5)
+    measure(benchmark, loop_trainer(algo_id, data, (64, 64)), f"{algo_id} mpe N={n_agents} 64x64 loop")
+
+
+@pytest.mark.parametrize("layout", ["batched", "loop"])
+@pytest.mark.parametrize("algo_id", MULTI_AGENT)
+def test_halfcheetah_2x3_sized_updates_per_s(benchmark, algo_id: str, layout: str) -> None:
+    """halfcheetah-2x3-sized agents (2 agents, obs 17, act 3), 256x256 networks, batch 256."""
+    data = SyntheticData(50_000, 2, 17, 3)
+    make = trainer if layout == "batched" else loop_trainer
+    measure(benchmark, make(algo_id, data, (256, 256)), f"{algo_id} halfcheetah-2x3 256x256 {layout}")

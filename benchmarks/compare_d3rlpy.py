@@ -1,0 +1,190 @@
+#!/usr/bin/env python
+"""Our updates/s against d3rlpy 2.8.1's ``fit`` on the same synthetic Hopper-sized data, in one run, with ratios.
+
+    .venv/bin/python benchmarks/compare_d3rlpy.py                       # td3bc, cql (+ bear, dbr when present)
+    .venv/bin/python benchmarks/compare_d3rlpy.py --algos td3bc --n td3bc=500 --reps 3 --json out.jsonl
+
+The peer side runs ``/work/shared/bench/d3rlpy_speed.py --modes fit`` in its own virtual environment
+(``--venv``, default /tmp/d3rlpy-venv; created with ``pip install torch==2.13.0 d3rlpy==2.8.1`` when missing).
+Our side runs in this process on the same recipe (200k transitions, obs 15 ~ N(0, 1), act 3 ~ U(-1, 1),
+reward ~ N(0, 1), a terminal every 1000 steps), batch 256, 256x256 networks as in d3rlpy's defaults, and counts
+what a user's training loop pays per update: drawing the batch plus ``update()``. CQL runs past its BC warm start
+(``bc_steps=0``: d3rlpy has none, and the SAC actor step is the more expensive one); BEAR and DBR are compared in
+their warm-up phase with d3rlpy's BEAR warm-up ("bear") and after it ("bear_main").
+
+Each measurement: warm-up updates, then repetitions of N updates; a repetition counts as clean when other
+processes used less than ``--quiet-threshold`` cores during it (the machine is shared), and we wait up to
+``--max-wait`` seconds for a quiet machine before each. Ours and d3rlpy's alternate algorithm by algorithm so
+both see the same machine. Goals (issue 4, CPU): TD3+BC >= 2x d3rlpy, CQL/BEAR/DBR >= 1.5x.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_algos import SyntheticData, load, sized_config  # noqa: E402
+
+from offline_bench.algos import ALGORITHMS  # noqa: E402
+
+D3RLPY_SCRIPT = Path("/work/shared/bench/d3rlpy_speed.py")
+# our id -> (d3rlpy algo names to compare with, goal ratio, config changes for a like-for-like update)
+PAIRS: dict[str, tuple[tuple[str, ...], float, dict]] = {
+    "td3bc": (("td3bc",), 2.0, {}),
+    "cql": (("cql",), 1.5, {"bc_steps": 0}),
+    "bear": (("bear", "bear_main"), 1.5, {}),
+    "dbr": (("bear", "bear_main"), 1.5, {}),
+}
+DEFAULT_N = {"td3bc": 1000, "cql": 100, "bear": 300, "dbr": 300}
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
+_clock = time.perf_counter
+
+
+def _snap() -> tuple[float, float, float]:
+    """(clock s, machine-wide busy CPU s, this process's CPU s)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return _clock(), (sum(v) - v[3] - v[4]) / CLK_TCK, time.process_time()
+
+
+def _others(a: tuple[float, float, float], b: tuple[float, float, float]) -> float:
+    return max(0.0, ((b[1] - a[1]) - (b[2] - a[2])) / (b[0] - a[0]))
+
+
+def wait_quiet(threshold: float, max_wait: float) -> None:
+    end = time.perf_counter() + max_wait
+    while time.perf_counter() < end:
+        a = _snap()
+        time.sleep(1.0)
+        if _others(a, _snap()) < threshold:
+            return
+
+
+def measure_ours(algo_id: str, phase: str, args: argparse.Namespace, data: SyntheticData) -> dict:
+    algo_cls = load(algo_id)
+    config = sized_config(algo_cls, (256, 256), 256)
+    changes = dict(PAIRS[algo_id][2])
+    if phase == "main" and "warmup_steps" in {f.name for f in dataclasses.fields(config)}:
+        changes["warmup_steps"] = 0
+    config = dataclasses.replace(config, **changes)
+    torch.manual_seed(args.seed)
+    algo = algo_cls(config, data.problem, torch.device("cpu"))
+    n = args.n_of.get(algo_id, DEFAULT_N.get(algo_id, 300))
+    for _ in range(max(20, n // 10)):
+        algo.update(data.sample(256))
+    clean, dirty = [], []
+    while len(clean) < args.reps and len(clean) + len(dirty) < args.max_reps:
+        if args.max_wait > 0:
+            wait_quiet(args.quiet_threshold, args.max_wait)
+        a = _snap()
+        for _ in range(n):
+            algo.update(data.sample(256))
+        b = _snap()
+        rate, other = n / (b[0] - a[0]), _others(a, b)
+        (clean if other < args.quiet_threshold else dirty).append(rate)
+    rates = clean or dirty
+    return {"median": statistics.median(rates), "min": min(rates), "max": max(rates), "clean": bool(clean),
+            "reps": rates, "n": n}
+
+
+def ensure_venv(venv: Path) -> Path:
+    python = venv / "bin" / "python"
+    probe = [str(python), "-c", "import d3rlpy, sys; sys.exit(d3rlpy.__version__ != '2.8.1')"]
+    if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
+        return python
+    print(f"# creating {venv} with d3rlpy 2.8.1 (one time)", file=sys.stderr, flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "torch==2.13.0", "d3rlpy==2.8.1"], check=True)
+    return python
+
+
+def measure_d3rlpy(python: Path, name: str, args: argparse.Namespace) -> dict:
+    n = args.n_of.get(name, args.n_of.get({"bear_main": "bear"}.get(name, name), DEFAULT_N.get(name, 300)))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "d3rlpy.jsonl"
+        # With --clock cpu the peer script's clock is swapped for this process's CPU time, as on our side.
+        launcher = (
+            "import sys, time; sys.path.insert(0, sys.argv[1]); import d3rlpy_speed as m; "
+            "real = m._snap; m._snap = lambda: (time.process_time(),) + real()[1:]; "
+            "sys.argv = [m.__file__] + sys.argv[2:]; m.main()"
+        )
+        head = ([str(python), "-c", launcher, str(D3RLPY_SCRIPT.parent)] if args.clock == "cpu"
+                else [str(python), str(D3RLPY_SCRIPT)])
+        cmd = head + ["--algos", name, "--modes", "fit", "--threads", str(args.threads),
+               "--n", str(n), "--reps", str(args.reps), "--max-reps", str(args.max_reps),
+               "--quiet-threshold", str(args.quiet_threshold), "--max-wait", str(args.max_wait),
+               "--json", str(out)]
+        subprocess.run(cmd, check=True, capture_output=True, text=True)
+        row = json.loads(out.read_text().splitlines()[-1])
+    return {k: row[k] for k in ("median", "min", "max", "clean", "reps")} | {"n": n}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    present = [a for a in PAIRS if a in ALGORITHMS]
+    p.add_argument("--algos", default=",".join(present), help="ours to compare (td3bc, cql, bear, dbr)")
+    p.add_argument("--n", default="", help="updates per repetition, e.g. td3bc=1000,cql=100")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--max-reps", type=int, default=6)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet-threshold", type=float, default=0.15)
+    p.add_argument("--max-wait", type=float, default=60.0)
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="rates from wall time (the shared script's way) or from each process's CPU time, which a "
+                        "busy machine distorts less (both sides use the same clock)")
+    p.add_argument("--venv", default="/tmp/d3rlpy-venv")
+    p.add_argument("--skip-d3rlpy", action="store_true", help="measure ours only")
+    p.add_argument("--json", default="", help="append one JSON line per comparison here")
+    args = p.parse_args()
+    args.n_of = {k: int(v) for k, v in (kv.split("=") for kv in args.n.split(",") if kv)}
+    torch.set_num_threads(args.threads)
+    global _clock
+    _clock = CLOCK[args.clock]
+    python = None if args.skip_d3rlpy else ensure_venv(Path(args.venv))
+    data = SyntheticData(200_000, 1, 15, 3, seed=args.seed)
+    print(f"# torch {torch.__version__}, {torch.get_num_threads()} thread(s), cpu_count {os.cpu_count()}, "
+          f"clock {args.clock}", flush=True)
+    print(f"{'ours':<12}{'upd/s':>9}  {'d3rlpy':<10}{'upd/s':>9}  {'ratio':>6}  {'goal':>5}", flush=True)
+    rows = []
+    for algo_id in [a for a in args.algos.split(",") if a]:
+        try:
+            load(algo_id)
+        except BaseException as exc:  # pytest.fail raises an OutcomeException
+            print(f"{algo_id:<12} skipped: {exc}", flush=True)
+            continue
+        peers, goal, _ = PAIRS[algo_id]
+        for peer in peers:
+            phase = "main" if peer.endswith("_main") else "default"
+            ours = measure_ours(algo_id, phase, args, data)
+            theirs = measure_d3rlpy(python, peer, args) if python else None
+            ratio = ours["median"] / theirs["median"] if theirs else float("nan")
+            label = algo_id + ("(main)" if phase == "main" else "")
+            flag = "" if ours["clean"] and (theirs is None or theirs["clean"]) else "  [contended]"
+            verdict = "" if theirs is None else ("ok" if ratio >= goal else "below goal")
+            print(f"{label:<12}{ours['median']:>9.1f}  {peer:<10}{(theirs or {}).get('median', float('nan')):>9.1f}"
+                  f"  {ratio:>5.2f}x  {goal:>4.1f}x {verdict}{flag}", flush=True)
+            rows.append({"ours": algo_id, "phase": phase, "peer": peer, "ours_result": ours, "d3rlpy_result": theirs,
+                         "ratio": ratio, "goal": goal, "threads": args.threads, "torch": torch.__version__,
+                         "clock": args.clock})
+    if args.json:
+        with open(args.json, "a") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
