@@ -113,9 +113,10 @@ def test_evaluation_opponent_follows_the_manifest():
     assert _opponent(dataset("anything"), "hopper") == (None, "none")
     from offline_bench.behaviour.policy import load_policy
 
+    fixed = dataset("1 non-learning agents follow the behaviour policy's fixed opponent policy")
     if load_policy("tag", "opponent") is None:  # collected against a policy that is not committed: refuse
         with pytest.raises(TrainError, match="collected against a fixed tag opponent policy"):
-            _opponent(dataset("1 non-learning agents follow the behaviour policy's fixed opponent policy"), "tag")
+            _opponent(fixed, "tag")
     else:
-        opponent, text = _opponent(dataset("1 non-learning agents follow the behaviour policy's fixed opponent policy"), "tag")
+        opponent, text = _opponent(fixed, "tag")
         assert callable(opponent) and "sha256" in text

@@ -55,7 +55,8 @@ def _show_config(resolved: Any) -> None:
     for sec, name, _, source, help_text in rows:
         if sec != section:
             section = sec
-            title = f"{resolved.algo_id} ({type(resolved.algo_config).__name__})" if sec == "algorithm" else "loop (TrainConfig)"
+            algo_title = f"{resolved.algo_id} ({type(resolved.algo_config).__name__})"
+            title = algo_title if sec == "algorithm" else "loop (TrainConfig)"
             click.echo(f"{sec}: {title}")
         click.echo(f"  {name:<{width}}  {values[name]:<{vwidth}}  {help_text}  [{source}]")
 

@@ -28,7 +28,9 @@ from offline_bench.config import cfg
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 QUALITIES = ("random", "medium", "mixed", "expert")
 _QUALITY_ALIASES = {"medium-replay": "mixed", "medium_replay": "mixed"}
-_ID_RE = re.compile(r"^(?P<task>.+?)-(?P<quality>random|medium-replay|medium_replay|medium|mixed|expert)(?:-v(?P<version>\d+))?$")
+_ID_RE = re.compile(
+    r"^(?P<task>.+?)-(?P<quality>random|medium-replay|medium_replay|medium|mixed|expert)(?:-v(?P<version>\d+))?$"
+)
 
 
 @dataclass(frozen=True)
@@ -179,4 +181,12 @@ def resolve_config(
     return ResolvedConfig(algo_id=algo_id, algo_config=algo_config, train_config=train_config, sources=sources)
 
 
-__all__ = ["CONFIG_DIR", "QUALITIES", "ResolvedConfig", "TrainConfig", "config_layers", "resolve_config", "split_dataset_id"]
+__all__ = [
+    "CONFIG_DIR",
+    "QUALITIES",
+    "ResolvedConfig",
+    "TrainConfig",
+    "config_layers",
+    "resolve_config",
+    "split_dataset_id",
+]

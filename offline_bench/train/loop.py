@@ -61,7 +61,9 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 1
 TABLE_STATISTIC = "last_k_mean"
 _FIXED_COLUMNS = ("step", "time_s", "eval_return", "eval_return_std", "normalized_score")
-_VERSIONED_PACKAGES = ("torch", "numpy", "h5py", "gymnasium", "pybullet", "mpe2", "pettingzoo", "gymnasium-robotics", "mujoco")
+_VERSIONED_PACKAGES = (
+    "torch", "numpy", "h5py", "gymnasium", "pybullet", "mpe2", "pettingzoo", "gymnasium-robotics", "mujoco",
+)
 
 
 class TrainError(Exception):
@@ -203,7 +205,9 @@ def dataset_facts(dataset: Any) -> dict[str, Any]:
     manifest = dict(getattr(dataset, "manifest", {}) or {})
     dataset_id = getattr(dataset, "dataset_id", None) or manifest.get("dataset_id") or manifest.get("id")
     if dataset_id is None:
-        raise TrainError("the dataset has no id (manifest 'dataset_id' missing); re-collect it with offline-bench collect")
+        raise TrainError(
+            "the dataset has no id (manifest 'dataset_id' missing); re-collect it with offline-bench collect"
+        )
     task, quality, _ = split_dataset_id(str(dataset_id))
     ref_random, ref_expert = reference_returns(manifest)
     source = "manifest"
@@ -273,7 +277,9 @@ def _config_record(resolved: ResolvedConfig, facts: dict[str, Any], device: torc
         "dataset": facts,
         "sources": resolved.sources,
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": (
+            torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+        ),
         "torch_threads": torch.get_num_threads(),
         "versions": package_versions(),
         "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -361,7 +367,9 @@ class _RunLock:
                 except (OSError, ValueError):
                     pid = 0
                 if pid and pid != os.getpid() and _alive(pid):
-                    raise TrainError(f"{self.path.parent} is being trained by process {pid}; wait for it or stop it") from None
+                    raise TrainError(
+                        f"{self.path.parent} is being trained by process {pid}; wait for it or stop it"
+                    ) from None
                 self.path.unlink(missing_ok=True)  # stale: its process is gone
                 continue
             with os.fdopen(fd, "w") as f:
@@ -424,7 +432,10 @@ def _train_locked(
     if resuming:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         if ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise TrainError(f"{ckpt_path} has checkpoint format {ckpt.get('format')}, expected {CHECKPOINT_FORMAT}; delete the run directory to start over")
+            raise TrainError(
+                f"{ckpt_path} has checkpoint format {ckpt.get('format')}, expected {CHECKPOINT_FORMAT}; "
+                "delete the run directory to start over"
+            )
         algo.load_state_dict(ckpt["algo"])
         sampler.load_state_dict(ckpt["sampler"])
         torch.set_rng_state(ckpt["torch_rng"])
@@ -458,7 +469,8 @@ def _train_locked(
                     score = normalized_score(res.mean_return, ref_random, ref_expert) if has_refs else None
                     latest = {"step": step, "return": res.mean_return, "return_std": res.std_return, "score": score}
                     evals.append(latest)
-                    row |= {"eval_return": res.mean_return, "eval_return_std": res.std_return, "normalized_score": score}
+                    row |= {"eval_return": res.mean_return, "eval_return_std": res.std_return,
+                            "normalized_score": score}
                     log.info("%s step %d: return %.2f +- %.2f, normalized score %s", facts["id"], step,
                              res.mean_return, res.std_return, "n/a" if score is None else f"{score:.1f}")
                 row["time_s"] = round(time.perf_counter() - t0, 3)
