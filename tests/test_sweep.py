@@ -140,3 +140,13 @@ def test_report_on_swept_runs_all_formats_and_partial_cells(swept: Path, tmp_pat
     body = dom[dom.index("<tbody>"):dom.index("</tbody>")]
     assert body.count("<tr") == 2 and "hopper" in body and "(2/3 seeds)" in body and "not run" in body
     assert '<img alt="learning curves hopper-random-v0"' in dom
+
+
+def test_failed_runs_are_reported_with_their_log(swept: Path) -> None:
+    result = CliRunner().invoke(main, ["sweep", "--algos", "td3bc", "--datasets", "hopper-random", "--seeds", "3",
+                                       "--root", str(swept / "data"), "--runs", str(swept / "runs"), *TINY,
+                                       "--set", "no_such_key=1"])
+    assert result.exit_code == 1
+    assert "FAILED hopper-random-v0/td3bc/seed2: exit code" in result.output
+    assert "unknown config key 'no_such_key'" in result.output  # the log's tail says why
+    assert "0 finished, 2 already finished, 1 failed" in result.output
