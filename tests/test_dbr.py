@@ -35,6 +35,13 @@ def test_dual_violation_sign_and_bound() -> None:
     torch.testing.assert_close(dual_violation(torch.tensor([0.3]), torch.tensor([0.01]), eps), torch.tensor([0.25]))
 
 
+def test_bound_cap_limits_how_loose_the_constraint_gets() -> None:
+    d_plus, d_minus = torch.tensor([0.4]), torch.tensor([0.9])
+    assert dual_violation(d_plus, d_minus, 0.05) < 0  # the paper: satisfied, however far from beta- the policy is
+    torch.testing.assert_close(dual_violation(d_plus, d_minus, 0.05, bound_max=0.3), torch.tensor([0.1]))
+    torch.testing.assert_close(dual_violation(d_plus, d_minus, 0.05, bound_max=0.01), torch.tensor([0.35]))  # >= eps
+
+
 @pytest.mark.parametrize("repel", [False, True])
 def test_dual_violation_gradient_reaches_beta_minus_only_when_repelling(repel: bool) -> None:
     d_plus = torch.tensor([0.2], requires_grad=True)

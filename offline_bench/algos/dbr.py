@@ -43,7 +43,9 @@ Choices the paper leaves open, and ours:
 - **What the constraint allows**: it is looser than BEAR's ``E[D(pi, beta)] < epsilon`` whenever the policy is
   farther than epsilon from ``beta-``; a policy that moves beyond ``beta+``, away from ``beta-``, satisfies it.
   This is the paper's design (it trades BEAR's fixed epsilon for a data-driven bound); expect less conservative
-  behaviour than BEAR where the critic over-estimates unseen actions.
+  behaviour than BEAR where the critic over-estimates unseen actions (on a small hopper-random run the multiplier
+  fell and ``E[D(pi, beta+)]`` grew steadily while the constraint stayed satisfied). ``mmd_bound_max`` (off by
+  default) caps the bound for users who want DBR's split with a hard limit on the drift.
 - **Warm-up** (BEAR's): for ``warmup_steps`` updates the actor minimises ``alpha * E[D(pi, beta+)]`` only (early
   on the critic is untrained, so the split is noise and ``beta+ ~ beta-``).
 - The critic, target (soft clipped double-Q over 10 target-actor samples), actor (tanh-Gaussian) and acting rule
@@ -107,6 +109,7 @@ class DBRConfig:
     mmd_kernel: str = cfg("laplacian", "MMD kernel: laplacian or gaussian")
     mmd_sigma: float = cfg(10.0, "MMD kernel bandwidth")
     mmd_threshold: float = cfg(0.05, "epsilon: floor of the dynamic bound max(epsilon, E[MMD(pi, beta-)])")
+    mmd_bound_max: float = cfg(0.0, "cap on the bound max(epsilon, E[MMD(pi, beta-)]); <= 0: no cap (the paper)")
     repel_negative: bool = cfg(False, "let the actor's gradient flow through MMD(pi, beta-) (push away from beta-)")
     value_lr: float = cfg(3e-4, "learning rate of V(s), the data's state value that splits D+ from D-")
     initial_lagrange: float = cfg(1.0, "initial value of alpha, the Lagrange multiplier")
@@ -124,10 +127,14 @@ def split_masks(ret: Tensor, value: Tensor) -> Tensor:
     return torch.stack([(ret >= value), (ret <= value)], dim=-1).float()  # [B, N, 2]
 
 
-def dual_violation(d_plus: Tensor, d_minus: Tensor, epsilon: float, repel_negative: bool = False) -> Tensor:
+def dual_violation(d_plus: Tensor, d_minus: Tensor, epsilon: float, repel_negative: bool = False,
+                   bound_max: float = 0.0) -> Tensor:
     """DBR's constraint ``E[D(pi, beta+)] < max(epsilon, E[D(pi, beta-)])`` as ``g = d_plus - max(epsilon, d_minus)``
-    (satisfied when ``g < 0``): ``[N], [N] -> [N]``. Without ``repel_negative`` the bound carries no gradient."""
+    (satisfied when ``g < 0``): ``[N], [N] -> [N]``. Without ``repel_negative`` the bound carries no gradient;
+    ``bound_max > 0`` caps the bound (not in the paper: a knob to make DBR at most ``bound_max`` looser than BEAR)."""
     bound = torch.clamp(d_minus if repel_negative else d_minus.detach(), min=epsilon)  # [N]
+    if bound_max > 0:
+        bound = bound.clamp(max=max(bound_max, epsilon))
     return d_plus - bound  # [N]
 
 
@@ -200,7 +207,7 @@ class DBR:
         raw_pi_rows = raw_pi.permute(1, 2, 0, 3).unsqueeze(2).expand_as(raw_beta)  # [B, N, 2, K, A]
         mmd = mmd_distance(raw_pi_rows, raw_beta, c.mmd_kernel, c.mmd_sigma).mean(0)  # [N, 2]
         d_plus, d_minus = mmd[:, PLUS], mmd[:, MINUS]  # [N] each
-        violation = dual_violation(d_plus, d_minus, c.mmd_threshold, c.repel_negative)  # [N]
+        violation = dual_violation(d_plus, d_minus, c.mmd_threshold, c.repel_negative, c.mmd_bound_max)  # [N]
 
         # 5. actor: max E[min_e Q] s.t. the dual constraint (warm-up: imitate beta+ only).
         lagrange = self.log_lagrange.exp().detach()  # [N]
