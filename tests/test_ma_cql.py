@@ -2,8 +2,10 @@
 per-agent gradient clip, the proposals, and the shipped per-dataset configs."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -194,3 +196,41 @@ def test_conservative_term_lowers_unseen_actions() -> None:
         q_data = algo.critic.first(batch.obs, data_action).mean()
         q_far = algo.critic.first(batch.obs, -data_action).mean()
     assert q_data > q_far + 0.5, (q_data, q_far)
+
+
+@contextlib.contextmanager
+def forbid_host_syncs() -> Iterator[None]:
+    """Make every tensor -> Python conversion raise (the CPU stand-in for a device sync)."""
+    names = ("item", "__bool__", "__float__", "__int__", "tolist", "numpy")
+    saved = {name: getattr(torch.Tensor, name) for name in names}
+
+    def refuse(self: torch.Tensor, *args: object, **kwargs: object) -> None:
+        raise AssertionError("host sync inside update()")
+
+    try:
+        for name in names:
+            setattr(torch.Tensor, name, refuse)
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(torch.Tensor, name, fn)
+
+
+@pytest.mark.parametrize("algo_id,overrides", [
+    ("ma-cql", {}),
+    ("ma-cql", {"cql_policy_actions": True, "critic": "centralized", "policy_noise": 0.2, "policy_freq": 2}),
+    ("omar", {}),
+    ("omar", {"omar_n_elites": 3, "critic": "centralized", "cql_policy_actions": True}),
+    ("ma-icq", {}),
+    ("ma-icq", {"critic": "centralized", "n_critics": 2}),
+])
+def test_update_makes_no_host_syncs(algo_id: str, overrides: dict) -> None:
+    algo_cls = get_algorithm(algo_id)
+    problem = make_problem(3)
+    torch.manual_seed(0)
+    algo = algo_cls(dataclasses.replace(algo_cls.config_cls(), **TINY, **overrides), problem, torch.device("cpu"))
+    batches = [make_batch(problem, 16, torch.Generator().manual_seed(i)) for i in range(2)]
+    with forbid_host_syncs():
+        for batch in batches:
+            metrics = algo.update(batch)
+    assert all(torch.isfinite(v) for v in metrics.values())
