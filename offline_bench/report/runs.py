@@ -16,7 +16,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,24 +28,21 @@ log = logging.getLogger(__name__)
 
 QUALITY_ORDER: tuple[str, ...] = ("random", "mixed", "medium", "expert")  # the OMAR paper's row order
 
-# The table statistics a user can choose, and the result.json keys per score kind (first present wins).
-STATISTICS: dict[str, dict[str, tuple[str, ...]]] = {
-    "final": {"normalized": ("final_score", "final_normalized_score"), "return": ("final_return",)},
-    "last-k": {"normalized": ("last_k_score", "last_k_mean", "last_k_normalized_score"), "return": ("last_k_return",)},
-    "best": {"normalized": ("best_score", "best_normalized_score"), "return": ("best_return",)},
+# The table statistics a user can choose, and their result.json keys per score kind (offline_bench.train.loop).
+STATISTICS: dict[str, dict[str, str]] = {
+    "final": {"normalized": "final_score", "return": "final_return"},
+    "last-k": {"normalized": "last_k_score", "return": "last_k_return"},
+    "best": {"normalized": "best_score", "return": "best_return"},
 }
+DECLARED_STATISTICS: dict[str, str] = {"final": "final", "last_k_mean": "last-k", "best": "best"}  # result.json's
 SCORES: tuple[str, ...] = ("normalized", "return")
 STATISTIC_TEXT: dict[str, str] = {
     "final": "{score} of the final evaluation",
     "last-k": "mean {score} of the last {k} evaluations",
     "best": "best {score} over all evaluations",
 }
-# metrics.csv columns: the update counter and the evaluation score per score kind (first present wins).
-STEP_COLUMNS: tuple[str, ...] = ("step", "update", "updates")
-CURVE_SCORE_COLUMNS: dict[str, tuple[str, ...]] = {
-    "normalized": ("normalized_score", "eval_normalized_score"),
-    "return": ("eval_return", "return"),
-}
+# metrics.csv's evaluation column per score kind; its update counter is "step".
+CURVE_SCORE_COLUMNS: dict[str, str] = {"normalized": "normalized_score", "return": "eval_return"}
 
 RUN_COLUMNS: tuple[str, ...] = (
     "dataset_id", "task", "quality", "version", "algo", "seed", "finished", "final", "last-k", "best",
@@ -103,47 +100,9 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def _number(value: Any) -> float:
     """A finite float, or NaN for None, text and non-finite values."""
-    if isinstance(value, Mapping):
-        value = value.get("value", value.get("score"))
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return math.nan
     return float(value) if math.isfinite(value) else math.nan
-
-
-def _first(mapping: Mapping[str, Any], keys: Iterable[str], default: Any = None) -> Any:
-    for key in keys:
-        if key in mapping and mapping[key] is not None:
-            return mapping[key]
-    return default
-
-
-def _nested(mapping: Mapping[str, Any], *paths: tuple[str, ...]) -> Any:
-    """The first value found along any of ``paths`` (tuples of keys into nested dicts)."""
-    for path in paths:
-        node: Any = mapping
-        for key in path:
-            node = node.get(key) if isinstance(node, Mapping) else None
-        if node is not None:
-            return node
-    return None
-
-
-def _canonical_statistic(name: Any) -> str | None:
-    if not isinstance(name, str):
-        return None
-    key = name.strip().lower().replace("_", "-")
-    for stat, kinds in STATISTICS.items():
-        keys = [k.replace("_", "-") for names in kinds.values() for k in names]
-        if key == stat or key in keys or key.startswith(stat):
-            return stat
-    return {"last-k-mean": "last-k", "mean-last-k": "last-k", "max": "best"}.get(key)
-
-
-def _describe(value: Any) -> str:
-    """A short text for a hardware record that may be a string or a mapping like ``{"cpu": ..., "gpu": ...}``."""
-    if isinstance(value, Mapping):
-        return ", ".join(f"{k}: {v}" for k, v in value.items() if v not in (None, ""))
-    return str(value)
 
 
 def read_run(path: Path, score: str = "normalized") -> dict[str, Any]:
@@ -159,29 +118,27 @@ def read_run(path: Path, score: str = "normalized") -> dict[str, Any]:
         finished=result is not None, path=str(path),
     )
     source = result or {}
+    loop = config.get("train_config", {})
+    dataset = config.get("dataset", {})
+    references = source.get("references") or dataset.get("references") or {}
     for stat, keys in STATISTICS.items():
-        row[stat] = _number(_first(source, keys[score]))
-    row["declared_statistic"] = _canonical_statistic(_first(source, ("statistic", "table_statistic")))
-    row["last_k"] = _first(source, ("last_k", "k"), _nested(config, ("train_config", "last_k"), ("last_k",)))
-    row["steps"] = _first(source, ("steps", "total_steps"), _nested(config, ("train_config", "steps"), ("steps",)))
-    row["steps_done"] = _first(source, ("steps_done", "updates", "step"))
-    row["evaluations"] = _first(source, ("evaluations",))
-    row["eval_every"] = _nested(config, ("train_config", "eval_every"), ("eval_every",))
-    row["eval_episodes"] = _first(source, ("eval_episodes",),
-                                  _nested(config, ("train_config", "eval_episodes"), ("eval_episodes",)))
-    row["transitions"] = _nested(config, ("dataset", "transitions"))
-    references = _first(source, ("references",), _nested(config, ("dataset", "references"))) or {}
-    row["ref_random"] = _number(references.get("random")) if isinstance(references, Mapping) else math.nan
-    row["ref_expert"] = _number(references.get("expert")) if isinstance(references, Mapping) else math.nan
-    row["device"] = _first(source, ("device",), _nested(config, ("device",), ("train_config", "device")))
-    hardware = _first(source, ("hardware", "device_name"), _nested(config, ("hardware",), ("device_name",)))
-    row["hardware"] = None if hardware is None else _describe(hardware)
-    row["package_version"] = _first(
-        source, ("package_version", "offline_bench_version"),
-        _nested(config, ("package_version",), ("versions", "offline-bench"), ("versions", "offline_bench"),
-                ("package_versions", "offline-bench"), ("package_versions", "offline_bench")),
+        row[stat] = _number(source.get(keys[score]))
+    row |= dict(
+        declared_statistic=DECLARED_STATISTICS.get(str(source.get("statistic"))),
+        last_k=source.get("last_k", loop.get("last_k")),
+        evaluations=source.get("evaluations"),
+        steps=source.get("steps", loop.get("steps")),
+        steps_done=source.get("steps_done"),
+        eval_every=loop.get("eval_every"),
+        eval_episodes=source.get("eval_episodes", loop.get("eval_episodes")),
+        transitions=dataset.get("transitions"),
+        ref_random=_number(references.get("random")),
+        ref_expert=_number(references.get("expert")),
+        device=source.get("device", config.get("device")),
+        hardware=config.get("device_name"),
+        package_version=source.get("package_version", config.get("versions", {}).get("offline-bench")),
+        wall_time_s=_number(source.get("wall_time_s")),
     )
-    row["wall_time_s"] = _number(_first(source, ("wall_time_s", "wall_time", "elapsed_s", "train_time_s")))
     if result is not None and all(math.isnan(row[s]) for s in STATISTICS):
         log.info("%s finished without a %s score (%s)", path, score,
                  "no reference returns" if source.get("normalized") is False else "result.json lacks it")
@@ -223,12 +180,11 @@ def _read_metrics(path: Path, score: str) -> pd.DataFrame | None:
     except (pd.errors.EmptyDataError, pd.errors.ParserError, OSError) as err:
         log.warning("cannot read %s (%s); no learning curve for this run", file, err)
         return None
-    step = next((c for c in STEP_COLUMNS if c in metrics.columns), None)
-    column = next((c for c in CURVE_SCORE_COLUMNS[score] if c in metrics.columns), None)
-    if step is None or column is None:
-        log.warning("%s has no step / %s score columns (has: %s)", file, score, ", ".join(metrics.columns))
+    column = CURVE_SCORE_COLUMNS[score]
+    if "step" not in metrics.columns or column not in metrics.columns:
+        log.warning("%s has no step / %s columns (has: %s)", file, column, ", ".join(metrics.columns))
         return None
-    out = metrics[[step, column]].rename(columns={step: "step", column: "score"})
+    out = metrics[["step", column]].rename(columns={column: "score"})
     out = out.apply(pd.to_numeric, errors="coerce").dropna()  # training-only rows have no score
     return out.astype({"step": "int64", "score": "float64"})
 
