@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -36,7 +37,9 @@ def clean_errors(func: F) -> F:
 
         try:
             return func(*args, **kwargs)
-        except (DatasetError, UnknownDatasetError, MinariError, MissingReferenceError, ValueError, KeyError) as exc:
+        except (DatasetError, UnknownDatasetError, MinariError, MissingReferenceError, ValueError, KeyError,
+                OSError) as exc:
+            logging.getLogger(__name__).debug("%s failed", func.__name__, exc_info=True)  # -vv shows the traceback
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
             raise click.ClickException(str(message).replace("\n", " ")) from None
 

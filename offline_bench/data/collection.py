@@ -124,7 +124,7 @@ def run_episodes(
             if not active[e]:
                 continue
             result = env.step(actions[e])
-            rows[e].append((obs[e].copy(), actions[e], result.reward, result.obs))
+            rows[e].append((obs[e].copy(), actions[e], np.array(result.reward), np.array(result.obs)))
             if result.terminated or result.truncated:
                 o, a, r, o2 = (np.stack(column) for column in zip(*rows[e]))  # [L, N, ...]
                 yield Episode(seeds[e], o, a, r, o2, result.terminated, result.truncated)
