@@ -197,7 +197,7 @@ def resolve_grid(
     if budget == "quick":
         steps = steps or (chosen.quick_steps if chosen else QUICK_STEPS)
         eval_every = min(steps, chosen.quick_eval_every if chosen else QUICK_EVAL_EVERY)
-        overrides = [f"eval_every={eval_every}", f"checkpoint_every={steps}"] + overrides  # user's --set wins
+        overrides = [f"eval_every={eval_every}"] + overrides  # a later --set of the same key wins
     for pair in overrides:
         if "=" not in pair:
             raise SweepError(f"--set expects key=value, got {pair!r}")
@@ -212,21 +212,21 @@ def run_status(spec: RunSpec, runs: Path | str | None) -> str:
     return "unfinished" if run_dir.exists() else "new"
 
 
-def run_train_process(args: Sequence[str], log_path: str, env: dict[str, str] | None = None) -> tuple[int, float]:
+def run_cli_process(args: Sequence[str], log_path: str) -> tuple[int, float]:
     """Run ``offline-bench <args>`` with this interpreter, output appended to ``log_path``; (exit code, seconds).
 
     Also the body of a Ray task, so it uses only the standard library and the worker's own interpreter.
     """
     path = Path(log_path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    full_env.setdefault("OFFLINE_BENCH_THREADS", "1")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.setdefault("OFFLINE_BENCH_THREADS", "1")  # one torch thread per run unless the user says otherwise
     start = time.perf_counter()
     with open(path, "a") as out:
         out.write(f"$ offline-bench {' '.join(args)}\n")
         out.flush()
         proc = subprocess.run([sys.executable, *CLI_PREFIX, *args], stdout=out, stderr=subprocess.STDOUT,
-                              env=full_env, check=False)
+                              env=env, check=False)
     return proc.returncode, time.perf_counter() - start
 
 
@@ -253,7 +253,7 @@ def collect_missing(dataset_ids: Sequence[str], root: Path, runs: Path, steps: i
         args = ["collect", dataset_id, "--root", str(root)] + (["--steps", str(steps)] if steps else [])
         log_path = runs / LOG_DIR / f"collect-{dataset_id}.log"
         log.info("collecting %s (log: %s)", dataset_id, log_path)
-        code, _ = run_train_process(args, str(log_path))
+        code, _ = run_cli_process(args, str(log_path))
         if code != 0 or not is_collected(dataset_id, root):
             log.error("collect %s failed (exit code %d); log %s: %s", dataset_id, code, log_path, _tail(log_path))
             still_missing.append(dataset_id)
@@ -317,7 +317,7 @@ def _run_locally(specs: Sequence[RunSpec], root: Path, runs: Path, jobs: int, ad
                  record: Callable[[RunOutcome], None]) -> None:
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="sweep")
     try:
-        futures = {pool.submit(run_train_process, s.train_args(root, runs), str(s.log_path(runs))): s for s in specs}
+        futures = {pool.submit(run_cli_process, s.train_args(root, runs), str(s.log_path(runs))): s for s in specs}
         for future in as_completed(futures):
             spec = futures[future]
             code, seconds = future.result()
@@ -346,7 +346,7 @@ def _run_on_ray(specs: Sequence[RunSpec], root: Path, runs: Path, jobs: int, add
         else:
             ray.init(address=address, log_to_driver=False)
     try:
-        task = ray.remote(num_cpus=1, max_retries=0)(run_train_process)
+        task = ray.remote(num_cpus=1, max_retries=0)(run_cli_process)
         pending = {task.remote(s.train_args(root, runs), str(s.log_path(runs))): s for s in specs}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)

@@ -125,7 +125,7 @@ def sweep(algos: tuple[str, ...], datasets: tuple[str, ...], seeds: int | None, 
     from tqdm import tqdm
 
     from offline_bench.paths import data_root, runs_root
-    from offline_bench.sweep import SweepError, is_collected, resolve_grid, run_status, run_sweep
+    from offline_bench.sweep import LOG_DIR, SweepError, is_collected, resolve_grid, run_status, run_sweep
 
     try:
         specs = resolve_grid(_split(algos), _split(datasets), seeds, preset, budget, steps, sets)
@@ -138,6 +138,10 @@ def sweep(algos: tuple[str, ...], datasets: tuple[str, ...], seeds: int | None, 
             status = run_status(spec, runs_dir) if collected[spec.dataset_id] else "no-dataset"
             click.echo(f"{status:<10}  offline-bench {' '.join(spec.train_args(root_dir, runs_dir))}")
         return
+    if collect:
+        missing = [d for d in dict.fromkeys(s.dataset_id for s in specs) if not is_collected(d, root_dir)]
+        if missing:
+            click.echo(f"collecting {', '.join(missing)} first (logs: {runs_dir / LOG_DIR})", err=True)
     failed: list[str] = []
     with tqdm(total=len(specs), desc="sweep", unit="run", dynamic_ncols=True) as bar:
         def on_event(outcome: object) -> None:
