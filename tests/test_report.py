@@ -225,3 +225,13 @@ def test_leaderboards_readme_commands_run(runs: Path, tmp_path: Path) -> None:
             args += ["--runs", str(runs), "--out", str(tmp_path / "lb"), "--no-plots"]
         result = CliRunner().invoke(main, args)
         assert result.exit_code == 0, f"{' '.join(args)}: {result.output}"
+
+
+def test_dataset_versions_get_their_own_rows_and_algo_aliases_work(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    write_run(runs, "hopper-medium-v0", "td3bc", 0, [10.0, 20.0])
+    write_run(runs, "hopper-medium-v1", "td3bc", 0, [30.0, 40.0])
+    write_run(runs, "hopper-medium-v1", "cql", 0, [50.0, 60.0])
+    text = make_report(runs, None, algos=["TD3+BC"]).leaderboard.cell_text("plain")
+    assert list(text.columns) == ["td3bc"]
+    assert text.to_dict()["td3bc"] == {("medium", "hopper (v0)"): "15.0", ("medium", "hopper (v1)"): "35.0"}

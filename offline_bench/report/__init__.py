@@ -47,6 +47,16 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     os.replace(tmp, path)
 
 
+def _algo_id(name: str) -> str:
+    """The registry id of ``name`` (``MA_CQL`` -> ``ma-cql``); other names as given (folders of outside algorithms)."""
+    from offline_bench.algos import canonical_algo_id
+
+    try:
+        return canonical_algo_id(name)
+    except KeyError:
+        return name.strip()
+
+
 def make_report(
     runs_dir: Path | str,
     out_dir: Path | str | None,
@@ -74,6 +84,7 @@ def make_report(
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ValueError(f"unknown report format {', '.join(unknown)}; choose from {', '.join(FORMATS)} (or all)")
+    algos = [_algo_id(a) for a in algos] if algos else None
     runs = load_runs(runs_dir, datasets=datasets, algos=algos, score=score)
     rows = list(grid_datasets)
     for wanted in datasets or ():
