@@ -190,7 +190,7 @@ class DBR:
         raw_pi = sample_raw_actions(self.actor, obs, c.n_mmd_samples, c.actor_noise_clip)  # [K, B, N, A]
         pi_actions = torch.tanh(raw_pi[: c.n_actor_q_samples])  # [K', B, N, A]
         actions = torch.cat([batch.action.unsqueeze(0), pi_actions], dim=0)  # [1+K', B, N, A]
-        q_all = self.critic(obs, actions).amin(-1)  # [1+K, B, N]
+        q_all = self.critic(obs, actions).amin(-1)  # [1+K', B, N]
         ret, q_pi = q_all[0].detach(), q_all[1:]  # [B, N], [K', B, N]
         value = self.value(agents_to_groups(obs)).squeeze(-1).transpose(0, 1)  # [B, N]
         masks = split_masks(ret, value.detach())  # [B, N, 2]
