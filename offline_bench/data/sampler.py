@@ -50,15 +50,16 @@ class DeviceSampler:
 
     def batch_at(self, idx: Tensor) -> Batch:
         """The batch of rows ``idx`` (``[B]`` int64 on the device)."""
+        # index_select, not tensor[idx]: the same gather, several times faster on CPU.
         next_idx = (idx + 1).clamp_max(self.size - 1)  # [B]
-        valid = self.next_valid[idx]  # [B, 1]
+        valid = self.next_valid.index_select(0, idx)  # [B, 1]
         return Batch(
-            obs=self.obs[idx],  # [B, N, O]
-            action=self.action[idx],  # [B, N, A]
-            reward=self.reward[idx],  # [B, N, 1]
-            next_obs=self.next_obs[idx],  # [B, N, O]
-            done=self.done[idx],  # [B, 1]
-            next_action=self.action[next_idx] * valid.unsqueeze(-1),  # [B, N, A]
+            obs=self.obs.index_select(0, idx),  # [B, N, O]
+            action=self.action.index_select(0, idx),  # [B, N, A]
+            reward=self.reward.index_select(0, idx),  # [B, N, 1]
+            next_obs=self.next_obs.index_select(0, idx),  # [B, N, O]
+            done=self.done.index_select(0, idx),  # [B, 1]
+            next_action=self.action.index_select(0, next_idx) * valid.unsqueeze(-1),  # [B, N, A]
             next_action_valid=valid,
         )
 
