@@ -7,6 +7,7 @@ import dataclasses
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from offline_bench.algos.base import Problem
@@ -142,3 +143,30 @@ def test_bf16_update_tracks_float32() -> None:
         for key in ("critic_loss", "cql_penalty", "actor_loss"):
             assert m16[key].dtype == torch.float32 and torch.isfinite(m16[key])
             torch.testing.assert_close(m16[key], m32[key], rtol=0.05, atol=0.05)
+
+
+@pytest.mark.slow
+def test_cql_learns_the_best_action_of_a_noisy_bandit() -> None:
+    """One-step episodes with best action 0.8 tanh(o_0) and data actions a* + N(0, 0.3): past the BC warm start
+    the policy moves from the data's spread towards the best action."""
+    p = Problem(1, 2, 1, (2,), (1,), np.zeros((1, 2), np.float32), np.ones((1, 2), np.float32), 10_000)
+    config = dataclasses.replace(CQLConfig(), hidden_sizes=(64, 64), actor_lr=1e-3, critic_lr=1e-3, bc_steps=500,
+                                 cql_alpha=1.0)
+    torch.manual_seed(0)
+    algo = CQL(config, p, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(0)
+
+    def bandit(b: int) -> Batch:
+        obs = torch.randn(b, 1, 2, generator=gen)
+        best = 0.8 * torch.tanh(obs[..., :1])
+        action = (best + 0.3 * torch.randn(b, 1, 1, generator=gen)).clamp(-1, 1)
+        return Batch(obs, action, -(action - best).square(), torch.zeros_like(obs), torch.ones(b, 1),
+                     torch.zeros_like(action), torch.zeros(b, 1))
+
+    for _ in range(1500):
+        algo.update(bandit(256))
+    probe = bandit(1000)
+    best = 0.8 * torch.tanh(probe.obs[..., :1])
+    policy_error = (algo.act(probe.obs) - best).abs().mean()
+    data_error = (probe.action - best).abs().mean()
+    assert policy_error < 0.5 * data_error, (policy_error, data_error)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -210,3 +211,36 @@ def test_bf16_update_tracks_float32() -> None:
         assert m16["critic_loss"].dtype == torch.float32
         torch.testing.assert_close(m16["critic_loss"], m32["critic_loss"], rtol=0.05, atol=0.05)
         torch.testing.assert_close(m16["actor_loss"], m32["actor_loss"], rtol=0.05, atol=0.05)
+
+
+def bandit_batch(n_agents: int, b: int, gen: torch.Generator) -> Batch:
+    """One-step episodes: the best action of agent n is a*(o) = 0.8 tanh(o_0); data actions are a* + N(0, 0.3)."""
+    obs = torch.randn(b, n_agents, 2, generator=gen)
+    best = 0.8 * torch.tanh(obs[..., :1])  # [B, N, 1]
+    action = (best + 0.3 * torch.randn(b, n_agents, 1, generator=gen)).clamp(-1, 1)
+    reward = -(action - best).square()  # [B, N, 1]
+    return Batch(obs, action, reward, torch.zeros_like(obs), torch.ones(b, 1), torch.zeros_like(action),
+                 torch.zeros(b, 1))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n_agents", [1, 2])
+def test_learns_the_best_action_of_a_noisy_bandit(n_agents: int) -> None:
+    """The Q term pulls the policy from the noisy data towards the best action (error well below the data's)."""
+    p = Problem(n_agents, 2, 1, (2,) * n_agents, (1,) * n_agents, np.zeros((n_agents, 2), np.float32),
+                np.ones((n_agents, 2), np.float32), 10_000)
+    if n_agents == 1:
+        algo = TD3BC(dataclasses.replace(TD3BCConfig(), hidden_sizes=(64, 64), actor_lr=1e-3, critic_lr=1e-3), p,
+                     torch.device("cpu"))
+    else:
+        algo = MATD3BC(dataclasses.replace(MATD3BCConfig(), actor_lr=1e-3, critic_lr=1e-3, batch_size=256), p,
+                       torch.device("cpu"))
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(1500):
+        algo.update(bandit_batch(n_agents, 256, gen))
+    probe = bandit_batch(n_agents, 1000, gen)
+    best = 0.8 * torch.tanh(probe.obs[..., :1])
+    policy_error = (algo.act(probe.obs) - best).abs().mean()
+    data_error = (probe.action - best).abs().mean()  # ~0.24
+    assert policy_error < 0.5 * data_error, (policy_error, data_error)

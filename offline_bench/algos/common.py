@@ -7,9 +7,10 @@ sampled actions per state) are accepted by the critic and flattened inside.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -226,6 +227,19 @@ class AgentCritics(nn.Module):
         return q.squeeze(-1).transpose(0, 1).reshape(*lead, n)  # [..., N]
 
 
+@contextlib.contextmanager
+def eval_mode(*modules: nn.Module) -> Iterator[None]:
+    """Run ``modules`` in eval mode (BatchNorm uses its running statistics), then restore each one's mode."""
+    modes = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m, mode in zip(modules, modes):
+            m.train(mode)
+
+
 def td_target(reward: Tensor, done: Tensor, next_q: Tensor, gamma: float) -> Tensor:
     """``y = r + gamma * (1 - done) * Q'``: reward ``[B, N, 1]``, done ``[B, 1]``, next_q ``[B, N, E]`` -> ``[B, N, E]``."""
     not_done = (1.0 - done).unsqueeze(-1)  # [B, 1, 1]
@@ -300,6 +314,7 @@ __all__ = [
     "ObsNormalizer",
     "bf16_autocast",
     "clip_grad_norm",
+    "eval_mode",
     "frozen_copy",
     "make_adam",
     "optimizer_step",

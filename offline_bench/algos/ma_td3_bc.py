@@ -18,6 +18,12 @@ Deviations:
   every 2 critic updates, no action L2 term), since the method is "TD3+BC per agent".
 - Observations are also normalised with the dataset's statistics (TD3+BC's recipe) before the input BatchNorm;
   set ``normalize_obs=false`` for the authors' exact inputs.
+- BatchNorm: the authors keep every network in training mode, so the target networks and the critic in the
+  actor step normalise with the statistics of the batch they see (next-state batches, policy actions). Ours
+  normalise those inputs with the running statistics (eval mode), i.e. on the scale the critic is trained on:
+  with batch statistics, Q(o, pi(o)) is evaluated in a coordinate system shifted by the policy's own action
+  spread, which on a one-step bandit left the policy worse than the noisy data; with running statistics it
+  recovers the best action.
 - The twin critics have separate input BatchNorm statistics (the authors share one BatchNorm between the two
   heads); both see the same inputs, so the statistics are equal and only the affine parameters differ.
 """
@@ -35,6 +41,7 @@ from offline_bench.algos.common import (
     DeterministicActor,
     ObsNormalizer,
     bf16_autocast,
+    eval_mode,
     frozen_copy,
     make_adam,
     optimizer_step,
@@ -87,8 +94,9 @@ class MATD3BC:
             n, o, a, config.hidden_sizes, config.n_critics,
             centralized=config.critic == "centralized", input_norm=config.input_norm,
         ).to(self.device)
-        self.actor_target = frozen_copy(self.actor)
-        self.critic_target = frozen_copy(self.critic)
+        # Targets always use running BatchNorm statistics (copied from the online networks by soft_update).
+        self.actor_target = frozen_copy(self.actor).eval()
+        self.critic_target = frozen_copy(self.critic).eval()
         self.actor_params = list(self.actor.parameters())
         self.critic_params = list(self.critic.parameters())
         self.actor_opt = make_adam(self.actor_params, config.actor_lr)
@@ -119,7 +127,7 @@ class MATD3BC:
         if self.updates % c.policy_freq == 0:
             with bf16_autocast(self.device, c.bf16):
                 pi = self.actor(obs).float()  # [B, N, A]
-            with bf16_autocast(self.device, c.bf16):
+            with bf16_autocast(self.device, c.bf16), eval_mode(self.critic):  # Q at pi on the data's input scale
                 q_pi = self.critic.first(obs, pi, others=batch.action).float()  # [B, N]
             actor_loss = bc_actor_loss(q_pi, pi, batch.action, c.alpha)
             optimizer_step(self.actor_opt, actor_loss, self.actor_params, c.max_grad_norm, self.problem.n_agents)
@@ -136,12 +144,8 @@ class MATD3BC:
     @torch.no_grad()
     def act(self, obs: Tensor) -> Tensor:
         """Deterministic actions ``[E, N, O] -> [E, N, A]`` from raw observations (BatchNorm in eval mode)."""
-        was_training = self.actor.training
-        self.actor.eval()
-        try:
+        with eval_mode(self.actor):
             return self.actor(self.normalizer(obs.to(self.device, torch.float32)))  # [E, N, A]
-        finally:
-            self.actor.train(was_training)
 
     def state_dict(self) -> dict[str, Any]:
         return {
