@@ -73,10 +73,12 @@ def wait_quiet(threshold: float, max_wait: float) -> None:
             return
 
 
-def measure_ours(algo_id: str, phase: str, args: argparse.Namespace, data: SyntheticData) -> dict:
+def measure_ours(algo_id: str, phase: str, args: argparse.Namespace, data: SyntheticData, bf16: bool = False) -> dict:
     algo_cls = load(algo_id)
     config = sized_config(algo_cls, (256, 256), 256)
     changes = dict(PAIRS[algo_id][2])
+    if bf16:
+        changes["bf16"] = True
     if phase == "main" and "warmup_steps" in {f.name for f in dataclasses.fields(config)}:
         changes["warmup_steps"] = 0
     config = dataclasses.replace(config, **changes)
@@ -147,6 +149,8 @@ def main() -> None:
                    help="rates from wall time (the shared script's way) or from each process's CPU time, which a "
                         "busy machine distorts less (both sides use the same clock)")
     p.add_argument("--venv", default="/tmp/d3rlpy-venv")
+    p.add_argument("--bf16", action="store_true",
+                   help="also measure ours with bf16=True (algorithms that have the option) against the same peer")
     p.add_argument("--skip-d3rlpy", action="store_true", help="measure ours only")
     p.add_argument("--json", default="", help="append one JSON line per comparison here")
     args = p.parse_args()
@@ -158,28 +162,32 @@ def main() -> None:
     data = SyntheticData(200_000, 1, 15, 3, seed=args.seed)
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} thread(s), cpu_count {os.cpu_count()}, "
           f"clock {args.clock}", flush=True)
-    print(f"{'ours':<12}{'upd/s':>9}  {'d3rlpy':<10}{'upd/s':>9}  {'ratio':>6}  {'goal':>5}", flush=True)
+    print(f"{'ours':<16}{'upd/s':>9}  {'d3rlpy':<10}{'upd/s':>9}  {'ratio':>6}  {'goal':>5}", flush=True)
     rows = []
     for algo_id in [a for a in args.algos.split(",") if a]:
         try:
             load(algo_id)
         except BaseException as exc:  # pytest.fail raises an OutcomeException
-            print(f"{algo_id:<12} skipped: {exc}", flush=True)
+            print(f"{algo_id:<16} skipped: {exc}", flush=True)
             continue
         peers, goal, _ = PAIRS[algo_id]
         for peer in peers:
             phase = "main" if peer.endswith("_main") else "default"
-            ours = measure_ours(algo_id, phase, args, data)
+            has_bf16 = "bf16" in {f.name for f in dataclasses.fields(load(algo_id).config_cls)}
+            variants = [False, True] if args.bf16 and has_bf16 else [False]
+            results = [(bf16, measure_ours(algo_id, phase, args, data, bf16)) for bf16 in variants]
             theirs = measure_d3rlpy(python, peer, args) if python else None
-            ratio = ours["median"] / theirs["median"] if theirs else float("nan")
-            label = algo_id + ("(main)" if phase == "main" else "")
-            flag = "" if ours["clean"] and (theirs is None or theirs["clean"]) else "  [contended]"
-            verdict = "" if theirs is None else ("ok" if ratio >= goal else "below goal")
-            print(f"{label:<12}{ours['median']:>9.1f}  {peer:<10}{(theirs or {}).get('median', float('nan')):>9.1f}"
-                  f"  {ratio:>5.2f}x  {goal:>4.1f}x {verdict}{flag}", flush=True)
-            rows.append({"ours": algo_id, "phase": phase, "peer": peer, "ours_result": ours, "d3rlpy_result": theirs,
-                         "ratio": ratio, "goal": goal, "threads": args.threads, "torch": torch.__version__,
-                         "clock": args.clock})
+            for bf16, ours in results:
+                ratio = ours["median"] / theirs["median"] if theirs else float("nan")
+                label = algo_id + ("(main)" if phase == "main" else "") + ("+bf16" if bf16 else "")
+                flag = "" if ours["clean"] and (theirs is None or theirs["clean"]) else "  [contended]"
+                verdict = "" if theirs is None else ("ok" if ratio >= goal else "below goal")
+                print(f"{label:<16}{ours['median']:>9.1f}  {peer:<10}"
+                      f"{(theirs or {}).get('median', float('nan')):>9.1f}  {ratio:>5.2f}x  {goal:>4.1f}x {verdict}{flag}",
+                      flush=True)
+                rows.append({"ours": algo_id, "phase": phase, "bf16": bf16, "peer": peer, "ours_result": ours,
+                             "d3rlpy_result": theirs, "ratio": ratio, "goal": goal, "threads": args.threads,
+                             "torch": torch.__version__, "clock": args.clock})
     if args.json:
         with open(args.json, "a") as f:
             for row in rows:
