@@ -94,6 +94,8 @@ def test_same_id_and_seed_give_byte_identical_files(collected: Path, tmp_path: P
     assert manifest["sha256"] == json.loads((collected / "hopper-random-v0.json").read_text())["sha256"]
     other = collect("hopper-random", steps=300, seed=1, root=tmp_path / "seed1")
     assert other["sha256"] != manifest["sha256"]
+    collect("spread-random", steps=160, seed=0, root=tmp_path)
+    assert (tmp_path / "spread-random-v0.hdf5").read_bytes() == (collected / "spread-random-v0.hdf5").read_bytes()
 
 
 def test_behaviour_policy_datasets_are_not_collectable_yet(tmp_path: Path) -> None:
