@@ -6,6 +6,7 @@ collection tests (real envs) live in ``test_data_collect.py``.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import h5py
@@ -199,6 +200,18 @@ def test_write_is_byte_identical_and_leaves_no_temporary_files(tmp_path: Path) -
     assert a["sha256"] == b["sha256"]
     assert (tmp_path / "a/spread-random-v0.hdf5").read_bytes() == (tmp_path / "b/spread-random-v0.hdf5").read_bytes()
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["spread-random-v0.hdf5", "spread-random-v0.json"]
+
+
+def test_writer_removes_temporaries_of_killed_writers(tmp_path: Path) -> None:
+    arrays, manifest = synthetic(1, (15,), (3,), [5, 7])
+    tmp_path.mkdir(exist_ok=True)
+    dead = tmp_path / ".hopper-random-v0.hdf5.tmp-999999999"  # no such process
+    alive = tmp_path / f".hopper-random-v0.json.tmp-{os.getppid()}"  # a live process may still be writing
+    dead.write_bytes(b"partial")
+    alive.write_bytes(b"partial")
+    write_dataset(tmp_path, "hopper-random-v0", arrays, manifest)
+    assert not dead.exists() and alive.exists()
+    assert load_dataset("hopper-random", root=tmp_path).episodes == 2
 
 
 def test_writer_refuses_nan_bad_shapes_and_dirty_padding(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -39,6 +40,8 @@ EPISODE_KEYS = ("episode_starts", "episode_seeds")
 FLOAT_KEYS = ("observations", "actions", "rewards", "next_observations")
 BOOL_KEYS = ("terminals", "timeouts")
 FILE_ONLY_FIELDS = ("sha256", "file_bytes")  # in the JSON manifest, not in the HDF5 attributes
+
+log = logging.getLogger(__name__)
 
 
 class DatasetError(ValueError):
@@ -134,6 +137,21 @@ def _attr_value(value: Any) -> Any:
     return value
 
 
+def _remove_stale_temporaries(root: Path, dataset_id: str) -> None:
+    """Delete temporary files of ``dataset_id`` left by writers that were killed (SIGKILL, power loss)."""
+    for path in root.glob(f".{dataset_id}.*.tmp-*"):
+        pid = path.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:  # its writer is gone
+            path.unlink(missing_ok=True)
+            log.info("removed %s, left by an interrupted writer", path)
+        except PermissionError:  # a live process of another user
+            continue
+
+
 def write_dataset(
     root: Path | str,
     dataset_id: str,
@@ -150,6 +168,7 @@ def write_dataset(
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(root, dataset_id)
     n_agents = int(manifest["n_agents"])
     obs_sizes = tuple(int(s) for s in manifest["obs_sizes"])
     action_sizes = tuple(int(s) for s in manifest["action_sizes"])
