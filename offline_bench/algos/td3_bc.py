@@ -120,7 +120,6 @@ class TD3BC:
         if self.updates % c.policy_freq == 0:
             with bf16_autocast(self.device, c.bf16):
                 pi = self.actor(obs).float()  # [B, N, A]
-            with bf16_autocast(self.device, c.bf16):
                 q_pi = self.critic.first(obs, pi).float()  # [B, N]
             actor_loss = bc_actor_loss(q_pi, pi, batch.action, c.alpha)
             optimizer_step(self.actor_opt, actor_loss, self.actor_params)
