@@ -64,6 +64,15 @@ def test_collect_writes_the_file_and_list_shows_it(root: Path) -> None:
         assert lines[dataset_id][1] == ("collectable" if entry.recipe.collectable else "needs"), dataset_id
 
 
+def test_collecting_again_keeps_an_identical_dataset(root: Path) -> None:
+    before = (root / "hopper-random-v0.hdf5").stat().st_mtime_ns
+    result = run("collect", "hopper-random", "--steps", "120", "--root", str(root))
+    assert result.exit_code == 0 and "already collected identically and verified, kept" in result.output
+    assert (root / "hopper-random-v0.hdf5").stat().st_mtime_ns == before
+    result = CliRunner().invoke(main, ["collect", "hopper-random", "--steps", "100", "--root", str(root)])
+    assert result.exit_code == 1 and "already exists" in result.output and "--force" in result.output
+
+
 def test_root_from_environment_variable(root: Path) -> None:
     result = run("datasets", "verify", "hopper-random", env={"OFFLINE_BENCH_DATA": str(root)})
     assert result.exit_code == 0 and "hopper-random-v0: ok (120 transitions" in result.output

@@ -16,6 +16,7 @@ import torch
 
 from offline_bench.data import (
     DatasetError,
+    DatasetExistsError,
     DeviceSampler,
     NotCollectableError,
     collect,
@@ -96,6 +97,22 @@ def test_same_id_and_seed_give_byte_identical_files(collected: Path, tmp_path: P
     assert other["sha256"] != manifest["sha256"]
     collect("spread-random", steps=160, seed=0, root=tmp_path)
     assert (tmp_path / "spread-random-v0.hdf5").read_bytes() == (collected / "spread-random-v0.hdf5").read_bytes()
+
+
+def test_existing_collections_are_kept_refused_or_replaced(tmp_path: Path) -> None:
+    first = collect("spread-random", steps=50, seed=0, root=tmp_path)
+    path = tmp_path / "spread-random-v0.hdf5"
+    stamp = path.stat().st_mtime_ns
+    assert collect("spread-random", steps=50, seed=0, root=tmp_path) == first  # identical: kept, not rewritten
+    assert path.stat().st_mtime_ns == stamp
+    with pytest.raises(DatasetExistsError, match="made differently .requested_steps, seeds.*pass --force"):
+        collect("spread-random", steps=60, seed=1, root=tmp_path)
+    assert collect("spread-random", steps=60, seed=1, root=tmp_path, force=True)["transitions"] == 60
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF  # damaged: collecting again repairs it
+    path.write_bytes(bytes(data))
+    repaired = collect("spread-random", steps=60, seed=1, root=tmp_path)
+    assert load_dataset("spread-random", root=tmp_path).manifest["sha256"] == repaired["sha256"]
 
 
 def test_behaviour_policy_datasets_are_not_collectable_yet(tmp_path: Path) -> None:

@@ -70,13 +70,15 @@ def sigterm_as_interrupt() -> Iterator[None]:
               help="Transitions to collect (default: the recipe's size, 1,000,000).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Collection seed; policy init, noise and every episode's env seed derive from it.")
+@click.option("--force", is_flag=True,
+              help="Re-collect even if ROOT already holds this dataset (replacing one made differently).")
 @root_option
 @clean_errors
-def collect(dataset_id: str, steps: int | None, seed: int, root: str | None) -> None:
+def collect(dataset_id: str, steps: int | None, seed: int, force: bool, root: str | None) -> None:
     """Collect dataset ID (e.g. hopper-random, spread-random-v0) into ROOT/<id>.hdf5 and its manifest <id>.json.
 
     The file is written under a temporary name and renamed when complete; Ctrl-C or SIGTERM leaves nothing
-    that looks collected.
+    that looks collected. An identical collection already in ROOT that verifies is kept as it is.
     """
     from tqdm import tqdm
 
@@ -85,6 +87,8 @@ def collect(dataset_id: str, steps: int | None, seed: int, root: str | None) -> 
 
     entry = catalog_entry(dataset_id)
     total = steps or entry.recipe.default_steps
+    path = data_root(root) / f"{entry.dataset_id}.hdf5"
+    before = path.stat().st_mtime_ns if path.exists() else None
     with tqdm(total=total, unit="step", desc=entry.dataset_id, disable=None, file=sys.stderr) as bar:
 
         def progress(done: int, _total: int) -> None:
@@ -92,16 +96,19 @@ def collect(dataset_id: str, steps: int | None, seed: int, root: str | None) -> 
 
         try:
             with sigterm_as_interrupt():
-                manifest = collect_dataset(entry.dataset_id, steps=steps, seed=seed, root=root, progress=progress)
+                manifest = collect_dataset(entry.dataset_id, steps=steps, seed=seed, root=root, progress=progress,
+                                           force=force)
         except KeyboardInterrupt:
             bar.close()
             click.echo(f"Error: collection of {entry.dataset_id} interrupted; nothing was written", err=True)
             sys.exit(130)
     stats = manifest["episode_returns"]
     mean = "n/a" if stats["mean"] is None else f"{stats['mean']:.2f}"
+    kept = before is not None and path.stat().st_mtime_ns == before
     click.echo(
         f"{entry.dataset_id}: {manifest['transitions']} transitions, {manifest['episodes']} episodes, "
-        f"mean return {mean} -> {data_root(root) / (entry.dataset_id + '.hdf5')} (sha256 {manifest['sha256'][:12]})"
+        f"mean return {mean} -> {path} (sha256 {manifest['sha256'][:12]})"
+        + ("; already collected identically and verified, kept (--force re-collects)" if kept else "")
     )
 
 

@@ -33,12 +33,12 @@ from offline_bench.data.format import FORMAT_VERSION, DatasetError, write_datase
 from offline_bench.data.sampler import DeviceSampler
 
 if TYPE_CHECKING:
-    from offline_bench.data.collection import NotCollectableError, collect, measure_random_return
+    from offline_bench.data.collection import DatasetExistsError, NotCollectableError, collect, measure_random_return
 
 
 def __getattr__(name: str) -> Any:
     # Collection pulls in the env package (and torch-built policies); import it only when asked for.
-    if name in ("collect", "measure_random_return", "NotCollectableError"):
+    if name in ("collect", "measure_random_return", "NotCollectableError", "DatasetExistsError"):
         from offline_bench.data import collection
 
         return getattr(collection, name)
@@ -54,6 +54,7 @@ __all__ = [
     "CatalogEntry",
     "Dataset",
     "DatasetError",
+    "DatasetExistsError",
     "DeviceSampler",
     "MissingReferenceError",
     "NotCollectableError",

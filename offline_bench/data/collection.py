@@ -11,6 +11,7 @@ terminate) and the manifest records ``last_episode_cut``. Episodes still running
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -26,7 +27,8 @@ from offline_bench.data.catalog import (
     catalog_entry,
     task_references,
 )
-from offline_bench.data.format import write_dataset
+from offline_bench.data.dataset import dataset_status, load_dataset
+from offline_bench.data.format import DatasetError, write_dataset
 from offline_bench.data.policy import BehaviourPolicy, UniformPolicy, make_policy
 from offline_bench.envs import OPPONENTS, Env, TaskSpec, make_env, task_spec
 from offline_bench.paths import data_root
@@ -45,6 +47,10 @@ _COMMON_PACKAGES = ("numpy", "torch", "h5py")
 
 class NotCollectableError(ValueError):
     """The dataset's recipe needs something that does not exist yet (a trained behaviour policy)."""
+
+
+class DatasetExistsError(ValueError):
+    """A dataset of the same id, made differently, is already collected in the root."""
 
 
 @dataclass
@@ -260,11 +266,14 @@ def collect(
     seed: int = 0,
     root: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Collect ``dataset_id`` by its recipe and write ``<root>/<id>.hdf5`` + ``<id>.json``; return the manifest.
 
-    ``steps`` defaults to the recipe's size (1,000,000). Raises NotCollectableError for recipes that need a
-    behaviour policy that does not exist yet.
+    ``steps`` defaults to the recipe's size (1,000,000). If the dataset is already collected with the same recipe,
+    steps, seed and package versions and it verifies, it is kept and its manifest returned (the file would come
+    out byte-identical). A collected dataset made differently is replaced only with ``force`` (else
+    DatasetExistsError). Raises NotCollectableError for recipes whose behaviour policy does not exist yet.
     """
     entry = catalog_entry(dataset_id)
     recipe = entry.recipe
@@ -279,6 +288,10 @@ def collect(
     spec = task_spec(entry.task)
     seeds = derive_seeds(seed)
     policy = make_policy(recipe.policy, spec, recipe.params(), seeds["policy_init_seed"], seeds["policy_noise_seed"])
+    if not force:
+        existing = _existing_collection(entry.dataset_id, root, steps, seed, entry, spec, policy)
+        if existing is not None:
+            return existing
     log.info("collecting %s: %d transitions, seed %d, %d envs", entry.dataset_id, steps, seed, recipe.num_envs)
     envs = _make_envs(entry.task, recipe.num_envs, policy)
     try:
@@ -290,6 +303,31 @@ def collect(
     full = write_dataset(data_root(root), entry.dataset_id, arrays, manifest)
     log.info("wrote %s (%d episodes, sha256 %s)", entry.dataset_id, full["episodes"], full["sha256"][:12])
     return full
+
+
+def _existing_collection(dataset_id: str, root: str | os.PathLike[str] | None, steps: int, seed: int,
+                         entry: CatalogEntry, spec: TaskSpec, policy: BehaviourPolicy) -> dict[str, Any] | None:
+    """The manifest of an identical, verified collection already in ``root``; None if there is none (or it is
+    damaged, so collecting again repairs it); DatasetExistsError if a different one is there."""
+    if dataset_status(dataset_id, root) != "collected":
+        return None
+    try:
+        old = load_dataset(dataset_id, root).manifest
+    except DatasetError as exc:
+        log.warning("replacing %s, which does not verify: %s", dataset_id, exc)
+        return None
+    wanted = build_manifest(entry, spec, policy, derive_seeds(seed), steps, {"last_episode_cut": None,
+                                                                           "episode_returns": None})
+    keys = ("requested_steps", "seeds", "recipe", "behaviour_policy", "env", "package_version")
+    differs = [k for k in keys if old.get(k) != json.loads(json.dumps(wanted[k]))]
+    if differs:
+        raise DatasetExistsError(
+            f"{dataset_id} already exists in {data_root(root)} made differently ({', '.join(differs)} differ: it has "
+            f"{old.get('requested_steps')} steps, seed {old.get('seeds', {}).get('seed')}); pass --force to replace "
+            "it, or use another --root"
+        )
+    log.info("%s is already collected identically in %s and verifies; keeping it", dataset_id, data_root(root))
+    return old
 
 
 def measure_random_return(
