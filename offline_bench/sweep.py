@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -336,15 +337,35 @@ def _import_ray() -> Any:
     return ray
 
 
+def _check_reachable(address: str) -> None:
+    """Fail fast on a ``host:port`` (or ``ray://host:port``) that does not answer: Ray itself retries for minutes."""
+    if address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except (OSError, ValueError) as err:
+        raise SweepError(f"no Ray cluster answers at {address} ({err}); check --address (`ray status` on the head "
+                         "node), leave it out to start a local Ray, or use --executor local") from None
+
+
 def _run_on_ray(specs: Sequence[RunSpec], root: Path, runs: Path, jobs: int, address: str | None,
                 record: Callable[[RunOutcome], None]) -> None:
     ray = _import_ray()
     own_cluster = not ray.is_initialized()
     if own_cluster:
-        if address is None:  # a local Ray for this sweep only, with `jobs` CPUs: at most `jobs` runs at once
-            ray.init(num_cpus=jobs, include_dashboard=False, log_to_driver=False)
-        else:
-            ray.init(address=address, log_to_driver=False)
+        try:
+            if address is None:  # a local Ray for this sweep only, with `jobs` CPUs: at most `jobs` runs at once
+                ray.init(num_cpus=jobs, include_dashboard=False, log_to_driver=False)
+            else:
+                _check_reachable(address)
+                ray.init(address=address, log_to_driver=False)
+        except SweepError:
+            raise
+        except Exception as err:  # noqa: BLE001 - Ray raises many kinds; the user needs one line
+            where = f"the Ray cluster at {address}" if address else "a local Ray"
+            raise SweepError(f"cannot start or reach {where}: {str(err).strip().splitlines()[0]}; check --address "
+                             "(`ray status` on the head node) or use --executor local") from None
     try:
         task = ray.remote(num_cpus=1, max_retries=0)(run_cli_process)
         pending = {task.remote(s.train_args(root, runs), str(s.log_path(runs))): s for s in specs}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from offline_bench.cli import main
-from offline_bench.sweep import PRESETS, RunSpec, SweepError, _import_ray, resolve_grid, run_status
+from offline_bench.sweep import PRESETS, RunSpec, SweepError, _check_reachable, _import_ray, resolve_grid, run_status
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Tiny runs: 20 updates of batch 32, an evaluation of 2 episodes every 10 updates.
@@ -64,6 +65,16 @@ def test_ray_is_optional_with_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     with pytest.raises(SweepError, match=r"pip install 'offline-bench\[ray\]'"):
         _import_ray()
+
+
+def test_unreachable_ray_address_fails_fast() -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(SweepError, match=f"no Ray cluster answers at 127.0.0.1:{port}"):
+        _check_reachable(f"127.0.0.1:{port}")
+    with pytest.raises(SweepError, match="no Ray cluster answers at ray://nohost"):
+        _check_reachable("ray://nohost")
 
 
 @pytest.fixture(scope="module")
