@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from offline_bench.cli.main import main
-from offline_bench.sweep import PRESETS  # standard library + paths only: cheap to import with the CLI
+from offline_bench.sweep import PRESETS, RunOutcome  # standard library + paths only: cheap to import
 
 _FORMATS = ("md", "csv", "latex", "html", "all")
 
@@ -142,15 +142,12 @@ def sweep(algos: tuple[str, ...], datasets: tuple[str, ...], seeds: int | None, 
         missing = [d for d in dict.fromkeys(s.dataset_id for s in specs) if not is_collected(d, root_dir)]
         if missing:
             click.echo(f"collecting {', '.join(missing)} first (logs: {runs_dir / LOG_DIR})", err=True)
-    failed: list[str] = []
     with tqdm(total=len(specs), desc="sweep", unit="run", dynamic_ncols=True) as bar:
-        def on_event(outcome: object) -> None:
-            status, spec = outcome.status, outcome.spec  # type: ignore[attr-defined]
-            if status == "failed":
-                failed.append(spec.name)
-                tqdm.write(f"FAILED {spec.name}: {outcome.message}")  # type: ignore[attr-defined]
-            elif status == "finished":
-                tqdm.write(f"finished {spec.name} in {outcome.seconds:.0f} s")  # type: ignore[attr-defined]
+        def on_event(outcome: RunOutcome) -> None:
+            if outcome.status == "failed":
+                tqdm.write(f"FAILED {outcome.spec.name}: {outcome.message}")
+            elif outcome.status == "finished":
+                tqdm.write(f"finished {outcome.spec.name} in {outcome.seconds:.0f} s")
             bar.update(1)
 
         try:
