@@ -308,3 +308,11 @@ def test_matd3_learns_two_agent_reach(tmp_path):
     # Uniform actions score about -10.7; steering both points straight to their targets about -0.9.
     assert summary["expert"]["return_mean"] > summary["random"]["return_mean"] + 6.0, summary["expert"]
     assert summary["expert"]["return_mean"] > -2.0
+
+
+def test_loading_a_policy_leaves_the_random_stream_alone(tmp_path):
+    trainer = tiny_trainer(tmp_path, "run", steps=120)
+    trainer.run()
+    state = torch.get_rng_state()
+    load_policy_file(tmp_path / "run" / "best_actor.pt")
+    assert torch.equal(state, torch.get_rng_state())  # measuring a frozen policy mid-run must not change training

@@ -53,6 +53,7 @@ def export_policies(
     episodes: int = 50,
     root: str | os.PathLike[str] | None = None,
     include_expert: bool | None = None,
+    include_medium: bool = True,
 ) -> dict[str, Any]:
     """Copy the run's medium and best snapshots into ``<root>/<task>/`` and update the index; returns its entry.
 
@@ -95,7 +96,11 @@ def export_policies(
         index["tasks"][task] = dict(old, opponent=entry["opponent"])
         write_index(index, root)  # the expert is measured against this opponent below
 
-    medium = summary["medium"]
+    medium = summary["medium"] if include_medium else None
+    if not include_medium:  # keep the medium policy (and its mixed data) exported earlier, e.g. from a finer pass
+        for key in ("medium", "mixed", "medium_target"):
+            if key in old:
+                entry[key] = old[key]
     if medium is not None:
         dst = root / task / "medium.pt"
         sha = _copy_in(run_dir / "snapshots" / f"actor_{medium['step']:08d}.pt", dst)
@@ -114,7 +119,7 @@ def export_policies(
     if include_expert is None:
         include_expert = entry["run"]["finished"]
     if not include_expert:
-        if medium is None and r.medium_target is not None:
+        if "medium" not in entry and r.medium_target is not None:
             entry["medium_note"] = f"the run has not reached the medium target {r.medium_target:.0f} yet"
         index["tasks"][task] = entry
         write_index(index, root)
@@ -133,7 +138,7 @@ def export_policies(
             f"below the literature's expert level ({r.expert_reference:.0f}, D4RL bullet REF_MAX) after "
             f"{summary['step']} of {summary['config']['steps']} steps; the published level needs more training"
         )
-    if medium is None and r.medium_target is not None:
+    if "medium" not in entry and r.medium_target is not None:
         entry["medium_note"] = f"the run has not reached the medium target {r.medium_target:.0f} yet"
     index["tasks"][task] = entry
     index["format"] = 1

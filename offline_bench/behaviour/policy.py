@@ -159,7 +159,10 @@ class CheckpointPolicy:
 
 def build_actor(payload: dict[str, Any]) -> nn.Module:
     args = (payload["n_agents"], payload["obs_dim"], payload["action_dim"], tuple(payload["hidden_sizes"]))
-    actor: nn.Module = GaussianActor(*args) if payload["kind"] == "gaussian" else DeterministicActor(*args)
+    # Building the network draws initial weights; fork the generator so loading a policy (e.g. to measure it in
+    # the middle of a training run) never changes the caller's random stream.
+    with torch.random.fork_rng(devices=[]):
+        actor: nn.Module = GaussianActor(*args) if payload["kind"] == "gaussian" else DeterministicActor(*args)
     actor.load_state_dict(payload["state_dict"])
     return actor
 

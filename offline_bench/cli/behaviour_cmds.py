@@ -112,7 +112,10 @@ def status(task: str, seed: int, workdir: str | None) -> None:
               help="Export the best snapshot as the expert policy (default: only when the run finished its budget).")
 @click.option("--policies", type=click.Path(file_okay=False), default=None,
               help="Policy folder to export into (default: the repository's datasets/policies).")
-def export(task: str, seed: int, workdir: str | None, episodes: int, expert: bool | None, policies: str | None) -> None:
+@click.option("--medium/--keep-medium", default=True, show_default=True,
+              help="Export the run's medium policy, or keep the one already in the index.")
+def export(task: str, seed: int, workdir: str | None, episodes: int, expert: bool | None, policies: str | None,
+           medium: bool) -> None:
     """Copy a run's medium and best (expert) actors into datasets/policies/TASK/ and record them in the index.
 
     Safe while the run is still training: it reads the run's files and measures the returns on its own envs.
@@ -122,7 +125,8 @@ def export(task: str, seed: int, workdir: str | None, episodes: int, expert: boo
 
     run_dir = Path(workdir) if workdir else default_workdir(task, seed)
     try:
-        entry = export_policies(task, run_dir, episodes=episodes, root=policies, include_expert=expert)
+        entry = export_policies(task, run_dir, episodes=episodes, root=policies, include_expert=expert,
+                                include_medium=medium)
     except (FileNotFoundError, RuntimeError) as err:
         raise click.ClickException(str(err)) from None
     click.echo(json.dumps(entry, indent=2))
