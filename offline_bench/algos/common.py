@@ -258,8 +258,12 @@ def make_adam(params: Iterable[nn.Parameter] | Iterable[Tensor], lr: float, weig
     """Adam with the fused kernel (CPU and CUDA): the optimizer step is a large share of a small network's update."""
     params = list(params)
     device = params[0].device if params else torch.device("cpu")
-    fused = device.type in ("cpu", "cuda")
-    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused)
+    if device.type in ("cpu", "cuda"):
+        try:
+            return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+        except RuntimeError:  # torch < 2.4 has no fused CPU kernel
+            pass
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
 
 
 def clip_grad_norm(params: Iterable[Tensor], max_norm: float | None, n_agents: int = 1) -> Tensor | None:
