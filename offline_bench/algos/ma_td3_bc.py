@@ -24,6 +24,8 @@ Deviations:
   with batch statistics, Q(o, pi(o)) is evaluated in a coordinate system shifted by the policy's own action
   spread, which on a one-step bandit left the policy worse than the noisy data; with running statistics it
   recovers the best action.
+- Agents with fewer action dimensions than the padded size get exact zeros on the padding (policy, target and
+  evaluation actions), matching the dataset's padding.
 - The twin critics have separate input BatchNorm statistics (the authors share one BatchNorm between the two
   heads); both see the same inputs, so the statistics are equal and only the affine parameters differ.
 """
@@ -101,6 +103,10 @@ class MATD3BC:
         self.critic_params = list(self.critic.parameters())
         self.actor_opt = make_adam(self.actor_params, config.actor_lr)
         self.critic_opt = make_adam(self.critic_params, config.critic_lr)
+        mask = torch.zeros(n, a, device=self.device)
+        for i, size in enumerate(problem.action_sizes):
+            mask[i, :size] = 1.0
+        self.action_mask = mask  # [N, A]: 1 on each agent's true action dimensions, 0 on padding
         self.updates = 0
         self.last_actor_loss = torch.zeros((), device=self.device)
 
@@ -114,7 +120,7 @@ class MATD3BC:
             noise = (torch.randn_like(batch.action) * c.policy_noise).clamp(-c.noise_clip, c.noise_clip)
             with bf16_autocast(self.device, c.bf16):
                 next_pi = self.actor_target(next_obs).float()  # [B, N, A]
-            next_action = (next_pi + noise).clamp(-1.0, 1.0)  # [B, N, A]
+            next_action = (next_pi + noise).clamp(-1.0, 1.0) * self.action_mask  # [B, N, A], zero padding
             with bf16_autocast(self.device, c.bf16):
                 next_q = self.critic_target(next_obs, next_action).float().amin(-1, keepdim=True)  # [B, N, 1]
             target = td_target(batch.reward, batch.done, next_q, c.gamma)  # [B, N, 1]
@@ -126,7 +132,7 @@ class MATD3BC:
         # Actors (each through its own first critic; others' actions from data if centralized), then targets.
         if self.updates % c.policy_freq == 0:
             with bf16_autocast(self.device, c.bf16):
-                pi = self.actor(obs).float()  # [B, N, A]
+                pi = self.actor(obs).float() * self.action_mask  # [B, N, A], zero padding as in the data
             with bf16_autocast(self.device, c.bf16), eval_mode(self.critic):  # Q at pi on the data's input scale
                 q_pi = self.critic.first(obs, pi, others=batch.action).float()  # [B, N]
             actor_loss = bc_actor_loss(q_pi, pi, batch.action, c.alpha)
@@ -145,7 +151,7 @@ class MATD3BC:
     def act(self, obs: Tensor) -> Tensor:
         """Deterministic actions ``[E, N, O] -> [E, N, A]`` from raw observations (BatchNorm in eval mode)."""
         with eval_mode(self.actor):
-            return self.actor(self.normalizer(obs.to(self.device, torch.float32)))  # [E, N, A]
+            return self.actor(self.normalizer(obs.to(self.device, torch.float32))) * self.action_mask  # [E, N, A]
 
     def state_dict(self) -> dict[str, Any]:
         return {
