@@ -19,6 +19,9 @@ Deviations:
 - Default ``nn.Linear`` initialisation (the reference uses rlkit's fan-in init, CORL orthogonal init).
 - Observations are standardised with the dataset's statistics (``normalize_obs``; CORL's option, off in the
   authors' code).
+- Optional ``bf16=true``: network matmuls under bfloat16 autocast (float32 parameters, optimizer and losses);
+  off by default. On this project's CPUs (AVX512-BF16) it makes an update ~2.5x faster; the float32 update does
+  the same FLOPs as d3rlpy's and runs at the same speed.
 - Losses are means over the batch summed over agents, so the same code runs with an agent axis; CQL itself is
   single-agent (MA-CQL in ``ma_cql.py`` reuses ``conservative_penalty``).
 """

@@ -12,6 +12,8 @@ Deviations:
 - Twin critics are one stacked network over an ensemble axis (same maths, one kernel per layer).
 - The actor's gradient is taken through the first critic with the critic's weight gradients skipped
   (``backward(inputs=actor params)``), which is what the reference computes and then discards.
+- Optional ``bf16=true``: network matmuls under bfloat16 autocast (float32 parameters, optimizer and losses);
+  off by default, ~2x faster updates on CPUs with AVX512-BF16.
 - Metrics of the delayed actor step are carried over between actor updates so every step returns the same keys.
 """
 from __future__ import annotations
