@@ -60,7 +60,9 @@ from offline_bench.algos.common import (
     GaussianActor,
     ObsNormalizer,
     frozen_copy,
+    load_module_states,
     make_adam,
+    module_states,
     optimizer_step,
     td_target,
 )
@@ -69,6 +71,9 @@ from offline_bench.config import cfg
 from offline_bench.nn import StackedMLP, agents_to_groups, soft_update
 
 MMD_KERNELS = ("laplacian", "gaussian")
+# Modules and optimizers a checkpoint carries; the Lagrange multiplier is saved as a tensor.
+_STATE_NAMES = ("obs_norm", "actor", "actor_target", "critic", "critic_target", "vae",
+                "actor_opt", "critic_opt", "vae_opt", "lagrange_opt")
 
 
 @dataclass(frozen=True)
@@ -342,27 +347,15 @@ class BEAR:
     def state_dict(self) -> dict[str, Any]:
         return {
             "step": self.step,
-            "obs_norm": self.obs_norm.state_dict(),
-            "actor": self.actor.state_dict(),
-            "actor_target": self.actor_target.state_dict(),
-            "critic": self.critic.state_dict(),
-            "critic_target": self.critic_target.state_dict(),
-            "vae": self.vae.state_dict(),
+            **module_states(self, _STATE_NAMES),
             "log_lagrange": self.log_lagrange.detach().clone(),
-            "actor_opt": self.actor_opt.state_dict(),
-            "critic_opt": self.critic_opt.state_dict(),
-            "vae_opt": self.vae_opt.state_dict(),
-            "lagrange_opt": self.lagrange_opt.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
-        for name in ("obs_norm", "actor", "actor_target", "critic", "critic_target", "vae"):
-            getattr(self, name).load_state_dict(state[name])
+        load_module_states(self, state, _STATE_NAMES)
         with torch.no_grad():
             self.log_lagrange.copy_(state["log_lagrange"])
-        for name in ("actor_opt", "critic_opt", "vae_opt", "lagrange_opt"):
-            getattr(self, name).load_state_dict(state[name])
 
 
 __all__ = [

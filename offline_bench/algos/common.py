@@ -11,6 +11,8 @@ import contextlib
 import copy
 import math
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -266,6 +268,106 @@ def make_adam(params: Iterable[nn.Parameter] | Iterable[Tensor], lr: float, weig
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
 
 
+def action_mask(problem: Problem, device: torch.device) -> Tensor:
+    """``[N, A]``: 1 on each agent's true action dimensions, 0 on padding."""
+    mask = torch.zeros(problem.n_agents, problem.action_dim, device=device)
+    for n, size in enumerate(problem.action_sizes):
+        mask[n, :size] = 1.0
+    return mask
+
+
+@torch.no_grad()
+def deterministic_act(
+    actor: nn.Module, normalizer: ObsNormalizer, obs: Tensor, mask: Tensor | None = None
+) -> Tensor:
+    """Evaluation actions from raw observations: ``[E, N, O] -> [E, N, A]``, ``actor(normalizer(obs))`` with the
+    actor in eval mode (BatchNorm uses its running statistics; its mode is restored), times ``mask [N, A]`` if given."""
+    obs = obs.to(normalizer.mean.device, torch.float32)  # [E, N, O]
+    with eval_mode(actor):
+        action = actor(normalizer(obs))  # [E, N, A]
+    return action if mask is None else action * mask  # [E, N, A]
+
+
+def module_states(owner: object, names: Sequence[str]) -> dict[str, Any]:
+    """``{name: owner.<name>.state_dict()}`` for modules and optimizers; the caller adds its counters and tensors."""
+    return {name: getattr(owner, name).state_dict() for name in names}
+
+
+def load_module_states(owner: object, state: dict[str, Any], names: Sequence[str]) -> None:
+    """Inverse of ``module_states``: ``owner.<name>.load_state_dict(state[name])`` for each name."""
+    for name in names:
+        getattr(owner, name).load_state_dict(state[name])
+
+
+# The ``TD3Networks`` fields a checkpoint carries (parameter lists and the mask are rebuilt by ``td3_networks``).
+TD3_STATE_NAMES = ("actor", "critic", "actor_target", "critic_target", "actor_opt", "critic_opt", "normalizer")
+
+
+@dataclass(frozen=True)
+class TD3Networks:
+    """What every TD3-backbone algorithm (TD3+BC, MA-TD3+BC, MA-CQL, MA-ICQ, OMAR) builds: see ``td3_networks``."""
+
+    normalizer: ObsNormalizer
+    actor: DeterministicActor
+    critic: AgentCritics
+    actor_target: DeterministicActor | None  # None when the algorithm has no target actor (MA-ICQ)
+    critic_target: AgentCritics
+    actor_params: list[nn.Parameter]
+    critic_params: list[nn.Parameter]
+    actor_opt: torch.optim.Adam
+    critic_opt: torch.optim.Adam
+    mask: Tensor  # [N, A]: 1 on each agent's true action dimensions, 0 on padding
+
+
+def td3_networks(
+    problem: Problem,
+    device: torch.device,
+    hidden_sizes: Sequence[int],
+    n_critics: int,
+    actor_lr: float,
+    critic_lr: float,
+    normalize_obs: bool,
+    centralized: bool = False,
+    input_norm: bool = False,
+    actor_final_init: float = 0.0,
+    actor_weight_decay: float = 0.0,
+    actor_target: bool = True,
+    eval_targets: bool = False,
+) -> TD3Networks:
+    """Normaliser, deterministic actor, critic ensemble, frozen targets, Adam optimizers and action mask.
+
+    Construction order is fixed (actor, then critics, then targets as copies), so one seed gives the same weights
+    in every algorithm. ``actor_final_init <= 0`` keeps the default output-layer init; ``eval_targets`` puts the
+    targets in eval mode (their BatchNorm normalises with the running statistics).
+    """
+    n, o, a = problem.n_agents, problem.obs_dim, problem.action_dim
+    final_init = actor_final_init if actor_final_init > 0 else None
+    normalizer = ObsNormalizer(problem, enabled=normalize_obs).to(device)
+    actor = DeterministicActor(n, o, a, hidden_sizes, input_norm=input_norm, final_init=final_init).to(device)
+    critic = AgentCritics(
+        n, o, a, hidden_sizes, n_critics, centralized=centralized, input_norm=input_norm
+    ).to(device)
+    actor_tgt = frozen_copy(actor) if actor_target else None
+    critic_tgt = frozen_copy(critic)
+    if eval_targets:
+        critic_tgt.eval()
+        if actor_tgt is not None:
+            actor_tgt.eval()
+    actor_params, critic_params = list(actor.parameters()), list(critic.parameters())
+    return TD3Networks(
+        normalizer=normalizer,
+        actor=actor,
+        critic=critic,
+        actor_target=actor_tgt,
+        critic_target=critic_tgt,
+        actor_params=actor_params,
+        critic_params=critic_params,
+        actor_opt=make_adam(actor_params, actor_lr, weight_decay=actor_weight_decay),
+        critic_opt=make_adam(critic_params, critic_lr),
+        mask=action_mask(problem, device),
+    )
+
+
 def clip_grad_norm(params: Iterable[Tensor], max_norm: float | None, n_agents: int = 1) -> Tensor | None:
     """Clip gradient norms without a host sync; ``None`` or <= 0 disables clipping. Returns the norms before
     clipping (``[n_agents]``).
@@ -312,18 +414,25 @@ def uniform_actions(shape: Sequence[int], device: torch.device, dtype: torch.dty
 
 
 __all__ = [
+    "TD3_STATE_NAMES",
     "AgentCritics",
     "DeterministicActor",
     "GaussianActor",
     "ObsNormalizer",
+    "TD3Networks",
+    "action_mask",
     "bf16_autocast",
     "clip_grad_norm",
+    "deterministic_act",
     "eval_mode",
     "frozen_copy",
+    "load_module_states",
     "make_adam",
+    "module_states",
     "optimizer_step",
     "tanh_gaussian_log_prob",
     "tanh_gaussian_sample",
+    "td3_networks",
     "td_target",
     "uniform_actions",
 ]

@@ -40,8 +40,11 @@ from offline_bench.algos.common import (
     GaussianActor,
     bf16_autocast,
     ObsNormalizer,
+    deterministic_act,
     frozen_copy,
+    load_module_states,
     make_adam,
+    module_states,
     optimizer_step,
     tanh_gaussian_log_prob,
     tanh_gaussian_sample,
@@ -95,6 +98,11 @@ def conservative_penalty(q_sampled: Tensor, log_density: Tensor, q_data: Tensor,
     assert q_sampled.shape[:-1] == q_data.shape, f"q_data {tuple(q_data.shape)} vs q_sampled {tuple(q_sampled.shape)}"
     soft_max = temperature * torch.logsumexp((q_sampled - log_density) / temperature, dim=-1)  # [...]
     return soft_max - q_data  # [...]
+
+
+# Modules and optimizers a checkpoint carries; the entropy and Lagrange multipliers are saved as tensors.
+_STATE_NAMES = ("actor", "critic", "critic_target", "actor_opt", "critic_opt", "alpha_opt", "alpha_prime_opt",
+                "normalizer")
 
 
 class CQL:
@@ -195,30 +203,20 @@ class CQL:
             metrics["cql_alpha_prime"] = alpha_prime.detach().mean()
         return metrics
 
-    @torch.no_grad()
     def act(self, obs: Tensor) -> Tensor:
         """Deterministic actions ``tanh(mean)``: ``[E, N, O] -> [E, N, A]`` from raw observations."""
-        return self.actor.deterministic(self.normalizer(obs.to(self.device, torch.float32)))  # [E, N, A]
+        return deterministic_act(self.actor, self.normalizer, obs)  # the actor's forward is tanh(mean)
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "actor": self.actor.state_dict(),
-            "critic": self.critic.state_dict(),
-            "critic_target": self.critic_target.state_dict(),
+            **module_states(self, _STATE_NAMES),
             "log_alpha": self.log_alpha.detach().clone(),
             "log_alpha_prime": self.log_alpha_prime.detach().clone(),
-            "actor_opt": self.actor_opt.state_dict(),
-            "critic_opt": self.critic_opt.state_dict(),
-            "alpha_opt": self.alpha_opt.state_dict(),
-            "alpha_prime_opt": self.alpha_prime_opt.state_dict(),
-            "normalizer": self.normalizer.state_dict(),
             "updates": self.updates,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for name in ("actor", "critic", "critic_target", "actor_opt", "critic_opt", "alpha_opt", "alpha_prime_opt",
-                     "normalizer"):
-            getattr(self, name).load_state_dict(state[name])
+        load_module_states(self, state, _STATE_NAMES)
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
             self.log_alpha_prime.copy_(state["log_alpha_prime"])

@@ -40,13 +40,14 @@ import torch
 from torch import Tensor
 
 from offline_bench.algos.base import Problem
-from offline_bench.algos.common import AgentCritics, DeterministicActor, ObsNormalizer, frozen_copy, make_adam
-from offline_bench.algos.ma_cql import CRITIC_KINDS, action_mask, agent_step
+from offline_bench.algos.common import deterministic_act, load_module_states, module_states, td3_networks
+from offline_bench.algos.ma_cql import CRITIC_KINDS, agent_step
 from offline_bench.batch import Batch
 from offline_bench.config import cfg
 from offline_bench.nn import soft_update
 
 _MASKED = -1e9  # logit of rows left out of a batch softmax
+_STATE_NAMES = ("actor", "critic", "critic_target", "actor_opt", "critic_opt", "normalizer")  # no target actor
 
 
 @dataclass(frozen=True)
@@ -111,22 +112,17 @@ class MAICQ:
         if config.icq_beta <= 0 or config.icq_alpha <= 0:
             raise ValueError("icq_beta and icq_alpha must be > 0")
         self.config, self.problem, self.device = config, problem, torch.device(device)
-        n, o, a = problem.n_agents, problem.obs_dim, problem.action_dim
-        final_init = config.actor_final_init if config.actor_final_init > 0 else None
-        self.normalizer = ObsNormalizer(problem, enabled=config.normalize_obs).to(self.device)
-        self.actor = DeterministicActor(
-            n, o, a, config.hidden_sizes, input_norm=config.input_norm, final_init=final_init
-        ).to(self.device)
-        self.critic = AgentCritics(
-            n, o, a, config.hidden_sizes, config.n_critics,
-            centralized=config.critic == "centralized", input_norm=config.input_norm,
-        ).to(self.device)
-        self.critic_target = frozen_copy(self.critic)
-        self.actor_params = list(self.actor.parameters())
-        self.critic_params = list(self.critic.parameters())
-        self.actor_opt = make_adam(self.actor_params, config.actor_lr, weight_decay=config.actor_weight_decay)
-        self.critic_opt = make_adam(self.critic_params, config.critic_lr)
-        self.mask = action_mask(problem, self.device)  # [N, A]
+        nets = td3_networks(
+            problem, self.device, config.hidden_sizes, config.n_critics, config.actor_lr, config.critic_lr,
+            config.normalize_obs, centralized=config.critic == "centralized", input_norm=config.input_norm,
+            actor_final_init=config.actor_final_init, actor_weight_decay=config.actor_weight_decay,
+            actor_target=False,
+        )
+        self.normalizer, self.actor, self.critic = nets.normalizer, nets.actor, nets.critic
+        self.critic_target = nets.critic_target
+        self.actor_params, self.critic_params = nets.actor_params, nets.critic_params
+        self.actor_opt, self.critic_opt = nets.actor_opt, nets.critic_opt
+        self.mask = nets.mask  # [N, A]
         self.updates = 0
 
     def update(self, batch: Batch) -> dict[str, Tensor]:
@@ -166,28 +162,13 @@ class MAICQ:
             "advantage_mean": (advantage * rows).sum() / (n_rows * n),
         }
 
-    @torch.no_grad()
     def act(self, obs: Tensor) -> Tensor:
         """Deterministic actions ``[E, N, O] -> [E, N, A]`` from raw observations (BatchNorm in eval mode)."""
-        was_training = self.actor.training
-        self.actor.eval()
-        try:
-            return self.actor(self.normalizer(obs.to(self.device, torch.float32))) * self.mask  # [E, N, A]
-        finally:
-            self.actor.train(was_training)
+        return deterministic_act(self.actor, self.normalizer, obs, self.mask)
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "actor": self.actor.state_dict(),
-            "critic": self.critic.state_dict(),
-            "critic_target": self.critic_target.state_dict(),
-            "actor_opt": self.actor_opt.state_dict(),
-            "critic_opt": self.critic_opt.state_dict(),
-            "normalizer": self.normalizer.state_dict(),
-            "updates": self.updates,
-        }
+        return {**module_states(self, _STATE_NAMES), "updates": self.updates}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for name in ("actor", "critic", "critic_target", "actor_opt", "critic_opt", "normalizer"):
-            getattr(self, name).load_state_dict(state[name])
+        load_module_states(self, state, _STATE_NAMES)
         self.updates = int(state["updates"])

@@ -39,14 +39,14 @@ from torch import Tensor
 
 from offline_bench.algos.base import Problem
 from offline_bench.algos.common import (
-    AgentCritics,
-    DeterministicActor,
-    ObsNormalizer,
+    TD3_STATE_NAMES,
     bf16_autocast,
+    deterministic_act,
     eval_mode,
-    frozen_copy,
-    make_adam,
+    load_module_states,
+    module_states,
     optimizer_step,
+    td3_networks,
     td_target,
 )
 from offline_bench.algos.td3_bc import bc_actor_loss, td3_critic_loss
@@ -86,27 +86,17 @@ class MATD3BC:
         if config.critic not in CRITIC_KINDS:
             raise ValueError(f"critic must be one of {', '.join(CRITIC_KINDS)}, got {config.critic!r}")
         self.config, self.problem, self.device = config, problem, torch.device(device)
-        n, o, a = problem.n_agents, problem.obs_dim, problem.action_dim
-        final_init = config.actor_final_init if config.actor_final_init > 0 else None
-        self.normalizer = ObsNormalizer(problem, enabled=config.normalize_obs).to(self.device)
-        self.actor = DeterministicActor(
-            n, o, a, config.hidden_sizes, input_norm=config.input_norm, final_init=final_init
-        ).to(self.device)
-        self.critic = AgentCritics(
-            n, o, a, config.hidden_sizes, config.n_critics,
-            centralized=config.critic == "centralized", input_norm=config.input_norm,
-        ).to(self.device)
         # Targets always use running BatchNorm statistics (copied from the online networks by soft_update).
-        self.actor_target = frozen_copy(self.actor).eval()
-        self.critic_target = frozen_copy(self.critic).eval()
-        self.actor_params = list(self.actor.parameters())
-        self.critic_params = list(self.critic.parameters())
-        self.actor_opt = make_adam(self.actor_params, config.actor_lr)
-        self.critic_opt = make_adam(self.critic_params, config.critic_lr)
-        mask = torch.zeros(n, a, device=self.device)
-        for i, size in enumerate(problem.action_sizes):
-            mask[i, :size] = 1.0
-        self.action_mask = mask  # [N, A]: 1 on each agent's true action dimensions, 0 on padding
+        nets = td3_networks(
+            problem, self.device, config.hidden_sizes, config.n_critics, config.actor_lr, config.critic_lr,
+            config.normalize_obs, centralized=config.critic == "centralized", input_norm=config.input_norm,
+            actor_final_init=config.actor_final_init, eval_targets=True,
+        )
+        self.normalizer, self.actor, self.critic = nets.normalizer, nets.actor, nets.critic
+        self.actor_target, self.critic_target = nets.actor_target, nets.critic_target
+        self.actor_params, self.critic_params = nets.actor_params, nets.critic_params
+        self.actor_opt, self.critic_opt = nets.actor_opt, nets.critic_opt
+        self.mask = nets.mask  # [N, A]: 1 on each agent's true action dimensions, 0 on padding
         self.updates = 0
         self.last_actor_loss = torch.zeros((), device=self.device)
 
@@ -120,7 +110,7 @@ class MATD3BC:
             noise = (torch.randn_like(batch.action) * c.policy_noise).clamp(-c.noise_clip, c.noise_clip)
             with bf16_autocast(self.device, c.bf16):
                 next_pi = self.actor_target(next_obs).float()  # [B, N, A]
-            next_action = (next_pi + noise).clamp(-1.0, 1.0) * self.action_mask  # [B, N, A], zero padding
+            next_action = (next_pi + noise).clamp(-1.0, 1.0) * self.mask  # [B, N, A], zero padding
             with bf16_autocast(self.device, c.bf16):
                 next_q = self.critic_target(next_obs, next_action).float().amin(-1, keepdim=True)  # [B, N, 1]
             target = td_target(batch.reward, batch.done, next_q, c.gamma)  # [B, N, 1]
@@ -132,7 +122,7 @@ class MATD3BC:
         # Actors (each through its own first critic; others' actions from data if centralized), then targets.
         if self.updates % c.policy_freq == 0:
             with bf16_autocast(self.device, c.bf16):
-                pi = self.actor(obs).float() * self.action_mask  # [B, N, A], zero padding as in the data
+                pi = self.actor(obs).float() * self.mask  # [B, N, A], zero padding as in the data
             with bf16_autocast(self.device, c.bf16), eval_mode(self.critic):  # Q at pi on the data's input scale
                 q_pi = self.critic.first(obs, pi, others=batch.action).float()  # [B, N]
             actor_loss = bc_actor_loss(q_pi, pi, batch.action, c.alpha)
@@ -147,27 +137,15 @@ class MATD3BC:
             "q_mean": q.detach().mean(),
         }
 
-    @torch.no_grad()
     def act(self, obs: Tensor) -> Tensor:
         """Deterministic actions ``[E, N, O] -> [E, N, A]`` from raw observations (BatchNorm in eval mode)."""
-        with eval_mode(self.actor):
-            return self.actor(self.normalizer(obs.to(self.device, torch.float32))) * self.action_mask  # [E, N, A]
+        return deterministic_act(self.actor, self.normalizer, obs, self.mask)
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "actor": self.actor.state_dict(),
-            "critic": self.critic.state_dict(),
-            "actor_target": self.actor_target.state_dict(),
-            "critic_target": self.critic_target.state_dict(),
-            "actor_opt": self.actor_opt.state_dict(),
-            "critic_opt": self.critic_opt.state_dict(),
-            "normalizer": self.normalizer.state_dict(),
-            "updates": self.updates,
-            "last_actor_loss": self.last_actor_loss,
-        }
+        scalars = {"updates": self.updates, "last_actor_loss": self.last_actor_loss}
+        return {**module_states(self, TD3_STATE_NAMES), **scalars}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for name in ("actor", "critic", "actor_target", "critic_target", "actor_opt", "critic_opt", "normalizer"):
-            getattr(self, name).load_state_dict(state[name])
+        load_module_states(self, state, TD3_STATE_NAMES)
         self.updates = int(state["updates"])
         self.last_actor_loss = state["last_actor_loss"].to(self.device)

@@ -37,8 +37,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from offline_bench.algos.base import Problem
-from offline_bench.algos.common import AgentCritics, DeterministicActor, ObsNormalizer, frozen_copy, make_adam
-from offline_bench.algos.ma_cql import CRITIC_KINDS, action_mask, agent_step, conservative_critic_update
+from offline_bench.algos.common import (
+    TD3_STATE_NAMES,
+    AgentCritics,
+    deterministic_act,
+    load_module_states,
+    module_states,
+    td3_networks,
+)
+from offline_bench.algos.ma_cql import CRITIC_KINDS, agent_step, conservative_critic_update
 from offline_bench.batch import Batch
 from offline_bench.config import cfg
 from offline_bench.nn import soft_update
@@ -190,22 +197,16 @@ class OMAR:
         if not 0.0 <= config.omar_coe <= 1.0:
             raise ValueError(f"omar_coe must be in [0, 1], got {config.omar_coe}")
         self.config, self.problem, self.device = config, problem, torch.device(device)
-        n, o, a = problem.n_agents, problem.obs_dim, problem.action_dim
-        final_init = config.actor_final_init if config.actor_final_init > 0 else None
-        self.normalizer = ObsNormalizer(problem, enabled=config.normalize_obs).to(self.device)
-        self.actor = DeterministicActor(
-            n, o, a, config.hidden_sizes, input_norm=config.input_norm, final_init=final_init
-        ).to(self.device)
-        self.critic = AgentCritics(
-            n, o, a, config.hidden_sizes, config.n_critics,
-            centralized=config.critic == "centralized", input_norm=config.input_norm,
-        ).to(self.device)
-        self.actor_target = frozen_copy(self.actor)
-        self.critic_target = frozen_copy(self.critic)
-        self.actor_params = list(self.actor.parameters())
-        self.actor_opt = make_adam(self.actor_params, config.actor_lr)
-        self.critic_opt = make_adam(self.critic.parameters(), config.critic_lr)
-        self.mask = action_mask(problem, self.device)  # [N, A]
+        nets = td3_networks(
+            problem, self.device, config.hidden_sizes, config.n_critics, config.actor_lr, config.critic_lr,
+            config.normalize_obs, centralized=config.critic == "centralized", input_norm=config.input_norm,
+            actor_final_init=config.actor_final_init,
+        )
+        self.normalizer, self.actor, self.critic = nets.normalizer, nets.actor, nets.critic
+        self.actor_target, self.critic_target = nets.actor_target, nets.critic_target
+        self.actor_params, self.critic_params = nets.actor_params, nets.critic_params
+        self.actor_opt, self.critic_opt = nets.actor_opt, nets.critic_opt
+        self.mask = nets.mask  # [N, A]
         self.updates = 0
         self.last_actor_loss = torch.zeros((), device=self.device)
         self.last_rectified = torch.zeros((), device=self.device)
@@ -241,33 +242,18 @@ class OMAR:
         metrics["rectified_fraction"] = self.last_rectified
         return metrics
 
-    @torch.no_grad()
     def act(self, obs: Tensor) -> Tensor:
         """Deterministic actions ``[E, N, O] -> [E, N, A]`` from raw observations (BatchNorm in eval mode)."""
-        was_training = self.actor.training
-        self.actor.eval()
-        try:
-            return self.actor(self.normalizer(obs.to(self.device, torch.float32))) * self.mask  # [E, N, A]
-        finally:
-            self.actor.train(was_training)
+        return deterministic_act(self.actor, self.normalizer, obs, self.mask)
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "actor": self.actor.state_dict(),
-            "critic": self.critic.state_dict(),
-            "actor_target": self.actor_target.state_dict(),
-            "critic_target": self.critic_target.state_dict(),
-            "actor_opt": self.actor_opt.state_dict(),
-            "critic_opt": self.critic_opt.state_dict(),
-            "normalizer": self.normalizer.state_dict(),
-            "updates": self.updates,
-            "last_actor_loss": self.last_actor_loss,
-            "last_rectified": self.last_rectified,
+        scalars = {
+            "updates": self.updates, "last_actor_loss": self.last_actor_loss, "last_rectified": self.last_rectified,
         }
+        return {**module_states(self, TD3_STATE_NAMES), **scalars}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for name in ("actor", "critic", "actor_target", "critic_target", "actor_opt", "critic_opt", "normalizer"):
-            getattr(self, name).load_state_dict(state[name])
+        load_module_states(self, state, TD3_STATE_NAMES)
         self.updates = int(state["updates"])
         self.last_actor_loss = state["last_actor_loss"].to(self.device)
         self.last_rectified = state["last_rectified"].to(self.device)

@@ -26,13 +26,13 @@ from torch import Tensor
 
 from offline_bench.algos.base import Problem
 from offline_bench.algos.common import (
-    AgentCritics,
-    DeterministicActor,
-    ObsNormalizer,
+    TD3_STATE_NAMES,
     bf16_autocast,
-    frozen_copy,
-    make_adam,
+    deterministic_act,
+    load_module_states,
+    module_states,
     optimizer_step,
+    td3_networks,
     td_target,
 )
 from offline_bench.batch import Batch
@@ -86,16 +86,12 @@ class TD3BC:
                 f"td3bc is single-agent but the dataset has {problem.n_agents} agents; use --algo ma-td3bc"
             )
         self.config, self.problem, self.device = config, problem, torch.device(device)
-        n, o, a = problem.n_agents, problem.obs_dim, problem.action_dim
-        self.normalizer = ObsNormalizer(problem, enabled=config.normalize_obs).to(self.device)
-        self.actor = DeterministicActor(n, o, a, config.hidden_sizes).to(self.device)
-        self.critic = AgentCritics(n, o, a, config.hidden_sizes, config.n_critics).to(self.device)
-        self.actor_target = frozen_copy(self.actor)
-        self.critic_target = frozen_copy(self.critic)
-        self.actor_params = list(self.actor.parameters())
-        self.critic_params = list(self.critic.parameters())
-        self.actor_opt = make_adam(self.actor_params, config.actor_lr)
-        self.critic_opt = make_adam(self.critic_params, config.critic_lr)
+        nets = td3_networks(problem, self.device, config.hidden_sizes, config.n_critics, config.actor_lr,
+                            config.critic_lr, config.normalize_obs)
+        self.normalizer, self.actor, self.critic = nets.normalizer, nets.actor, nets.critic
+        self.actor_target, self.critic_target = nets.actor_target, nets.critic_target
+        self.actor_params, self.critic_params = nets.actor_params, nets.critic_params
+        self.actor_opt, self.critic_opt = nets.actor_opt, nets.critic_opt
         self.updates = 0
         self.last_actor_loss = torch.zeros((), device=self.device)
 
@@ -135,26 +131,15 @@ class TD3BC:
             "q_mean": q.detach().mean(),
         }
 
-    @torch.no_grad()
     def act(self, obs: Tensor) -> Tensor:
         """Deterministic actions ``[E, N, O] -> [E, N, A]`` from raw observations."""
-        return self.actor(self.normalizer(obs.to(self.device, torch.float32)))  # [E, N, A]
+        return deterministic_act(self.actor, self.normalizer, obs)
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "actor": self.actor.state_dict(),
-            "critic": self.critic.state_dict(),
-            "actor_target": self.actor_target.state_dict(),
-            "critic_target": self.critic_target.state_dict(),
-            "actor_opt": self.actor_opt.state_dict(),
-            "critic_opt": self.critic_opt.state_dict(),
-            "normalizer": self.normalizer.state_dict(),
-            "updates": self.updates,
-            "last_actor_loss": self.last_actor_loss,
-        }
+        scalars = {"updates": self.updates, "last_actor_loss": self.last_actor_loss}
+        return {**module_states(self, TD3_STATE_NAMES), **scalars}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for name in ("actor", "critic", "actor_target", "critic_target", "actor_opt", "critic_opt", "normalizer"):
-            getattr(self, name).load_state_dict(state[name])
+        load_module_states(self, state, TD3_STATE_NAMES)
         self.updates = int(state["updates"])
         self.last_actor_loss = state["last_actor_loss"].to(self.device)
