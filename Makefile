@@ -20,14 +20,21 @@ $(BIN)/.installed: setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev,ray]"
 	touch $@
 
-# The main job on a small default: collect small datasets for one single-agent and one multi-agent task,
-# then list and verify them.
+# The main job on a small default: collect -> train -> report.
+# 1. collect a single-agent (hopper-medium, from the shipped SAC policy) and a multi-agent (spread-random) dataset,
+#    list the catalog and verify both files;
+# 2. train the four single-agent and the four multi-agent algorithms on them, 2 seeds each, at a quick budget;
+# 3. write the tables and learning curves to $(RUNS)/report and print the Markdown table.
+OB := $(BIN)/offline-bench
 run: setup
-	$(BIN)/offline-bench collect hopper-random --steps 5000 --root $(DATA)
-	$(BIN)/offline-bench collect spread-random --steps 5000 --root $(DATA)
-	$(BIN)/offline-bench datasets list --root $(DATA)
-	$(BIN)/offline-bench datasets verify hopper-random --root $(DATA)
-	$(BIN)/offline-bench datasets verify spread-random --root $(DATA)
+	$(OB) collect hopper-medium --steps 20000 --root $(DATA)
+	$(OB) collect spread-random --steps 20000 --root $(DATA)
+	$(OB) datasets list --root $(DATA)
+	$(OB) datasets verify hopper-medium --root $(DATA)
+	$(OB) datasets verify spread-random --root $(DATA)
+	$(OB) sweep --algos td3bc,cql,bear,dbr --datasets hopper-medium --seeds 2 --budget quick --jobs 2 --root $(DATA) --runs $(RUNS)
+	$(OB) sweep --algos ma-td3bc,ma-cql,ma-icq,omar --datasets spread-random --seeds 2 --budget quick --jobs 2 --root $(DATA) --runs $(RUNS)
+	$(OB) report --runs $(RUNS) --format all --out $(RUNS)/report
 
 test: setup
 	$(BIN)/python -m pytest -q
