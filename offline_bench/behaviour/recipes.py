@@ -137,7 +137,7 @@ class _ReplaySource:
             "medium_step": medium["step"],
             "medium_policy_sha256": medium["sha256"],
             "buffer_sha256": self.entry["mixed"]["sha256"],
-            "source": self.how,
+            # Where the buffer came from (a saved run or a re-run) is logged, not recorded: both give the same file.
             "bit_identical_to_index": self.reproduced,
         }
 
@@ -194,6 +194,7 @@ def collect_mixed(
 
     entry = read_index(policies)["tasks"].get(task, {})
     buffer_arrays, how = mixed_buffer(task, run_dir, retrain, progress, policies)
+    log.info("%s mixed data: %s", task, how)
     expected = entry["mixed"].get("sha256")
     actual = arrays_sha256(buffer_arrays)
     reproduced = None if not expected else actual == expected
