@@ -237,10 +237,15 @@ def test_committed_policy_makes_medium_and_expert_collectable(tmp_path):
     trainer.finalize()
     policies = tmp_path / "policies"
     export_policies("spread", tmp_path / "run", episodes=2, root=policies)
+    from offline_bench.behaviour import recipes
+
     saved_catalog, saved_factories = dict(catalog.CATALOG), dict(data_policy.POLICY_FACTORIES)
+    saved_root = recipes._policies_root
     try:
+        for quality in ("medium", "expert"):  # the repository's own spread policies may be registered already
+            catalog.CATALOG.pop(f"spread-{quality}-v0", None)
         registered = register_behaviour_recipes(policies)
-        assert sorted(registered) == ["spread-expert-v0", "spread-medium-v0"]
+        assert sorted(registered) == ["spread-expert-v0", "spread-medium-v0"]  # only what `policies` holds
         manifest = collection.collect("spread-medium", steps=100, seed=0, root=tmp_path / "data")
         assert manifest["behaviour_policy"]["name"] == "checkpoint"
         assert manifest["behaviour_policy"]["sha256"] == manifest["recipe"]["policy_params"]["sha256"]
@@ -251,6 +256,7 @@ def test_committed_policy_makes_medium_and_expert_collectable(tmp_path):
         catalog.CATALOG.update(saved_catalog)
         data_policy.POLICY_FACTORIES.clear()
         data_policy.POLICY_FACTORIES.update(saved_factories)
+        recipes._policies_root = saved_root
 
 
 @pytest.mark.slow  # real PyBullet hopper with the real 256x256 SAC: a few hundred updates
