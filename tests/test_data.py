@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from offline_bench.paths import policies_root
 from offline_bench.data import (
     CATALOG,
     DatasetError,
@@ -80,10 +81,17 @@ def test_references_pybullet_d4rl_and_multi_agent_expert_missing() -> None:
     assert task_references("ant").expert == 2650.495
     assert hopper.normalize(1441.8059623430963) == pytest.approx(100.0)
     assert hopper.normalize(20.058972) == pytest.approx(0.0)
-    spread = task_references("spread")
-    assert spread.expert is None
-    with pytest.raises(MissingReferenceError, match="spread has no expert reference"):
-        spread.normalize(-20.0)
+    # Multi-agent tasks: random and expert from the committed behaviour-policy index when it has an expert.
+    index = json.loads((policies_root() / "index.json").read_text())["tasks"]
+    for task in ("spread", "tag", "world", "halfcheetah-2x3"):
+        refs, expert = task_references(task), index.get(task, {}).get("expert", {}).get("return_mean")
+        if expert is None:
+            assert refs.expert is None
+            with pytest.raises(MissingReferenceError, match=f"{task} has no expert reference"):
+                refs.normalize(-20.0)
+        else:
+            assert refs.expert == expert and refs.random == index[task]["random"]["return_mean"]
+            assert refs.normalize(expert) == pytest.approx(100.0)
     with pytest.raises(UnknownDatasetError, match="valid tasks"):
         task_references("cartpole")
 

@@ -1,12 +1,14 @@
 """The training loop on real tiny datasets: run files, exact resume, determinism, config precedence."""
 import csv
 import json
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
 from offline_bench.algos.td3_bc import TD3BC
+from offline_bench.data.catalog import task_references
 from offline_bench.data import collect, load_dataset
 from offline_bench.train import TrainConfig, TrainError, prepare, resolve_config, train, train_run
 from offline_bench.train.config import CONFIG_DIR, split_dataset_id
@@ -158,12 +160,18 @@ def test_finished_run_is_not_rerun_and_changed_config_is_refused(data_root, tmp_
         train("td3bc", "hopper-random", steps=30, seed=2, **{**args, "sets": {**TINY, "alpha": 1.0}})
 
 
-def test_multi_agent_run_without_references_records_raw_returns(data_root, tmp_path):
-    outcome = train("ma-td3bc", "spread-random", steps=10, sets={**TINY, "hidden_sizes": "[8]"}, root=data_root,
-                    runs=tmp_path)
+def test_multi_agent_run_without_references_records_raw_returns(tmp_path):
+    # A multi-agent task whose expert reference does not exist yet (no expert behaviour policy committed).
+    pending = [t for t in ("world", "halfcheetah-2x3", "tag", "spread") if task_references(t).expert is None]
+    if not pending:
+        pytest.skip("every multi-agent task has an expert reference")
+    dataset = f"{pending[0]}-random"
+    collect(dataset, steps=60, root=tmp_path / "data")
+    outcome = train("ma-td3bc", dataset, steps=10, sets={**TINY, "hidden_sizes": "[8]"}, root=tmp_path / "data",
+                    runs=tmp_path / "runs")
     result = outcome.result
     assert result["normalized"] is False and result["score"] is None and result["statistic"] is None
-    assert result["final_return"] < 0  # spread's reward is a negative distance
+    assert math.isfinite(result["final_return"])
     eval_rows = [r for r in read_metrics(outcome.run_dir) if r["eval_return"]]
     assert [r["normalized_score"] for r in eval_rows] == [""]
 

@@ -14,9 +14,12 @@ use ``TaskReferences.normalize``.
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+from offline_bench.paths import policies_root
 
 TASKS: tuple[str, ...] = ("hopper", "halfcheetah", "walker2d", "ant", "spread", "tag", "world", "halfcheetah-2x3")
 SINGLE_AGENT_TASKS: tuple[str, ...] = ("hopper", "halfcheetah", "walker2d", "ant")
@@ -61,14 +64,16 @@ class TaskReferences:
     measured_command: str = ""
 
     def normalize(self, episode_return: float) -> float:
-        """``100 * (R - random) / (expert - random)``; raises when a reference is missing."""
+        """``100 * (R - random) / (expert - random)``; raises ``MissingReferenceError`` when a reference is missing."""
+        from offline_bench.evaluate import normalized_score  # the one normalized-score function
+
         if self.random is None or self.expert is None:
             missing = "expert" if self.expert is None else "random"
             raise MissingReferenceError(
-                f"{self.task} has no {missing} reference return yet, so normalized scores are undefined; "
-                f"report raw returns or add the reference (behaviour-data issue) in offline_bench/data/catalog.py"
+                f"{self.task} has no {missing} reference return yet (no expert behaviour policy in "
+                f"datasets/policies/index.json), so normalized scores are undefined; report raw returns"
             )
-        return 100.0 * (float(episode_return) - self.random) / (self.expert - self.random)
+        return normalized_score(episode_return, self.random, self.expert)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -87,7 +92,11 @@ class TaskReferences:
 RETURN_STATISTIC = "sum of rewards over the episode; multi-agent: mean over learning agents of per-agent sums"
 
 _D4RL = "D4RL d4rl/infos.py bullet-* REF_MIN_SCORE / REF_MAX_SCORE"
-_MEASURED = "measured here (uniform-random actions); expert: none until the behaviour-data issue"
+_MEASURED = "measured here (uniform-random actions); expert: none until the task has an expert behaviour policy"
+_BEHAVIOUR = (
+    "datasets/policies/index.json: random = uniform-random actions, expert = the committed expert policy, both the "
+    "mean return over the same deterministic evaluation episodes (against the task's frozen opponent, if any)"
+)
 
 # Measured with MEASURE_COMMAND (100 episodes, seed 0, 8 envs in lock-step) on 2026-11-23 with pybullet 3.2.7,
 # mpe2 1.1.1 / pettingzoo 1.27.0, gymnasium-robotics 1.4.2 / mujoco 4.0.0, numpy 2.4.6: (mean, std over episodes).
@@ -125,7 +134,26 @@ def _make_references(task: str) -> TaskReferences:
     if task in _PUBLISHED:
         low, high = _PUBLISHED[task]
         return TaskReferences(task=task, random=low, expert=high, source=_D4RL, **extra)
+    behaviour = _behaviour_references(task)
+    if behaviour is not None:
+        return TaskReferences(task=task, random=behaviour[0], expert=behaviour[1], source=_BEHAVIOUR, **extra)
     return TaskReferences(task=task, random=None if measured is None else measured[0], expert=None, source=_MEASURED, **extra)
+
+
+def _behaviour_references(task: str) -> tuple[float, float] | None:
+    """(random, expert) returns that the committed behaviour-policy index measured for ``task``, if it has an expert.
+
+    Multi-agent tasks have no published references, so the expert is our own expert policy; its random reference
+    is measured in the same evaluation (same episodes, same opponent) so the two are comparable.
+    """
+    index_path = policies_root() / "index.json"
+    if not index_path.exists():
+        return None
+    entry = json.loads(index_path.read_text()).get("tasks", {}).get(task, {})
+    expert, random = entry.get("expert", {}).get("return_mean"), entry.get("random", {}).get("return_mean")
+    if expert is None or random is None:
+        return None
+    return float(random), float(expert)
 
 
 REFERENCES: dict[str, TaskReferences] = {task: _make_references(task) for task in TASKS}
