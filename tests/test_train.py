@@ -276,3 +276,17 @@ def test_every_shipped_config_file_resolves():
             resolve_config(folder.name, get_algorithm(folder.name).config_cls, dataset_id)  # raises on a bad key
             checked += 1
     assert checked > 0
+
+
+def test_references_come_as_one_pair_from_the_manifest_or_the_catalog():
+    from types import SimpleNamespace
+
+    from offline_bench.train.loop import dataset_facts
+
+    catalog = SimpleNamespace(random=-23.9, expert=-12.7)
+    partial = SimpleNamespace(dataset_id="spread-mixed-v0", references=catalog,
+                              manifest={"references": {"random": -24.7, "expert": None}})
+    assert dataset_facts(partial)["references"] == {"random": -23.9, "expert": -12.7, "source": "catalog"}
+    complete = SimpleNamespace(dataset_id="spread-mixed-v0", references=catalog,
+                               manifest={"references": {"random": -24.7, "expert": -12.0}})
+    assert dataset_facts(complete)["references"] == {"random": -24.7, "expert": -12.0, "source": "manifest"}

@@ -199,8 +199,8 @@ def _fmt(value: Any) -> str:
 def dataset_facts(dataset: Any) -> dict[str, Any]:
     """What config.json records about the dataset: id, sha256, task, quality, references, path.
 
-    References are the manifest's (``references: {random, expert}``); where the manifest lacks one, the task's
-    current catalog value (``dataset.references``) fills in, and ``references.source`` says which was used.
+    References are the manifest's (``references: {random, expert}``); where the manifest lacks either, the task's
+    current catalog pair (``dataset.references``) is used whole, and ``references.source`` says which was used.
     """
     manifest = dict(getattr(dataset, "manifest", {}) or {})
     dataset_id = getattr(dataset, "dataset_id", None) or manifest.get("dataset_id") or manifest.get("id")
@@ -213,8 +213,9 @@ def dataset_facts(dataset: Any) -> dict[str, Any]:
     source = "manifest"
     catalog = getattr(dataset, "references", None)
     if (ref_random is None or ref_expert is None) and catalog is not None:
-        ref_random = ref_random if ref_random is not None else getattr(catalog, "random", None)
-        ref_expert = ref_expert if ref_expert is not None else getattr(catalog, "expert", None)
+        # The pair comes from one place: a manifest random reference with a catalog expert reference may have been
+        # measured differently (other episodes, another opponent), which would shift every score.
+        ref_random, ref_expert = getattr(catalog, "random", None), getattr(catalog, "expert", None)
         source = "catalog"
     return {
         "id": str(dataset_id),
