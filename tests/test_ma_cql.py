@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from offline_bench.algos import get_algorithm
+from offline_bench.algos.common import clip_grad_norm
 from offline_bench.algos.cql import conservative_penalty
 from offline_bench.algos.ma_cql import (
     MACQL,
     MACQLConfig,
-    clip_grad_norm_per_agent,
     conservative_critic_loss,
     conservative_critic_update,
     penalty_proposals,
@@ -89,7 +89,7 @@ def test_per_agent_clip_scales_each_agent_alone() -> None:
     bn.grad = torch.ones_like(bn)
     bn.grad[:8] *= 0.001
     before = w.grad.clone()
-    norms = clip_grad_norm_per_agent([w, bn], 3, max_norm=0.5)
+    norms = clip_grad_norm([w, bn], max_norm=0.5, n_agents=3)
     assert norms.shape == (3,)
     torch.testing.assert_close(w.grad[:2], before[:2])
     for agent in (1, 2):

@@ -99,7 +99,7 @@ def test_actor_loss_formula_and_per_agent_independence() -> None:
 
 def test_stacked_actor_step_matches_a_loop_of_single_agents() -> None:
     """The batched OMAR actor step (given a_hat) equals per-agent steps of single-agent learners."""
-    from offline_bench.algos.ma_cql import agent_step
+    from offline_bench.algos.common import optimizer_step
 
     problem = make_problem(3, obs_dim=4, action_dim=2)
     config = OMARConfig(**TINY, omar_coe=0.6)
@@ -114,7 +114,7 @@ def test_stacked_actor_step_matches_a_loop_of_single_agents() -> None:
         pi = algo.actor(obs) * algo.mask
         q_pi = algo.critic.first(obs, pi, others=b.action)
         loss = omar_actor_loss(pi, target, q_pi, config.omar_coe, config.action_l2)
-        agent_step(algo.actor_opt, loss, algo.actor_params, algo.problem.n_agents, config.max_grad_norm)
+        optimizer_step(algo.actor_opt, loss, algo.actor_params, config.max_grad_norm, algo.problem.n_agents)
         return loss.detach()
 
     for _ in range(2):

@@ -390,15 +390,17 @@ def clip_grad_norm(params: Iterable[Tensor], max_norm: float | None, n_agents: i
 
 
 def optimizer_step(optimizer: torch.optim.Optimizer, loss: Tensor, params: Sequence[Tensor] | None = None,
-                   max_grad_norm: float | None = None, n_agents: int = 1) -> None:
+                   max_grad_norm: float | None = None, n_agents: int = 1) -> Tensor | None:
     """``zero_grad -> backward -> (clip per agent) -> step``. With ``params``, backward computes gradients for
-    those only, so an actor loss that goes through a critic does not compute the critic's weight gradients."""
+    those only, so an actor loss that goes through a critic does not compute the critic's weight gradients.
+    Returns the per-agent gradient norms before clipping (``[n_agents]``), or None when clipping is off."""
     optimizer.zero_grad(set_to_none=True)
     if params is None:
         params = [p for group in optimizer.param_groups for p in group["params"]]
     loss.backward(inputs=list(params))
-    clip_grad_norm(params, max_grad_norm, n_agents)
+    norms = clip_grad_norm(params, max_grad_norm, n_agents)
     optimizer.step()
+    return norms
 
 
 def bf16_autocast(device: torch.device, enabled: bool) -> torch.autocast:

@@ -34,7 +34,6 @@ Deviations:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -49,6 +48,7 @@ from offline_bench.algos.common import (
     deterministic_act,
     load_module_states,
     module_states,
+    optimizer_step,
     td3_networks,
     td_target,
     uniform_actions,
@@ -100,33 +100,6 @@ class ConservativeCriticConfig(Protocol):
     cql_policy_actions: bool
     cql_policy_noise: float
     max_grad_norm: float
-
-
-def clip_grad_norm_per_agent(params: Sequence[Tensor], n_agents: int, max_norm: float) -> Tensor:
-    """Clip each agent's gradient norm separately (the authors clip each agent's networks on their own), no host sync.
-
-    Every parameter of a stacked network is agent-major along its first axis (``[N * E, ...]`` weights, ``[N * E * D]``
-    BatchNorm affines), so ``grad.reshape(N, -1)`` holds one agent's share per row. Returns the norms before
-    clipping, ``[N]``.
-    """
-    grads = [p.grad for p in params if p.grad is not None]
-    sq = torch.stack([g.reshape(n_agents, -1).square().sum(1) for g in grads]).sum(0)  # [N]
-    norms = sq.sqrt()  # [N]
-    if max_norm > 0:
-        scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)  # [N]
-        for g in grads:
-            g.view(n_agents, -1).mul_(scale.unsqueeze(1))  # [N, rest] view of the gradient, scaled in place
-    return norms
-
-
-def agent_step(optimizer: torch.optim.Optimizer, loss: Tensor, params: Sequence[Tensor], n_agents: int,
-               max_norm: float) -> Tensor:
-    """``zero_grad -> backward (into params only) -> per-agent clip -> step``; returns the per-agent norms ``[N]``."""
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward(inputs=list(params))
-    norms = clip_grad_norm_per_agent(params, n_agents, max_norm)
-    optimizer.step()
-    return norms
 
 
 def penalty_proposals(
@@ -207,14 +180,16 @@ def conservative_critic_update(
     q_sampled = critic(obs, sampled, others=batch.action)  # [K, B, N, E]
     loss, td_loss, penalty = conservative_critic_loss(q_data, q_sampled, log_density, target, c.cql_alpha,
                                                       c.cql_temperature)
-    norms = agent_step(optimizer, loss, list(critic.parameters()), critic.n_agents, c.max_grad_norm)
-    return {
+    norms = optimizer_step(optimizer, loss, list(critic.parameters()), c.max_grad_norm, critic.n_agents)  # [N]
+    metrics = {
         "critic_loss": loss.detach(),
         "td_loss": td_loss.detach(),
         "cql_penalty": penalty.detach(),
         "q_mean": q_data.detach().mean(),
-        "critic_grad_norm": norms.mean(),
     }
+    if norms is not None:  # clipping on (the authors' 0.5 by default)
+        metrics["critic_grad_norm"] = norms.mean()
+    return metrics
 
 
 class MACQL:
@@ -256,7 +231,7 @@ class MACQL:
             pi = self.actor(obs) * self.mask  # [B, N, A]
             q_pi = self.critic.first(obs, pi, others=batch.action)  # [B, N]
             actor_loss = (-q_pi.mean(0) + c.action_l2 * pi.square().mean(dim=(0, 2))).sum()
-            agent_step(self.actor_opt, actor_loss, self.actor_params, self.problem.n_agents, c.max_grad_norm)
+            optimizer_step(self.actor_opt, actor_loss, self.actor_params, c.max_grad_norm, self.problem.n_agents)
             soft_update(self.critic_target, self.critic, c.polyak)
             soft_update(self.actor_target, self.actor, c.polyak)
             self.last_actor_loss = actor_loss.detach()

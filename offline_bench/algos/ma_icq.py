@@ -40,8 +40,14 @@ import torch
 from torch import Tensor
 
 from offline_bench.algos.base import Problem
-from offline_bench.algos.common import deterministic_act, load_module_states, module_states, td3_networks
-from offline_bench.algos.ma_cql import CRITIC_KINDS, agent_step
+from offline_bench.algos.common import (
+    deterministic_act,
+    load_module_states,
+    module_states,
+    optimizer_step,
+    td3_networks,
+)
+from offline_bench.algos.ma_cql import CRITIC_KINDS
 from offline_bench.batch import Batch
 from offline_bench.config import cfg
 from offline_bench.nn import soft_update
@@ -140,7 +146,7 @@ class MAICQ:
             target, weights = icq_critic_target(batch, next_q, c.gamma, c.icq_beta, c.icq_alpha)  # [B, N, 1]
         q = self.critic(obs, batch.action)  # [B, N, E]
         critic_loss = ((q - target).square() * rows.unsqueeze(-1)).sum(0).sum() / n_rows
-        agent_step(self.critic_opt, critic_loss, self.critic_params, n, c.max_grad_norm)
+        optimizer_step(self.critic_opt, critic_loss, self.critic_params, c.max_grad_norm, n)
 
         # Actors: advantage-weighted regression onto the dataset actions, advantages from the updated critic.
         with torch.no_grad():
@@ -150,7 +156,7 @@ class MAICQ:
             advantage = batch.reward.squeeze(-1) + c.gamma * not_done * q_next * batch.next_action_valid - q_now
         pi = self.actor(obs) * self.mask  # [B, N, A]
         actor_loss = awr_actor_loss(pi, batch.action, advantage, rows, c.icq_beta)
-        agent_step(self.actor_opt, actor_loss, self.actor_params, n, c.max_grad_norm)
+        optimizer_step(self.actor_opt, actor_loss, self.actor_params, c.max_grad_norm, n)
 
         soft_update(self.critic_target, self.critic, c.polyak)
         valid = batch.next_action_valid  # [B, 1]

@@ -43,9 +43,10 @@ from offline_bench.algos.common import (
     deterministic_act,
     load_module_states,
     module_states,
+    optimizer_step,
     td3_networks,
 )
-from offline_bench.algos.ma_cql import CRITIC_KINDS, agent_step, conservative_critic_update
+from offline_bench.algos.ma_cql import CRITIC_KINDS, conservative_critic_update
 from offline_bench.batch import Batch
 from offline_bench.config import cfg
 from offline_bench.nn import soft_update
@@ -232,7 +233,7 @@ class OMAR:
                 c.omar_iters, c.omar_n_samples, c.omar_mu, c.omar_sigma, c.omar_n_elites, c.omar_beta,
             )  # [B, N, A]
             actor_loss = omar_actor_loss(pi, a_hat, q_pi, c.omar_coe, c.action_l2)
-            agent_step(self.actor_opt, actor_loss, self.actor_params, self.problem.n_agents, c.max_grad_norm)
+            optimizer_step(self.actor_opt, actor_loss, self.actor_params, c.max_grad_norm, self.problem.n_agents)
             soft_update(self.critic_target, self.critic, c.polyak)
             soft_update(self.actor_target, self.actor, c.polyak)
             self.last_actor_loss = actor_loss.detach()
