@@ -242,6 +242,18 @@ def test_shipped_loop_budgets():
     assert set(TASKS) <= {p.stem for p in (CONFIG_DIR / "train").glob("*.yaml")}
 
 
+@pytest.mark.parametrize("algo", ["ma-td3bc", "ma-cql", "ma-icq", "omar"])
+def test_multi_agent_mujoco_settings_for_every_multi_agent_algorithm(algo):
+    """Issue 5: on halfcheetah-2x3 every multi-agent algorithm takes the authors' MaMuJoCo networks and rates."""
+    from offline_bench.algos import get_algorithm
+
+    config = resolve_config(algo, get_algorithm(algo).config_cls, "halfcheetah-2x3-mixed").algo_config
+    assert config.hidden_sizes == (256, 256) and config.batch_size == 256
+    assert (config.actor_lr, config.critic_lr, config.polyak, config.gamma) == (3e-4, 3e-4, 0.005, 0.99)
+    mpe = resolve_config(algo, get_algorithm(algo).config_cls, "spread-mixed").algo_config
+    assert mpe.hidden_sizes == (64, 64) and mpe.batch_size == 1024 and mpe.gamma == 0.95
+
+
 def test_split_dataset_id():
     assert split_dataset_id("halfcheetah-2x3-medium-replay-v0") == ("halfcheetah-2x3", "mixed", 0)
     assert split_dataset_id("spread-expert") == ("spread", "expert", None)
