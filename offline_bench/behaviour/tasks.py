@@ -15,6 +15,8 @@ class BehaviourRecipe:
     expert_reference: float | None = None  # the literature's expert level, for the honest comparison in the index
     opponent_steps: int = 0  # tag / world: steps of the co-training stage that freezes the opponents
     algo_defaults: tuple[tuple[str, object], ...] = ()  # learner config fields that differ from its defaults here
+    update_every: int = 1  # env steps per gradient update after start_steps
+    batch_size: int = 256  # minibatch size of each update
 
 
 # PyBullet medium targets as d4rl-pybullet used them (its medium datasets average 1078, 787, 571, 1107);
@@ -26,7 +28,13 @@ RECIPES: dict[str, BehaviourRecipe] = {
     "walker2d": BehaviourRecipe("sac", 1_000_000, 1300.0, expert_reference=1624.0),
     # Multi-agent: medium is a third of the way from random to expert, as in the OMAR paper; expert is known only
     # after the full run, so the medium checkpoint is picked afterwards among the per-evaluation snapshots.
-    "spread": BehaviourRecipe("matd3", 500_000, None, eval_every=2_500, start_steps=2_500),
+    # spread follows MADDPG's MPE schedule (one update of batch 1024 every 100 steps, lr 0.01), as the MPE literature
+    # and the OMAR datasets did: with one update per step the policy passes a third of the way to expert within
+    # 10-30k steps, so the mixed (replay) data would be far smaller than OMAR's 62k-98k transitions.
+    "spread": BehaviourRecipe(
+        "matd3", 1_500_000, None, eval_every=2_500, start_steps=2_500, update_every=100, batch_size=1024,
+        algo_defaults=(("actor_lr", 0.01), ("critic_lr", 0.01)),
+    ),
     "tag": BehaviourRecipe("matd3", 500_000, None, eval_every=2_500, start_steps=2_500, opponent_steps=200_000),
     "world": BehaviourRecipe("matd3", 500_000, None, eval_every=2_500, start_steps=2_500, opponent_steps=200_000),
     # Multi-agent MuJoCo: locomotion-sized networks and discount, as the single-agent tasks (TD3's defaults).

@@ -73,6 +73,8 @@ def default_config(task: str, **overrides: Any) -> TrainerConfig:
         steps=r.steps,
         start_steps=r.start_steps,
         eval_every=r.eval_every,
+        update_every=r.update_every,
+        batch_size=r.batch_size,
         medium_target=float("nan") if r.medium_target is None else r.medium_target,
         medium_fraction=r.medium_fraction,
     )
