@@ -10,6 +10,7 @@ from offline_bench.behaviour.matd3 import MATD3, MATD3Config
 from offline_bench.behaviour.policy import load_policy_file
 from offline_bench.behaviour.replay import ReplayBuffer
 from offline_bench.behaviour.trainer import BehaviourTrainer, TrainerConfig
+from offline_bench.cli import main  # registers the repository's behaviour recipes now, before any test replaces them
 from offline_bench.envs import make_env
 from offline_bench.envs.base import Env, StepResult, TaskSpec
 
@@ -204,8 +205,6 @@ def test_tag_freezes_a_co_trained_opponent_then_trains_against_it(tmp_path):
 def test_cli_train_status_export(tmp_path):
     from click.testing import CliRunner
 
-    from offline_bench.cli import main
-
     run_dir, policies = tmp_path / "run", tmp_path / "policies"
     args = ["behaviour", "train", "spread", "--steps", "40", "--workdir", str(run_dir), "--set", "start_steps=20",
             "--set", "eval_every=20", "--set", "eval_episodes=1", "--set", "measure_episodes=2",
@@ -223,40 +222,93 @@ def test_cli_train_status_export(tmp_path):
     assert bad.exit_code != 0 and "valid tasks" in bad.output
 
 
-def test_committed_policy_makes_medium_and_expert_collectable(tmp_path):
+@pytest.fixture(scope="module")
+def registered_spread_policies(tmp_path_factory):
+    """A tiny spread behaviour run exported into a temporary policies folder whose recipes are registered (in place
+    of the repository's own spread recipes) for the test; yields (policies folder, run dir, trainer)."""
+    from offline_bench.behaviour import recipes
     from offline_bench.behaviour.export import export_policies
     from offline_bench.behaviour.recipes import register_behaviour_recipes
-    from offline_bench.data import catalog, collection, load_dataset
+    from offline_bench.data import catalog, collection
     from offline_bench.data import policy as data_policy
 
-    config = TrainerConfig(task="spread", seed=2, steps=60, start_steps=30, batch_size=8, buffer_capacity=500,
-                           eval_every=30, eval_episodes=1, measure_episodes=2, checkpoint_every=1000,
+    tmp = tmp_path_factory.mktemp("spread-policies")
+    # Updates start at step 20 and the medium policy freezes at the first evaluation (step 40): the mixed data
+    # holds both uniform-random and learned-policy transitions.
+    config = TrainerConfig(task="spread", seed=2, steps=60, start_steps=20, batch_size=8, buffer_capacity=500,
+                           eval_every=40, eval_episodes=1, measure_episodes=2, checkpoint_every=1000,
                            medium_target=-1e9)
-    trainer = BehaviourTrainer(config, tmp_path / "run", algo_overrides={"hidden_sizes": (8, 8)})
+    trainer = BehaviourTrainer(config, tmp / "run", algo_overrides={"hidden_sizes": (8, 8)})
     trainer.run()
     trainer.finalize()
-    policies = tmp_path / "policies"
-    export_policies("spread", tmp_path / "run", episodes=2, root=policies)
-    from offline_bench.behaviour import recipes
+    policies = tmp / "policies"
+    export_policies("spread", tmp / "run", episodes=2, root=policies)
 
     saved_catalog, saved_factories = dict(catalog.CATALOG), dict(data_policy.POLICY_FACTORIES)
-    saved_root = recipes._policies_root
+    saved_root, saved_hooks = recipes._policies_root, dict(collection._HOOKS)
     try:
-        for quality in ("medium", "expert"):  # the repository's own spread policies may be registered already
-            catalog.CATALOG.pop(f"spread-{quality}-v0", None)
+        for quality in ("medium", "mixed", "expert"):  # the repository's own spread policies may be registered
+            catalog.CATALOG[f"spread-{quality}-v0"] = catalog._initial_catalog()[f"spread-{quality}-v0"]
         registered = register_behaviour_recipes(policies)
-        assert sorted(registered) == ["spread-expert-v0", "spread-medium-v0"]  # only what `policies` holds
-        manifest = collection.collect("spread-medium", steps=100, seed=0, root=tmp_path / "data")
-        assert manifest["behaviour_policy"]["name"] == "checkpoint"
-        assert manifest["behaviour_policy"]["sha256"] == manifest["recipe"]["policy_params"]["sha256"]
-        dataset = load_dataset("spread-medium", root=tmp_path / "data")
-        assert dataset.transitions == 100 and np.abs(dataset.actions).max() <= 1.0
+        assert sorted(registered) == ["spread-expert-v0", "spread-medium-v0", "spread-mixed-v0"]  # only `policies`
+        yield policies, tmp / "run", trainer
     finally:
         catalog.CATALOG.clear()
         catalog.CATALOG.update(saved_catalog)
         data_policy.POLICY_FACTORIES.clear()
         data_policy.POLICY_FACTORIES.update(saved_factories)
         recipes._policies_root = saved_root
+        collection._HOOKS.clear()
+        collection._HOOKS.update(saved_hooks)
+
+
+def test_committed_policy_makes_medium_and_expert_collectable(registered_spread_policies, tmp_path):
+    from offline_bench.data import collection, load_dataset
+
+    manifest = collection.collect("spread-medium", steps=100, seed=0, root=tmp_path / "data")
+    assert manifest["behaviour_policy"]["name"] == "checkpoint"
+    assert manifest["behaviour_policy"]["sha256"] == manifest["recipe"]["policy_params"]["sha256"]
+    dataset = load_dataset("spread-medium", root=tmp_path / "data")
+    assert dataset.transitions == 100 and np.abs(dataset.actions).max() <= 1.0
+
+
+def test_collect_of_a_mixed_id_is_the_replay_buffer_prefix(registered_spread_policies, tmp_path):
+    """`offline-bench collect spread-mixed`: refused without a saved run, rebuilt exactly with --retrain, taken from
+    a saved run byte-identically, and its size is fixed."""
+    from click.testing import CliRunner
+
+    from offline_bench.data import load_dataset
+
+    policies, run_dir, trainer = registered_spread_policies
+    env = {"OFFLINE_BENCH_RUNS": str(tmp_path / "runs")}  # no saved run there
+    data = tmp_path / "data"
+    refused = CliRunner().invoke(main, ["collect", "spread-mixed", "--root", str(data)], env=env)
+    assert refused.exit_code == 1 and refused.output.count("\n") == 1, refused.output
+    assert "add --retrain" in refused.output and "40 training steps" in refused.output
+    assert not data.exists() or list(data.iterdir()) == []
+
+    result = CliRunner().invoke(main, ["collect", "spread-mixed", "--retrain", "--root", str(data)], env=env)
+    assert result.exit_code == 0, result.output
+    assert "spread-mixed-v0: 40 transitions, 2 episodes" in result.output
+    dataset = load_dataset("spread-mixed", root=data)
+    prefix = trainer.buffer.prefix(40)
+    for key in ("observations", "actions", "rewards", "next_observations"):
+        np.testing.assert_array_equal(dataset.agent_axis(key), prefix[key])
+    np.testing.assert_array_equal(dataset.terminals, prefix["terminals"])
+    assert not np.array_equal(prefix["actions"][:20], prefix["actions"][20:40])  # random, then the learner acting
+    manifest = dataset.manifest
+    assert manifest["behaviour_policy"]["bit_identical_to_index"] is True
+    assert manifest["recipe"]["kind"] == "replay-buffer" and manifest["recipe"]["fixed_steps"] == 40
+    assert manifest["last_episode_cut"] is True and dataset.timeouts[-1]  # step 40 falls inside episode 2
+
+    again = CliRunner().invoke(main, ["collect", "spread-mixed", "--root", str(data)], env=env)
+    assert again.exit_code == 0 and "already collected identically" in again.output
+    saved = CliRunner().invoke(main, ["behaviour", "collect-mixed", "spread", "--workdir", str(run_dir),
+                                      "--root", str(tmp_path / "from-run")], env=env)
+    assert saved.exit_code == 0, saved.output
+    assert (tmp_path / "from-run" / "spread-mixed-v0.hdf5").read_bytes() == (data / "spread-mixed-v0.hdf5").read_bytes()
+    wrong = CliRunner().invoke(main, ["collect", "spread-mixed", "--steps", "30", "--root", str(data)], env=env)
+    assert wrong.exit_code == 1 and "fixed size" in wrong.output and "40 transitions" in wrong.output
 
 
 @pytest.mark.slow  # real PyBullet hopper with the real 256x256 SAC: a few hundred updates

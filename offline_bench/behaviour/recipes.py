@@ -7,7 +7,11 @@
   It cannot be regenerated from the checkpoint, so ``collect_mixed`` takes it from the run's ``mixed.npz`` when
   this machine has the run, and otherwise (``retrain=True``) re-runs the deterministic training up to the medium
   step with the index's recorded config and seed; the content hash in the index says whether the result is
-  bit-identical (it is on the same CPU and torch build; other CPUs may differ in the last bits).
+  bit-identical (it is on the same CPU and torch build; other CPUs may differ in the last bits). This module
+  registers a ``replay-buffer`` recipe for every task with a medium policy and hands the data layer
+  ``mixed_collector``, so ``offline-bench collect <task>-mixed`` makes it like any other id.
+- ``tag`` / ``world``: the frozen opponent ``<policies>/<task>/opponent.pt`` drives the non-learning agents of
+  every dataset of the task; this module hands the data layer ``stored_opponent`` as its opponent loader.
 """
 from __future__ import annotations
 
@@ -29,6 +33,8 @@ from offline_bench.behaviour.trainer import (
     episode_seed,
     task_env,
 )
+from offline_bench.data.catalog import retrain_cost
+from offline_bench.data.collection import FixedOpponent, Progress
 from offline_bench.envs.base import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -50,26 +56,53 @@ def checkpoint_policy_factory(spec: TaskSpec, params: dict[str, Any], init_seed:
         raise ValueError(f"the {task} {quality} policy expects obs [{policy.n_agents}, {policy.obs_dim}], "
                          f"the task has [{spec.n_agents}, {spec.obs_dim}]")
     policy.seed(noise_seed)
-    if task in ("tag", "world"):
-        opponent = load_policy(task, "opponent", root=_policies_root)
-        # The data layer builds envs with make_env(task, opponent=policy.opponent) (see the report's hook).
-        policy.opponent = opponent.as_opponent() if opponent is not None else None  # type: ignore[attr-defined]
-    return policy
+    return policy  # tag / world: the data layer runs every dataset against the task's stored opponent
+
+
+def stored_opponent(task: str, root: str | os.PathLike[str] | None = None) -> FixedOpponent | None:
+    """The frozen opponent of ``task`` in the policies folder ``root`` (sha256-checked), or None if it has none."""
+    if task not in ("tag", "world"):
+        return None
+    policy = load_policy(task, "opponent", root=root)
+    if policy is None:
+        return None
+    entry = policy_entry(task, "opponent", root) or {}
+    return FixedOpponent(act=policy.as_opponent(), sha256=policy.sha256, file=entry.get("file", f"{task}/opponent.pt"),
+                         step=entry.get("step"))
+
+
+def _registered_opponent(task: str) -> FixedOpponent | None:
+    return stored_opponent(task, _policies_root)
+
+
+def mixed_collector(task: str, *, root: str | os.PathLike[str] | None, run_dir: str | os.PathLike[str] | None,
+                    retrain: bool, progress: Progress | None) -> dict[str, Any]:
+    """The data layer's mixed collector (``offline_bench.data.collection.MixedCollector``): ``collect_mixed`` with
+    the registered policies folder; ``progress(done, total)`` counts training steps when it re-trains."""
+    total = (policy_entry(task, "medium", _policies_root) or {}).get("step", 0)
+    report = None if progress is None else (lambda info: progress(int(info["step"]), total))
+    return collect_mixed(task, root=root, run_dir=run_dir, retrain=retrain, progress=report, policies=_policies_root)
 
 
 def register_behaviour_recipes(root: str | os.PathLike[str] | None = None) -> list[str]:
-    """Register the ``checkpoint`` policy and the medium / expert recipes of every committed policy.
+    """Register the ``checkpoint`` policy, the data layer's mixed collector and opponent loader, and the medium /
+    mixed / expert recipes of every committed policy in ``root`` (default: the repository's datasets/policies).
 
     Returns the dataset ids made collectable. Safe to call more than once.
     """
     from offline_bench.data.catalog import Recipe, register_recipe
+    from offline_bench.data.collection import register_mixed_collector, register_opponent_loader
     from offline_bench.data.policy import register_policy
 
     global _policies_root
     _policies_root = root
     register_policy("checkpoint", checkpoint_policy_factory)
+    register_mixed_collector(mixed_collector)
+    register_opponent_loader(_registered_opponent)
     done = []
     for task, entry in read_index(root).get("tasks", {}).items():
+        if entry.get("mixed", {}).get("transitions") and "medium" in entry:
+            done.append(register_recipe(task, "mixed", DATASET_VERSION, _mixed_recipe(task, entry)).dataset_id)
         for quality in ("medium", "expert"):
             if quality not in entry:
                 continue
@@ -90,6 +123,26 @@ def register_behaviour_recipes(root: str | os.PathLike[str] | None = None) -> li
 
 
 # ---------------------------------------------------------------------------------------------- mixed data
+def _mixed_recipe(task: str, entry: dict[str, Any]) -> Any:
+    from offline_bench.data.catalog import Recipe
+
+    run, medium, mixed = entry["run"], entry["medium"], entry["mixed"]
+    return Recipe(
+        quality="mixed",
+        kind="replay-buffer",
+        policy=f"{run['algo']}-replay-buffer",
+        policy_params=(("buffer_sha256", mixed.get("sha256")), ("medium_policy_sha256", medium["sha256"]),
+                       ("medium_step", medium["step"]), ("run_seed", run["seed"]), ("task", task)),
+        num_envs=1,
+        fixed_steps=int(mixed["transitions"]),
+        description=(
+            f"every transition of the {run['algo'].upper()} behaviour run's replay buffer (seed {run['seed']}) from "
+            f"step 0 to the medium policy at step {medium['step']}, in order: {mixed['transitions']} transitions; "
+            "from the saved run, or re-run deterministically with --retrain"
+        ),
+    )
+
+
 def mixed_file_arrays(buffer_arrays: dict[str, np.ndarray], run_seed: int, n_agents: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The buffer prefix in the dataset file layout (agent axis dropped for N = 1, episode index arrays added)."""
     terminals = buffer_arrays["terminals"].copy()
@@ -149,27 +202,42 @@ def mixed_buffer(
     progress: Callable[[dict[str, Any]], None] | None = None,
     policies: str | os.PathLike[str] | None = None,
 ) -> tuple[dict[str, np.ndarray], str]:
-    """The buffer prefix of ``task``'s committed behaviour run (D4RL keys, agent axis kept) and where it came from."""
+    """The buffer prefix of ``task``'s committed behaviour run (D4RL keys, agent axis kept) and where it came from.
+
+    From the saved run's ``mixed.npz`` in ``run_dir`` (default ``runs/behaviour/<task>/seed<k>``) when it is there;
+    otherwise, with ``retrain``, from a deterministic re-run of the training up to the medium step (``progress``
+    gets the trainer's step reports); otherwise FileNotFoundError saying to add ``--retrain`` and what it costs.
+    """
     entry = read_index(policies).get("tasks", {}).get(task)
     if entry is None or "mixed" not in entry:
         raise FileNotFoundError(f"{task} has no medium behaviour policy yet, so no mixed data; "
                                 f"train it: offline-bench behaviour train {task}")
     steps, seed = entry["mixed"]["transitions"], entry["run"]["seed"]
     run_dir = Path(run_dir) if run_dir else default_workdir(task, seed)
-    if not retrain and (run_dir / "mixed.npz").exists():
-        with np.load(run_dir / "mixed.npz") as f:
-            return {k: f[k] for k in f.files}, f"replay buffer saved by the run in {run_dir}"
+    saved = run_dir / "mixed.npz"
+    if saved.exists():
+        with np.load(saved) as f:
+            arrays = {k: f[k] for k in f.files}
+        if len(arrays["terminals"]) != steps:
+            raise ValueError(f"{saved} holds {len(arrays['terminals'])} transitions, the committed {task} medium "
+                             f"policy was frozen at {steps}: it is another run; pass the right --workdir, or "
+                             "move it away and add --retrain")
+        return arrays, f"replay buffer saved by the run in {run_dir}"
     if not retrain:
         raise FileNotFoundError(
-            f"{task}-mixed is the replay buffer of the behaviour run up to step {steps}, and no run is on this machine "
-            f"({run_dir / 'mixed.npz'} is missing); re-run that training deterministically with --retrain "
-            f"(one update per step; {steps} steps)"
+            f"{task}-mixed is the replay buffer of the behaviour run up to its medium policy, and no saved run is on "
+            f"this machine ({saved} is missing); add --retrain to re-run that training deterministically: "
+            f"{retrain_cost(task, policies)}"
         )
     fields = dict(entry["run"]["trainer_config"])
     fields.update(steps=steps, eval_every=10**12, checkpoint_every=10**12)  # evaluation never changes training
     config = TrainerConfig(**fields)
-    opponent = load_policy(task, "opponent", root=policies) if task in ("tag", "world") else None
-    factory = (lambda: task_env(task, opponent=opponent.as_opponent())) if opponent is not None else None
+    opponent = stored_opponent(task, policies)
+    if task in ("tag", "world") and opponent is None:
+        raise FileNotFoundError(f"the {task} behaviour run trained against a frozen opponent, and "
+                                f"{task}/opponent.pt is not in the policies folder; restore it (git checkout)")
+    factory = (lambda: task_env(task, opponent=opponent.act)) if opponent is not None else None
+    log.info("re-running the %s behaviour training up to step %d: %s", task, steps, retrain_cost(task, policies))
     with tempfile.TemporaryDirectory(prefix=f"retrain-{task}-") as tmp:
         trainer = BehaviourTrainer(config, tmp, algo=entry["run"]["algo"], algo_overrides=entry["run"]["algo_overrides"],
                                    env_factory=factory)
@@ -185,15 +253,20 @@ def collect_mixed(
     progress: Callable[[dict[str, Any]], None] | None = None,
     policies: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
-    """Write ``<task>-mixed-v0`` (HDF5 + manifest) through the data layer's writer; returns the manifest."""
+    """Write ``<task>-mixed-v0`` (HDF5 + manifest, atomically) through the data layer's writer; returns the manifest.
+
+    ``offline-bench collect <task>-mixed`` reaches this through the data layer's mixed-collector hook.
+    """
+    from dataclasses import replace
+
     from offline_bench.data.catalog import catalog_entry
     from offline_bench.data.collection import build_manifest, return_stats
     from offline_bench.data.format import write_dataset
     from offline_bench.envs import task_spec
     from offline_bench.paths import data_root
 
-    entry = read_index(policies)["tasks"].get(task, {})
     buffer_arrays, how = mixed_buffer(task, run_dir, retrain, progress, policies)
+    entry = read_index(policies)["tasks"][task]
     log.info("%s mixed data: %s", task, how)
     expected = entry["mixed"].get("sha256")
     actual = arrays_sha256(buffer_arrays)
@@ -203,12 +276,13 @@ def collect_mixed(
                     "between machines; the manifest records it", task, actual[:12], expected[:12])
     spec = task_spec(task)
     arrays, facts = mixed_file_arrays(buffer_arrays, entry["run"]["seed"], spec.n_agents)
-    catalog = catalog_entry(f"{task}-mixed-v{DATASET_VERSION}")
+    catalog = replace(catalog_entry(f"{task}-mixed-v{DATASET_VERSION}"), recipe=_mixed_recipe(task, entry))
     source = _ReplaySource(task, entry, how, reproduced)
     manifest_facts = {"last_episode_cut": facts["last_episode_cut"],
                       "episode_returns": return_stats(facts["returns"], facts["lengths"])}
     seeds = {"run_seed": entry["run"]["seed"], "first_env_seed": episode_seed(entry["run"]["seed"], 0)}
-    manifest = build_manifest(catalog, spec, source, seeds, len(arrays["terminals"]), manifest_facts)  # type: ignore[arg-type]
+    manifest = build_manifest(catalog, spec, source, seeds, len(arrays["terminals"]), manifest_facts,  # type: ignore[arg-type]
+                              stored_opponent(task, policies))
     return write_dataset(data_root(root), catalog.dataset_id, arrays, manifest)
 
 
@@ -217,6 +291,9 @@ __all__ = [
     "checkpoint_policy_factory",
     "collect_mixed",
     "mixed_buffer",
+    "mixed_collector",
     "mixed_file_arrays",
     "register_behaviour_recipes",
+    "retrain_cost",
+    "stored_opponent",
 ]

@@ -8,7 +8,7 @@ import click
 
 from offline_bench.cli.main import main
 
-try:  # make the committed behaviour policies' medium / expert recipes collectable by `offline-bench collect`
+try:  # make the committed behaviour policies' medium / mixed / expert recipes collectable by `offline-bench collect`
     from offline_bench.behaviour.recipes import register_behaviour_recipes
 
     register_behaviour_recipes()
@@ -134,30 +134,21 @@ def export(task: str, seed: int, workdir: str | None, episodes: int, expert: boo
 
 @behaviour.command("collect-mixed")
 @click.argument("task")
-@click.option("--root", type=click.Path(file_okay=False), default=None, help="Data root (default ./datasets).")
+@click.option("--root", type=click.Path(file_okay=False), default=None,
+              help="Dataset directory (default: $OFFLINE_BENCH_DATA, else ./datasets).")
 @click.option("--workdir", type=click.Path(file_okay=False), default=None,
               help="The behaviour run that saved mixed.npz (default runs/behaviour/<task>/seed<k>).")
-@click.option("--retrain", is_flag=True, help="Re-run the deterministic training up to the medium step.")
-def collect_mixed_cmd(task: str, root: str | None, workdir: str | None, retrain: bool) -> None:
-    """Write TASK-mixed-v0: the behaviour run's replay buffer from step 0 to the medium policy, in order."""
-    from tqdm import tqdm
+@click.option("--retrain", is_flag=True,
+              help="When no saved run is there, re-run the deterministic training up to the medium step.")
+@click.option("--force", is_flag=True, help="Replace a TASK-mixed dataset in ROOT that was made differently.")
+@click.pass_context
+def collect_mixed_cmd(ctx: click.Context, task: str, root: str | None, workdir: str | None, retrain: bool,
+                      force: bool) -> None:
+    """Write TASK-mixed-v0: the behaviour run's replay buffer from step 0 to the medium policy, in order.
 
-    from offline_bench.behaviour.policy import policy_entry
-    from offline_bench.behaviour.recipes import collect_mixed
+    An alias of `offline-bench collect TASK-mixed` (see its --help for what --retrain costs per task).
+    """
+    from offline_bench.cli.data_cmds import collect
 
-    medium = policy_entry(task, "medium")
-    if medium is None:
-        raise click.ClickException(f"{task} has no committed medium policy yet; train: offline-bench behaviour train {task}")
-    bar = tqdm(total=medium["step"], unit="step", desc=f"{task} retrain", disable=not retrain)
-
-    def progress(info: dict) -> None:
-        bar.update(info["step"] - bar.n)
-
-    try:
-        manifest = collect_mixed(task, root=root, run_dir=workdir, retrain=retrain, progress=progress)
-    except FileNotFoundError as err:
-        raise click.ClickException(str(err)) from None
-    finally:
-        bar.close()
-    click.echo(f"wrote {manifest['dataset_id']}: {manifest['transitions']} transitions, "
-               f"{manifest['episodes']} episodes, sha256 {manifest['sha256'][:12]}")
+    ctx.invoke(collect, dataset_id=f"{task}-mixed", steps=None, seed=0, force=force, retrain=retrain,
+               workdir=workdir, root=root)

@@ -64,21 +64,42 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _retrain_help() -> str:
+    from offline_bench.data.catalog import retrain_estimates
+
+    costs = ", ".join(f"{task} {steps} steps" + (f" ~{minutes:.0f} min" if minutes is not None else "")
+                      for task, (steps, minutes) in retrain_estimates().items())
+    return ("Mixed datasets only: when this machine has no saved behaviour run (--workdir), re-run the "
+            "deterministic behaviour training up to the medium policy to rebuild its replay buffer: one update per "
+            f"env step, {costs or 'no task has a medium policy yet'} (measured on 2 shared CPU cores).")
+
+
 @main.command()
 @click.argument("dataset_id", metavar="ID")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
-              help="Transitions to collect (default: the recipe's size, 1,000,000).")
+              help="Transitions to collect (default: the recipe's size, 1,000,000). Mixed datasets have a fixed "
+              "size (the replay buffer up to the medium policy) and refuse any other number.")
 @click.option("--seed", type=int, default=0, show_default=True,
-              help="Collection seed; policy init, noise and every episode's env seed derive from it.")
+              help="Collection seed; policy init, noise and every episode's env seed derive from it (mixed: must "
+              "be 0, the behaviour run's own seeds apply).")
 @click.option("--force", is_flag=True,
               help="Re-collect even if ROOT already holds this dataset (replacing one made differently).")
+@click.option("--retrain", is_flag=True, help=_retrain_help())
+@click.option("--workdir", type=click.Path(file_okay=False), default=None,
+              help="Mixed datasets only: the saved behaviour run whose mixed.npz holds the replay buffer "
+              "(default runs/behaviour/<task>/seed<k>, under $OFFLINE_BENCH_RUNS if set).")
 @root_option
 @clean_errors
-def collect(dataset_id: str, steps: int | None, seed: int, force: bool, root: str | None) -> None:
-    """Collect dataset ID (e.g. hopper-random, spread-random-v0) into ROOT/<id>.hdf5 and its manifest <id>.json.
+def collect(dataset_id: str, steps: int | None, seed: int, force: bool, retrain: bool, workdir: str | None,
+            root: str | None) -> None:
+    """Collect dataset ID (e.g. hopper-random, spread-random-v0, hopper-mixed) into ROOT/<id>.hdf5 and its
+    manifest <id>.json.
 
-    The file is written under a temporary name and renamed when complete; Ctrl-C or SIGTERM leaves nothing
-    that looks collected. An identical collection already in ROOT that verifies is kept as it is.
+    Medium and expert data are rollouts of the committed behaviour policies; mixed data is the behaviour run's
+    replay buffer up to its medium policy (from a saved run, or rebuilt with --retrain). tag and world data run
+    against the task's stored frozen opponent. The file is written under a temporary name and renamed when
+    complete; Ctrl-C or SIGTERM leaves nothing that looks collected. An identical collection already in ROOT that
+    verifies is kept as it is.
     """
     from tqdm import tqdm
 
@@ -86,7 +107,7 @@ def collect(dataset_id: str, steps: int | None, seed: int, force: bool, root: st
     from offline_bench.paths import data_root
 
     entry = catalog_entry(dataset_id)
-    total = steps or entry.recipe.default_steps
+    total = steps or entry.recipe.steps
     path = data_root(root) / f"{entry.dataset_id}.hdf5"
     before = path.stat().st_mtime_ns if path.exists() else None
     with tqdm(total=total, unit="step", desc=entry.dataset_id, disable=None, file=sys.stderr) as bar:
@@ -97,7 +118,7 @@ def collect(dataset_id: str, steps: int | None, seed: int, force: bool, root: st
         try:
             with sigterm_as_interrupt():
                 manifest = collect_dataset(entry.dataset_id, steps=steps, seed=seed, root=root, progress=progress,
-                                           force=force)
+                                           force=force, retrain=retrain, run_dir=workdir)
         except KeyboardInterrupt:
             bar.close()
             click.echo(f"Error: collection of {entry.dataset_id} interrupted; nothing was written", err=True)
@@ -173,6 +194,7 @@ def show(dataset_id: str, root: str | None, as_json: bool) -> None:
         f"recipe:           {m['recipe'].get('description') or m['recipe'].get('kind')}",
         f"behaviour policy: {json.dumps(m['behaviour_policy'], sort_keys=True)}",
         f"seeds:            {json.dumps({k: v for k, v in m['seeds'].items() if k != 'episode_seeds'})}",
+        *_opponent_lines(m["env"].get("opponents")),
         f"size:             {m['transitions']} transitions, {m['episodes']} episodes"
         + (" (last one cut by the size budget)" if m.get("last_episode_cut") else ""),
         f"arrays:           {shapes}",
@@ -188,6 +210,15 @@ def show(dataset_id: str, root: str | None, as_json: bool) -> None:
         f"normalized score: {score}  (behaviour policy's mean return)",
     ]
     click.echo("\n".join(lines))
+
+
+def _opponent_lines(opponents: Any) -> list[str]:
+    if opponents is None:
+        return []
+    if isinstance(opponents, dict):
+        sha = f" (sha256 {opponents['sha256']})" if opponents.get("sha256") else ""
+        return [f"opponents:        {opponents.get('description', opponents.get('kind'))}{sha}"]
+    return [f"opponents:        {opponents}"]
 
 
 @datasets.command()
@@ -245,7 +276,10 @@ def import_(source_id: str, dataset_id: str | None, root: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
 @clean_errors
 def measure_random(task: str, episodes: int, seed: int, as_json: bool) -> None:
-    """Mean return of uniform-random actions on TASK (the measured random reference; team mean for multi-agent)."""
+    """Mean return of uniform-random actions on TASK (the measured random reference; team mean for multi-agent).
+
+    tag and world run against the task's stored frozen opponent, as their datasets do.
+    """
     from tqdm import tqdm
 
     from offline_bench.data import measure_random_return
@@ -256,4 +290,5 @@ def measure_random(task: str, episodes: int, seed: int, as_json: bool) -> None:
         click.echo(json.dumps(stats, sort_keys=True))
         return
     click.echo(f"{task}: uniform-random return {stats['mean']:.4f} ± {stats['std']:.4f} over {stats['episodes']} "
-               f"episodes (seed {seed}, mean length {stats['mean_length']:.1f})")
+               f"episodes (seed {seed}, mean length {stats['mean_length']:.1f})"
+               + (f"; opponents: {stats['opponents']}" if "opponents" in stats else ""))

@@ -5,9 +5,10 @@ Ids are ``<task>-<quality>-v<K>`` (DESIGN.md, "Dataset contract"): 8 tasks x 4 q
 
 A recipe says how a dataset is made: which behaviour policy (a name in ``offline_bench.data.policy``'s factory
 registry plus its parameters), how many parallel envs step in lock-step (part of the recipe because it fixes the
-order of episodes in the file) and the default size. ``random`` recipes are collectable now; the other qualities
+order of episodes in the file) and the default size. ``random`` recipes are always collectable; the other qualities
 need a trained behaviour policy and are listed as "needs behaviour policy" until their recipes are registered with
-``register_recipe`` (the behaviour-data issue adds checkpoint-backed policies that way).
+``register_recipe`` (``offline_bench.behaviour.recipes.register_behaviour_recipes`` registers the medium / expert
+rollouts of every committed policy and the ``replay-buffer`` recipe of its mixed data, whose size is fixed).
 
 Reference returns live with the task, not with a dataset: every manifest copies them, and normalized scores
 use ``TaskReferences.normalize``.
@@ -15,8 +16,10 @@ use ``TaskReferences.normalize``.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from offline_bench.paths import policies_root
@@ -62,6 +65,7 @@ class TaskReferences:
     measured_random_episodes: int = 0
     measured_random_seed: int = 0
     measured_command: str = ""
+    measured_random_opponent: str | None = None  # tag / world: sha256 of the frozen opponent it was measured against
 
     def normalize(self, episode_return: float) -> float:
         """``100 * (R - random) / (expert - random)``; raises ``MissingReferenceError`` when a reference is missing."""
@@ -85,6 +89,7 @@ class TaskReferences:
             "measured_random_episodes": self.measured_random_episodes,
             "measured_random_seed": self.measured_random_seed,
             "measured_command": self.measured_command,
+            "measured_random_opponent": self.measured_random_opponent,
             "return_statistic": RETURN_STATISTIC,
         }
 
@@ -101,15 +106,23 @@ _BEHAVIOUR = (
 # Measured with MEASURE_COMMAND (100 episodes, seed 0, 8 envs in lock-step) on 2026-11-23 with pybullet 3.2.7,
 # mpe2 1.1.1 / pettingzoo 1.27.0, gymnasium-robotics 1.4.2 / mujoco 4.0.0, numpy 2.4.6: (mean, std over episodes).
 # The PyBullet numbers land near D4RL's REF_MIN (hopper 20.06, halfcheetah -1275.8, walker2d 16.5, ant 373.7).
+# tag was re-measured the same day against its frozen opponent (before: 3.2 +- 9.37 with a uniform-random prey).
 _MEASURED_RANDOM: dict[str, tuple[float, float] | None] = {
     "hopper": (20.876099, 3.971252),  # mean episode length 13.5
     "halfcheetah": (-1250.218086, 111.394415),  # 1000 steps
     "walker2d": (17.219756, 3.568154),  # mean episode length 15.1
     "ant": (397.853675, 171.334447),  # mean episode length 813.0
     "spread": (-24.707825, 7.407394),  # 25 steps
-    "tag": (3.2, 9.368031),  # 25 steps; the prey also acts uniformly at random
-    "world": (1.797362, 6.612054),  # 25 steps; the 2 fast agents also act uniformly at random
+    "tag": (2.0, 7.483315),  # 25 steps; the prey is the task's frozen opponent (_MEASURED_OPPONENT)
+    "world": (1.797362, 6.612054),  # 25 steps; no stored opponent yet: the 2 fast agents act uniformly at random
     "halfcheetah-2x3": (-281.874857, 80.963125),  # 1000 steps; shared team reward
+}
+
+# tag / world: the sha256 of the frozen opponent (datasets/policies/<task>/opponent.pt) the number above was measured
+# against, the same opponent every dataset of the task is collected against; a task missing here was measured
+# with uniform-random opponents. When a task's opponent changes, re-measure with MEASURE_COMMAND (a test checks).
+_MEASURED_OPPONENT: dict[str, str] = {
+    "tag": "a2e157c347195a4d207e6164fc4e30cbb35044a6bc833b6df3fd25c26db8c499",
 }
 
 _PUBLISHED: dict[str, tuple[float, float]] = {
@@ -130,6 +143,7 @@ def _make_references(task: str) -> TaskReferences:
             measured_random_episodes=100,
             measured_random_seed=0,
             measured_command=MEASURE_COMMAND.format(task=task),
+            measured_random_opponent=_MEASURED_OPPONENT.get(task),
         )
     if task in _PUBLISHED:
         low, high = _PUBLISHED[task]
@@ -146,14 +160,43 @@ def _behaviour_references(task: str) -> tuple[float, float] | None:
     Multi-agent tasks have no published references, so the expert is our own expert policy; its random reference
     is measured in the same evaluation (same episodes, same opponent) so the two are comparable.
     """
-    index_path = policies_root() / "index.json"
-    if not index_path.exists():
-        return None
-    entry = json.loads(index_path.read_text()).get("tasks", {}).get(task, {})
+    entry = policy_index().get("tasks", {}).get(task, {})
     expert, random = entry.get("expert", {}).get("return_mean"), entry.get("random", {}).get("return_mean")
     if expert is None or random is None:
         return None
     return float(random), float(expert)
+
+
+def policy_index(root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """The behaviour-policy index (``datasets/policies/index.json``, or ``<root>/index.json``); empty if none."""
+    index_path = Path(root or policies_root()) / "index.json"
+    return json.loads(index_path.read_text()) if index_path.exists() else {"tasks": {}}
+
+
+def retrain_estimates(root: str | os.PathLike[str] | None = None) -> dict[str, tuple[int, float | None]]:
+    """Per task with mixed data: (training steps up to the medium policy, minutes that took where it was trained).
+
+    What ``collect <task>-mixed --retrain`` re-runs; minutes scale the recorded run's wall time (None: unknown).
+    """
+    out: dict[str, tuple[int, float | None]] = {}
+    for task, entry in policy_index(root).get("tasks", {}).items():
+        steps, run = entry.get("mixed", {}).get("transitions"), entry.get("run", {})
+        if steps:
+            known = run.get("wall_time_s") and run.get("steps_trained")
+            out[task] = (int(steps), run["wall_time_s"] * steps / run["steps_trained"] / 60 if known else None)
+    return out
+
+
+def retrain_cost(task: str, root: str | os.PathLike[str] | None = None) -> str:
+    """How long re-running ``task``'s behaviour training up to its medium policy takes, in words."""
+    if task not in retrain_estimates(root):
+        return f"{task} has no medium policy"
+    steps, minutes = retrain_estimates(root)[task]
+    run = policy_index(root)["tasks"][task].get("run", {})
+    text = f"{steps} training steps (one {str(run.get('algo', '')).upper()} update per env step)"
+    if minutes is not None:
+        text += f", about {minutes:.0f} min on {run.get('machine', 'the machine that trained it')}"
+    return text
 
 
 REFERENCES: dict[str, TaskReferences] = {task: _make_references(task) for task in TASKS}
@@ -172,15 +215,23 @@ class Recipe:
 
     quality: str
     kind: str  # "rollouts" (a behaviour policy steps the env) or "replay-buffer" (an online trainer's buffer)
-    policy: str | None  # factory name in offline_bench.data.policy.POLICY_FACTORIES; None: not available yet
+    # rollouts: factory name in offline_bench.data.policy.POLICY_FACTORIES; replay-buffer: the online learner whose
+    # buffer it is (collected by the mixed collector the behaviour layer registers); None: not available yet
+    policy: str | None
     policy_params: tuple[tuple[str, Any], ...] = ()  # sorted (name, value) pairs, frozen for hashing
     num_envs: int = 8  # envs stepped in lock-step; fixes the order of episodes in the file
     default_steps: int = DEFAULT_STEPS
     description: str = ""
+    fixed_steps: int | None = None  # replay-buffer recipes: the dataset is exactly this many transitions
 
     @property
     def collectable(self) -> bool:
-        return self.kind == "rollouts" and self.policy is not None
+        return self.kind in ("rollouts", "replay-buffer") and self.policy is not None
+
+    @property
+    def steps(self) -> int:
+        """The dataset's size when ``--steps`` is not given: the fixed size of a replay buffer, else the default."""
+        return self.fixed_steps if self.fixed_steps is not None else self.default_steps
 
     @property
     def status(self) -> str:
@@ -190,7 +241,7 @@ class Recipe:
         return dict(self.policy_params)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "quality": self.quality,
             "kind": self.kind,
             "policy": self.policy,
@@ -199,6 +250,9 @@ class Recipe:
             "default_steps": self.default_steps,
             "description": self.description,
         }
+        if self.fixed_steps is not None:  # only then, so manifests of rollout datasets keep their exact form
+            out.update(default_steps=None, fixed_steps=self.fixed_steps)
+        return out
 
 
 RANDOM_RECIPE = Recipe(

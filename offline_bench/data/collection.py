@@ -7,6 +7,19 @@ finish (env order within a step), which depends only on the seeds, so the file i
 
 The last episode is cut when the size budget is reached; its final row is marked ``timeouts`` (it did not
 terminate) and the manifest records ``last_episode_cut``. Episodes still running at that point are dropped.
+
+Two things come from the behaviour layer through hooks it registers (``register_mixed_collector``,
+``register_opponent_loader``; ``offline_bench.behaviour.recipes.register_behaviour_recipes`` does both), so this
+module never imports it at import time; when a dataset needs them and nothing registered any, the repository's
+own behaviour layer is registered then:
+
+- ``mixed`` (replay-buffer) datasets are the behaviour run's buffer, not rollouts: ``collect`` hands them to the
+  mixed collector. Their size is fixed by the run (the buffer up to the medium step), so ``steps`` must be left
+  out or equal that size; a prefix would be the start of training alone, not the mixed data.
+- ``tag`` / ``world``: every dataset of the task (random, medium, mixed, expert), and the measured random
+  reference, runs against the same frozen opponent ``datasets/policies/<task>/opponent.pt`` when the index has
+  one; the manifest's ``env.opponents`` names it with its sha256. Without one the adapter's uniform-random
+  opponent is used, and the manifest says so.
 """
 from __future__ import annotations
 
@@ -16,7 +29,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -51,6 +64,86 @@ class NotCollectableError(ValueError):
 
 class DatasetExistsError(ValueError):
     """A dataset of the same id, made differently, is already collected in the root."""
+
+
+# ------------------------------------------------------------------------ hooks the behaviour layer registers
+@dataclass(frozen=True)
+class FixedOpponent:
+    """A task's frozen opponent policy (tag's prey, world's fast agents) and what the manifest records about it."""
+
+    act: Callable[[np.ndarray], np.ndarray]  # the env adapters' opponent: obs [M, O_opp] -> actions [M, A_opp]
+    sha256: str
+    file: str  # relative to the policies folder, e.g. "tag/opponent.pt"
+    step: int | None = None  # co-training steps before it was frozen
+
+
+OpponentLoader = Callable[[str], "FixedOpponent | None"]
+
+
+class MixedCollector(Protocol):
+    def __call__(self, task: str, *, root: str | os.PathLike[str] | None, run_dir: str | os.PathLike[str] | None,
+                 retrain: bool, progress: Progress | None) -> dict[str, Any]:
+        """Write ``<task>-mixed-v0`` into ``root`` (atomically) and return its manifest."""
+        ...
+
+
+_HOOKS: dict[str, Any] = {}
+
+
+def register_mixed_collector(collector: MixedCollector) -> None:
+    """The function that writes a task's mixed (replay-buffer) dataset; ``collect`` of a mixed id calls it."""
+    _HOOKS["mixed"] = collector
+
+
+def register_opponent_loader(loader: OpponentLoader) -> None:
+    """The function that returns a task's stored frozen opponent (or None); every tag / world dataset uses it."""
+    _HOOKS["opponent"] = loader
+
+
+def _hook(name: str) -> Any:
+    """A registered hook; the first time one is needed and none is registered, the repository's behaviour layer
+    registers its own (imported only now, so loading and sampling data never import it)."""
+    if not _HOOKS:
+        import importlib
+
+        importlib.import_module("offline_bench.behaviour.recipes").register_behaviour_recipes()
+    return _HOOKS.get(name)
+
+
+def task_opponent(task: str) -> FixedOpponent | None:
+    """The frozen opponent every dataset of ``task`` is collected against; None: uniform-random opponents
+    (``task`` has none stored yet, or has no opponents at all)."""
+    if task not in OPPONENTS:
+        return None
+    loader = _hook("opponent")
+    return None if loader is None else loader(task)
+
+
+def opponent_facts(task: str, opponent: FixedOpponent | None) -> dict[str, Any] | None:
+    """What a manifest records (``env.opponents``) about the non-learning agents of ``task``; None if it has none.
+
+    ``kind`` says which opponent it was (the train loop evaluates against the same one, checking ``sha256``).
+    """
+    if task not in OPPONENTS:
+        return None
+    count = OPPONENTS[task].n_agents
+    if opponent is None:
+        return {
+            "kind": "uniform random",
+            "count": count,
+            "sha256": None,
+            "description": f"{count} non-learning agent(s) act uniformly at random, seeded by each episode's env "
+            f"seed: {task} has no stored frozen opponent (datasets/policies/{task}/opponent.pt) yet",
+        }
+    return {
+        "kind": "fixed opponent policy",
+        "count": count,
+        "sha256": opponent.sha256,
+        "file": opponent.file,
+        "step": opponent.step,
+        "description": f"{count} non-learning agent(s) follow the frozen opponent policy datasets/policies/"
+        f"{opponent.file} (deterministic), the same for every dataset of {task}",
+    }
 
 
 @dataclass
@@ -140,11 +233,10 @@ def run_episodes(
                 obs[e] = result.obs
 
 
-def _make_envs(task: str, num_envs: int, policy: object | None = None) -> list[Env]:
-    """``num_envs`` fresh envs of ``task``. For tag/world the non-learning agents follow ``policy.opponent`` when
-    the behaviour policy carries one (a trained prey), else the adapter's uniform-random opponent."""
-    opponent = getattr(policy, "opponent", None) if task in OPPONENTS else None
-    return [make_env(task, opponent=opponent) for _ in range(num_envs)]
+def _make_envs(task: str, num_envs: int, opponent: FixedOpponent | None = None) -> list[Env]:
+    """``num_envs`` fresh envs of ``task``; tag / world's non-learning agents follow ``opponent`` when given, else
+    the adapter's uniform-random opponent."""
+    return [make_env(task, opponent=None if opponent is None else opponent.act) for _ in range(num_envs)]
 
 
 def rollout_arrays(
@@ -223,22 +315,26 @@ def return_stats(returns: list[float], lengths: list[int]) -> dict[str, Any]:
     }
 
 
-def build_manifest(entry: CatalogEntry, spec: TaskSpec, policy: BehaviourPolicy, seeds: dict[str, int],
-                   steps: int, facts: dict[str, Any]) -> dict[str, Any]:
-    env = {
+def env_facts(spec: TaskSpec, opponent: FixedOpponent | None = None) -> dict[str, Any]:
+    """The manifest's ``env``: task, source, episode length, simulator versions and (tag / world) the opponents."""
+    env: dict[str, Any] = {
         "task": spec.name,
         "source": spec.source,
         "description": spec.description,
         "episode_length": spec.episode_length,
         "packages": simulator_versions(spec.name),
     }
-    if spec.name in OPPONENTS:
-        count = OPPONENTS[spec.name].n_agents
-        env["opponents"] = (
-            f"{count} non-learning agents follow the behaviour policy's fixed opponent policy"
-            if getattr(policy, "opponent", None) is not None
-            else f"{count} non-learning agents act uniformly at random, seeded by each episode's env seed"
-        )
+    opponents = opponent_facts(spec.name, opponent)
+    if opponents is not None:
+        env["opponents"] = opponents
+    return env
+
+
+def build_manifest(entry: CatalogEntry, spec: TaskSpec, policy: BehaviourPolicy, seeds: dict[str, Any],
+                   steps: int, facts: dict[str, Any], opponent: FixedOpponent | None = None) -> dict[str, Any]:
+    """The manifest of a dataset (``write_dataset`` adds sizes, arrays and the sha256); ``opponent``: the frozen
+    opponent tag / world ran against (None: uniform random)."""
+    env = env_facts(spec, opponent)
     return {
         "dataset_id": entry.dataset_id,
         "task": entry.task,
@@ -267,6 +363,8 @@ def collect(
     root: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
     force: bool = False,
+    retrain: bool = False,
+    run_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Collect ``dataset_id`` by its recipe and write ``<root>/<id>.hdf5`` + ``<id>.json``; return the manifest.
 
@@ -274,41 +372,102 @@ def collect(
     steps, seed and package versions and it verifies, it is kept and its manifest returned (the file would come
     out byte-identical). A collected dataset made differently is replaced only with ``force`` (else
     DatasetExistsError). Raises NotCollectableError for recipes whose behaviour policy does not exist yet.
+
+    Mixed (replay-buffer) datasets: the behaviour run's buffer up to the medium step, taken from the saved run in
+    ``run_dir`` (default ``runs/behaviour/<task>/seed<k>``); with ``retrain``, when no run is saved there, the
+    deterministic training is re-run up to the medium step (``progress`` then counts training steps). Their size
+    is fixed: ``steps`` must be None or equal it, and ``seed`` must be 0 (the run's own seeds apply).
     """
     entry = catalog_entry(dataset_id)
+    if not entry.recipe.collectable and not _HOOKS:  # the behaviour layer registers medium / mixed / expert recipes
+        _hook("mixed")
+        entry = catalog_entry(dataset_id)
     recipe = entry.recipe
     if not recipe.collectable:
-        raise NotCollectableError(
-            f"{entry.dataset_id} cannot be collected yet: {recipe.description}; only the random datasets are "
-            f"collectable until the behaviour-data issue adds these recipes (try `offline-bench collect {entry.task}-random`)"
+        raise NotCollectableError(_not_collectable_message(entry))
+    if recipe.kind == "replay-buffer":
+        return _collect_replay_buffer(entry, steps, seed, root, progress, force, retrain, run_dir)
+    if retrain or run_dir is not None:
+        raise ValueError(
+            f"--retrain applies to mixed datasets only; {entry.dataset_id} is made of rollouts of "
+            f"{'a randomly initialised policy' if entry.quality == 'random' else 'the committed ' + entry.quality + ' policy'}"
+            f" (to train behaviour policies again: offline-bench behaviour train {entry.task})"
         )
-    steps = recipe.default_steps if steps is None else int(steps)
+    steps = recipe.steps if steps is None else int(steps)
     if steps < 1:
         raise ValueError(f"--steps must be at least 1, got {steps}")
     spec = task_spec(entry.task)
     seeds = derive_seeds(seed)
     policy = make_policy(recipe.policy, spec, recipe.params(), seeds["policy_init_seed"], seeds["policy_noise_seed"])
+    opponent = task_opponent(entry.task)
+    wanted = build_manifest(entry, spec, policy, seeds, steps, {"last_episode_cut": None, "episode_returns": None},
+                            opponent)
     if not force:
-        existing = _existing_collection(entry.dataset_id, root, steps, seed, entry, spec, policy)
+        existing = _existing_collection(entry.dataset_id, root, wanted, f"{steps} steps, seed {seed}")
         if existing is not None:
             return existing
     log.info("collecting %s: %d transitions, seed %d, %d envs", entry.dataset_id, steps, seed, recipe.num_envs)
-    envs = _make_envs(entry.task, recipe.num_envs, policy)
+    envs = _make_envs(entry.task, recipe.num_envs, opponent)
     try:
         arrays, facts = rollout_arrays(spec, envs, policy, steps, seeds["first_env_seed"], progress)
     finally:
         for env in envs:
             env.close()
-    manifest = build_manifest(entry, spec, policy, seeds, steps, facts)
+    manifest = build_manifest(entry, spec, policy, seeds, steps, facts, opponent)
     full = write_dataset(data_root(root), entry.dataset_id, arrays, manifest)
     log.info("wrote %s (%d episodes, sha256 %s)", entry.dataset_id, full["episodes"], full["sha256"][:12])
     return full
 
 
-def _existing_collection(dataset_id: str, root: str | os.PathLike[str] | None, steps: int, seed: int,
-                         entry: CatalogEntry, spec: TaskSpec, policy: BehaviourPolicy) -> dict[str, Any] | None:
+def _not_collectable_message(entry: CatalogEntry) -> str:
+    policy = "medium" if entry.quality == "mixed" else entry.quality
+    what = "the replay buffer of the run that trained it" if entry.quality == "mixed" else "its rollouts"
+    return (
+        f"{entry.dataset_id} cannot be collected yet: {entry.task} has no {policy} behaviour policy in "
+        f"datasets/policies/index.json ({entry.quality} data is {what}); train one with `offline-bench behaviour "
+        f"train {entry.task}` and export it with `offline-bench behaviour export {entry.task}` "
+        f"(`offline-bench collect {entry.task}-random` works now)"
+    )
+
+
+def _collect_replay_buffer(entry: CatalogEntry, steps: int | None, seed: int, root: str | os.PathLike[str] | None,
+                           progress: Progress | None, force: bool, retrain: bool,
+                           run_dir: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """A mixed dataset: checks, the identical-collection shortcut, then the behaviour layer's mixed collector."""
+    size = entry.recipe.steps
+    if steps is not None and int(steps) != size:
+        raise ValueError(
+            f"{entry.dataset_id} has a fixed size: the {size} transitions of the behaviour run's replay buffer up to "
+            f"its medium policy (a prefix would hold only the start of training); leave out --steps"
+        )
+    if seed != 0:
+        raise ValueError(f"--seed does not apply to {entry.dataset_id}: it is the behaviour run's own replay buffer, "
+                         f"made with that run's seeds; leave out --seed")
+    collector = _hook("mixed")
+    if collector is None:
+        raise NotCollectableError(f"{entry.dataset_id} needs the behaviour layer's mixed collector, and none is "
+                                  "registered (offline_bench.behaviour.recipes.register_behaviour_recipes)")
+    if not force:
+        wanted = {"recipe": entry.recipe.to_dict(), "package_version": __version__,
+                  "env": env_facts(task_spec(entry.task), task_opponent(entry.task))}
+        existing = _existing_collection(entry.dataset_id, root, wanted, f"{size} transitions")
+        if existing is not None:
+            return existing
+    log.info("collecting %s: the behaviour run's replay buffer, %d transitions", entry.dataset_id, size)
+    manifest: dict[str, Any] = collector(entry.task, root=root, run_dir=run_dir, retrain=retrain, progress=progress)
+    if progress is not None:
+        progress(manifest["transitions"], manifest["transitions"])
+    return manifest
+
+
+def _existing_collection(dataset_id: str, root: str | os.PathLike[str] | None, wanted: dict[str, Any],
+                         made: str) -> dict[str, Any] | None:
     """The manifest of an identical, verified collection already in ``root``; None if there is none (or it is
-    damaged, so collecting again repairs it); DatasetExistsError if a different one is there."""
+    damaged, so collecting again repairs it); DatasetExistsError if a different one is there.
+
+    ``wanted``: the manifest fields that define the dataset (a rollout manifest without its results); ``made``
+    describes the requested collection for the error message.
+    """
     if dataset_status(dataset_id, root) != "collected":
         return None
     try:
@@ -316,15 +475,14 @@ def _existing_collection(dataset_id: str, root: str | os.PathLike[str] | None, s
     except DatasetError as exc:
         log.warning("replacing %s, which does not verify: %s", dataset_id, exc)
         return None
-    wanted = build_manifest(entry, spec, policy, derive_seeds(seed), steps, {"last_episode_cut": None,
-                                                                           "episode_returns": None})
-    keys = ("requested_steps", "seeds", "recipe", "behaviour_policy", "env", "package_version")
+    keys = [k for k in ("requested_steps", "seeds", "recipe", "behaviour_policy", "env", "package_version")
+            if k in wanted]
     differs = [k for k in keys if old.get(k) != json.loads(json.dumps(wanted[k]))]
     if differs:
         raise DatasetExistsError(
             f"{dataset_id} already exists in {data_root(root)} made differently ({', '.join(differs)} differ: it has "
-            f"{old.get('requested_steps')} steps, seed {old.get('seeds', {}).get('seed')}); pass --force to replace "
-            "it, or use another --root"
+            f"{old.get('requested_steps')} steps, seed {old.get('seeds', {}).get('seed')}; asked for {made}); pass "
+            "--force to replace it, or use another --root"
         )
     log.info("%s is already collected identically in %s and verifies; keeping it", dataset_id, data_root(root))
     return old
@@ -337,13 +495,16 @@ def measure_random_return(
 
     Multi-agent returns are the team mean of per-agent returns. Episode ``k`` resets with env seed
     ``derive_seeds(seed)["first_env_seed"] + k``; actions come from ``np.random.default_rng(policy_noise_seed)``.
+    tag / world run against the task's frozen opponent, as its datasets do (``opponent``: its sha256, or None
+    for uniform-random opponents).
     """
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
     spec = task_spec(task)
     seeds = derive_seeds(seed)
     policy = UniformPolicy(spec, seeds["policy_noise_seed"])
-    envs = _make_envs(task, min(num_envs, episodes))
+    opponent = task_opponent(task)
+    envs = _make_envs(task, min(num_envs, episodes), opponent)
     returns: list[float] = []
     lengths: list[int] = []
     try:
@@ -356,5 +517,9 @@ def measure_random_return(
         for env in envs:
             env.close()
     stats = return_stats(returns, lengths)
-    stats.update(task=task, seed=seed, policy="uniform actions in [-1, 1]", num_envs=len(envs))
+    stats.update(task=task, seed=seed, policy="uniform actions in [-1, 1]", num_envs=len(envs),
+                 opponent=None if opponent is None else opponent.sha256)
+    opponents = opponent_facts(task, opponent)
+    if opponents is not None:
+        stats["opponents"] = opponents["description"]
     return stats
