@@ -20,6 +20,7 @@ DATA_COMMANDS = [
     ["datasets", "export"],
     ["datasets", "import"],
     ["datasets", "measure-random"],
+    ["behaviour", "collect-mixed"],
 ]
 
 
@@ -111,6 +112,10 @@ def test_verify_fails_with_one_line_naming_the_fix(root: Path, tmp_path: Path) -
         (["datasets", "verify", "nope-random"], "unknown dataset"),
         (["datasets", "measure-random", "cartpole"], "unknown task 'cartpole'"),
         (["datasets", "import", "offline-bench/ant-random-v0"], "no local Minari dataset"),
+        (["collect", "hopper-random", "--retrain"], "--retrain applies to mixed datasets only"),
+        (["collect", "hopper-mixed", "--steps", "1000"], "has a fixed size"),
+        (["collect", "spread-mixed"], "add --retrain to re-run that training deterministically"),
+        (["behaviour", "collect-mixed", "tag"], "add --retrain"),
     ],
 )
 def test_errors_are_one_line_without_traceback(args: list[str], message: str, tmp_path: Path) -> None:
@@ -120,7 +125,8 @@ def test_errors_are_one_line_without_traceback(args: list[str], message: str, tm
             pytest.skip("every catalog recipe has a behaviour policy")
         args = [pending[0] if a == "PENDING" else a for a in args]
     result = CliRunner().invoke(main, [*args, *(["--root", str(tmp_path)] if "measure-random" not in args else [])],
-                                env={"MINARI_DATASETS_PATH": str(tmp_path / "minari")})
+                                env={"MINARI_DATASETS_PATH": str(tmp_path / "minari"),
+                                     "OFFLINE_BENCH_RUNS": str(tmp_path / "runs")})  # no saved behaviour run there
     assert result.exit_code == 1, result.output
     assert message in result.output and result.output.count("\n") == 1 and "Traceback" not in result.output
     assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
@@ -134,6 +140,21 @@ def test_export_and_import_through_the_cli(root: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "imported offline-bench/hopper-random-v0 as hopper-random-v0: 120 transitions" in result.output
     assert run("datasets", "verify", "hopper-random", "--root", str(tmp_path / "back")).exit_code == 0
+
+
+def test_collect_help_says_what_retrain_costs() -> None:
+    from offline_bench.data.catalog import retrain_estimates
+
+    text = " ".join(run("collect", "--help").output.split())
+    for task, (steps, _minutes) in retrain_estimates().items():
+        assert f"{task} {steps} steps" in text, task
+
+
+def test_show_names_the_opponent(tmp_path: Path) -> None:
+    assert run("collect", "tag-random", "--steps", "30", "--root", str(tmp_path)).exit_code == 0
+    result = run("datasets", "show", "tag-random", "--root", str(tmp_path))
+    sha = json.loads((tmp_path / "tag-random-v0.json").read_text())["env"]["opponents"]["sha256"]
+    assert result.exit_code == 0 and "opponents:" in result.output and f"sha256 {sha}" in result.output
 
 
 def test_measure_random_prints_statistics() -> None:

@@ -24,8 +24,10 @@ from offline_bench.data import (
     load_dataset,
     measure_random_return,
 )
+from offline_bench.data import collection
 from offline_bench.data.catalog import CATALOG, task_references
 from offline_bench.data.collection import derive_seeds
+from offline_bench.paths import policies_root
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parent.parent
@@ -116,21 +118,87 @@ def test_existing_collections_are_kept_refused_or_replaced(tmp_path: Path) -> No
     assert load_dataset("spread-random", root=tmp_path).manifest["sha256"] == repaired["sha256"]
 
 
-def test_datasets_without_a_behaviour_policy_are_not_collectable(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["rollouts", "replay-buffer"])
+def test_datasets_without_a_behaviour_policy_are_not_collectable(kind: str, tmp_path: Path) -> None:
     # Which ids still lack a behaviour policy changes as policies are committed: take one that does now.
-    pending = [e for e in CATALOG.values() if not e.recipe.collectable and e.recipe.kind == "rollouts"]
+    collection._hook("mixed")  # the committed policies' recipes are registered, as the CLI does
+    pending = [e for e in CATALOG.values() if not e.recipe.collectable and e.recipe.kind == kind]
     if not pending:
-        pytest.skip("every rollout dataset has a behaviour policy")
+        pytest.skip(f"every {kind} dataset has a behaviour policy")
     entry = pending[0]
-    with pytest.raises(NotCollectableError, match=f"cannot be collected yet.*collect {entry.task}-random"):
-        collect(entry.dataset_id, steps=10, root=tmp_path)
+    policy = "medium" if entry.quality == "mixed" else entry.quality
+    with pytest.raises(NotCollectableError, match=f"cannot be collected yet: {entry.task} has no {policy} behaviour "
+                       f"policy.*offline-bench behaviour train {entry.task}`.*collect {entry.task}-random"):
+        collect(entry.dataset_id, root=tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_retrain_and_steps_are_refused_where_they_do_not_apply(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--retrain applies to mixed datasets only"):
+        collect("spread-random", steps=10, root=tmp_path, retrain=True)
+    collection._hook("mixed")
+    mixed = [e for e in CATALOG.values() if e.recipe.kind == "replay-buffer" and e.recipe.collectable]
+    if not mixed:
+        pytest.skip("no task has a medium policy yet")
+    size = mixed[0].recipe.steps
+    with pytest.raises(ValueError, match=f"has a fixed size: the {size} transitions .*leave out --steps"):
+        collect(mixed[0].dataset_id, steps=size - 1, root=tmp_path)
+    with pytest.raises(ValueError, match="--seed does not apply"):
+        collect(mixed[0].dataset_id, seed=1, root=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _stored_opponent_sha(task: str) -> str | None:
+    index = json.loads((policies_root() / "index.json").read_text())["tasks"]
+    return index.get(task, {}).get("opponent", {}).get("sha256")
+
+
+def test_tag_random_runs_against_the_stored_frozen_opponent(tmp_path: Path) -> None:
+    """Every tag dataset, random included, is collected against datasets/policies/tag/opponent.pt: the recorded
+    transitions replay exactly with that prey, and not with the adapter's uniform-random one."""
+    from offline_bench.behaviour.policy import load_policy
+    from offline_bench.envs import make_env
+    from offline_bench.train.loop import _opponent
+
+    sha = _stored_opponent_sha("tag")
+    assert sha is not None, "the repository ships a frozen tag opponent"
+    collect("tag-random", steps=25, root=tmp_path)
+    d = load_dataset("tag-random", root=tmp_path)
+    opponents = d.manifest["env"]["opponents"]
+    assert opponents["kind"] == "fixed opponent policy" and opponents["sha256"] == sha
+    assert opponents["file"] == "tag/opponent.pt"
+    prey = load_policy("tag", "opponent")
+    assert prey is not None
+
+    def replay(env: object) -> np.ndarray:
+        env.reset(int(d.episode_seeds[0]))  # type: ignore[attr-defined]
+        return np.stack([env.step(d.actions[t]).obs for t in range(25)])  # type: ignore[attr-defined]  # [25, N, O]
+
+    with make_env("tag", opponent=prey.as_opponent()) as env:
+        np.testing.assert_array_equal(replay(env), d.next_observations)
+    with make_env("tag") as env:  # a uniform-random prey moves differently
+        assert not np.allclose(replay(env), d.next_observations)
+    # The train loop evaluates against the same opponent, checking its sha256.
+    act, text = _opponent(d, "tag")
+    assert act is not None and sha in text
+
+
+def test_measured_random_references_used_each_tasks_stored_opponent() -> None:
+    """The catalog's measured random return of tag / world was measured against the opponent the datasets use."""
+    for task in ("tag", "world"):
+        sha = _stored_opponent_sha(task)
+        assert task_references(task).measured_random_opponent == sha, (
+            f"{task}'s stored opponent changed: re-run `offline-bench datasets measure-random {task} --episodes 100 "
+            "--seed 0` and update _MEASURED_RANDOM / _MEASURED_OPPONENT in offline_bench/data/catalog.py"
+        )
+        stats = measure_random_return(task, episodes=1, seed=0, num_envs=1)
+        assert stats["opponent"] == sha
 
 
 def test_progress_callback_reaches_total(tmp_path: Path) -> None:
     seen: list[tuple[int, int]] = []
     manifest = collect("tag-random", steps=60, root=tmp_path, progress=lambda done, total: seen.append((done, total)))
-    assert "uniformly at random" in manifest["env"]["opponents"]
+    assert manifest["env"]["opponents"]["sha256"] == _stored_opponent_sha("tag")
     assert seen[-1] == (60, 60) and all(b == 60 for _, b in seen)
     assert [a for a, _ in seen] == sorted(a for a, _ in seen)
 
@@ -203,6 +271,10 @@ def _check_tiny_collection(task: str, root: Path) -> None:
     agent = () if spec.n_agents == 1 else (spec.n_agents,)
     assert d.observations.shape == (40, *agent, spec.obs_dim) and d.actions.shape == (40, *agent, spec.action_dim)
     assert manifest["env"]["source"] == spec.source and manifest["references"] == d.references.to_dict()
+    if task in ("tag", "world"):  # the stored frozen opponent when there is one, else uniform random, said so
+        opponents, sha = manifest["env"]["opponents"], _stored_opponent_sha(task)
+        assert opponents["sha256"] == sha
+        assert opponents["kind"] == ("uniform random" if sha is None else "fixed opponent policy")
     actions = d.agent_axis("actions")  # [T, N, A]
     for i, size in enumerate(spec.action_sizes):
         assert not actions[:, i, size:].any(), "padded action dims are stored as zeros"
