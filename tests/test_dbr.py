@@ -42,6 +42,58 @@ def test_bound_cap_limits_how_loose_the_constraint_gets() -> None:
     torch.testing.assert_close(dual_violation(d_plus, d_minus, 0.05, bound_max=0.01), torch.tensor([0.35]))  # >= eps
 
 
+def test_anchor_caps_the_bound_at_the_behaviour_models_separation() -> None:
+    eps = 0.05
+    d_plus, d_minus = torch.tensor([0.6]), torch.tensor([0.65])  # far from both models: the paper's g < 0
+    assert dual_violation(d_plus, d_minus, eps) < 0
+    torch.testing.assert_close(dual_violation(d_plus, d_minus, eps, separation=torch.tensor([0.15])),
+                               torch.tensor([0.45]))  # the anchored bound: 0.6 - 0.15
+    # near beta+ the anchor changes nothing: D(pi, beta-) ~ D(beta+, beta-) is the smaller one
+    torch.testing.assert_close(dual_violation(torch.tensor([0.1]), torch.tensor([0.14]), eps,
+                                              separation=torch.tensor([0.15])), torch.tensor([-0.04]))
+    # an uninformative split (beta+ = beta-): the bound falls to epsilon, BEAR towards beta+
+    torch.testing.assert_close(dual_violation(torch.tensor([0.1]), torch.tensor([0.5]), eps,
+                                              separation=torch.tensor([0.0])), torch.tensor([0.05]))
+
+
+def test_anchor_carries_no_gradient() -> None:
+    separation = torch.tensor([0.1], requires_grad=True)
+    d_plus = torch.tensor([0.3], requires_grad=True)
+    dual_violation(d_plus, torch.tensor([0.5]), 0.05, repel_negative=True, separation=separation).sum().backward()
+    assert d_plus.grad.item() == 1.0 and (separation.grad is None or separation.grad.item() == 0.0)
+
+
+def _far_policy_violation(anchor: bool) -> dict[str, torch.Tensor]:
+    """One update with the actor's pre-tanh mean pushed to +4, far from both (fresh) behaviour models."""
+    p = problem()
+    torch.manual_seed(0)
+    algo = DBR(DBRConfig(warmup_steps=0, anchor_bound=anchor, **TINY), p, torch.device("cpu"))
+    with torch.no_grad():
+        algo.actor.net.out.bias[..., : p.action_dim] += 4.0
+    return algo.update(random_batch(p, 64, torch.Generator().manual_seed(3)))
+
+
+def test_a_policy_that_leaves_the_data_violates_the_anchored_constraint_but_not_the_papers() -> None:
+    """The collapse mechanism in miniature: far from both models, D(pi, beta+) ~ D(pi, beta-), so the paper's
+    g stays near 0; the anchored bound does not grow with the drift, so g is large and alpha rises."""
+    paper, anchored = _far_policy_violation(False), _far_policy_violation(True)
+    assert paper["mmd_plus"] > 3 * paper["mmd_separation"], "the policy should be far from both models"
+    assert abs(paper["violation"]) < 0.1 * paper["mmd_plus"]
+    assert anchored["violation"] > 0.5 * anchored["mmd_plus"] and anchored["lagrange"] > 1.0
+
+
+def test_multiplier_is_frozen_during_warmup_and_moves_after() -> None:
+    p = problem()
+    torch.manual_seed(0)
+    algo = DBR(DBRConfig(warmup_steps=3, **TINY), p, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(4)
+    for _ in range(3):
+        metrics = algo.update(random_batch(p, 32, gen))
+        assert metrics["lagrange"] == 1.0 and metrics["q_pi"] == 0.0
+    metrics = algo.update(random_batch(p, 32, gen))
+    assert metrics["lagrange"] != 1.0
+
+
 @pytest.mark.parametrize("repel", [False, True])
 def test_dual_violation_gradient_reaches_beta_minus_only_when_repelling(repel: bool) -> None:
     d_plus = torch.tensor([0.2], requires_grad=True)

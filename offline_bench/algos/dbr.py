@@ -31,23 +31,44 @@ Choices the paper leaves open, and ours:
 - **Likelihood models**: BEAR's conditional VAEs (750-750, latent 2|A|, ELBO = MSE + 0.5 KL), the two as ONE
   stacked network over a model axis, trained on the same batch with the masks above.
 - **Divergence**: BEAR's MMD (Laplacian kernel, sigma 10) on pre-tanh actions, ``n_mmd_samples`` per state.
-- **Constraint**: a Lagrange multiplier alpha on the batch-mean violation
-  ``g = E[D(pi, beta+)] - max(epsilon, E[D(pi, beta-)])`` (epsilon 0.05). The actor minimises
+- **Constraint**: a Lagrange multiplier alpha on the batch-mean violation ``g = E[D(pi, beta+)] - bound`` with
+  ``bound = max(epsilon, min(E[D(pi, beta-)], E[D(beta+, beta-)]))`` (epsilon 0.05). The actor minimises
   ``-E[min_e Q] + alpha * g``; log alpha ascends ``alpha * g`` and is clamped to [-5, 10] (BEAR's dual step).
-  By default (``repel_negative=False``) ``max(epsilon, E[D(pi, beta-)])`` is a moving threshold without gradient:
-  the objective (the paper's eq. 4) penalises only ``D(pi, beta+)``, and ``beta-`` "restricts the policy
-  improvement step" through the bound (near ``beta-`` the bound tightens to epsilon, so alpha grows and pulls the
-  actor to ``beta+``). ``repel_negative=True`` lets the gradient flow through both MMDs (the full Lagrangian), so
-  the actor is also pushed away from ``beta-``; that pushes it out of the data's support wherever ``beta+`` lies
-  between ``beta-`` and unseen actions, so it is not the default.
-- **What the constraint allows**: it is looser than BEAR's ``E[D(pi, beta)] < epsilon`` whenever the policy is
-  farther than epsilon from ``beta-``; a policy that moves beyond ``beta+``, away from ``beta-``, satisfies it.
-  This is the paper's design (it trades BEAR's fixed epsilon for a data-driven bound); expect less conservative
-  behaviour than BEAR where the critic over-estimates unseen actions (on a small hopper-random run the multiplier
-  fell and ``E[D(pi, beta+)]`` grew steadily while the constraint stayed satisfied). ``mmd_bound_max`` (off by
-  default) caps the bound for users who want DBR's split with a hard limit on the drift.
+  By default (``repel_negative=False``) the bound is a moving threshold without gradient: the objective (the
+  paper's eq. 4) penalises only ``D(pi, beta+)``, and ``beta-`` "restricts the policy improvement step" through
+  the bound. ``repel_negative=True`` lets the gradient flow through ``D(pi, beta-)`` too (the full Lagrangian),
+  pushing the actor away from ``beta-``, which pushes it out of the data wherever ``beta+`` lies between ``beta-``
+  and unseen actions, so it is not the default.
+- **The anchor** ``E[D(beta+, beta-)]`` (``anchor_bound=True``, ours). The paper's bound alone,
+  ``max(epsilon, E[D(pi, beta-)])``, moves with the policy: ``g`` says only whether pi is nearer ``beta+`` than
+  ``beta-``, not how far it is from the data, so a policy that leaves the data in any direction away from both
+  models satisfies it. On hopper-medium (100k, warm-up 2000, 6k updates) exactly this happened: ``D(pi, beta+)``
+  and ``D(pi, beta-)`` grew together (0.13 / 0.17 at the end of warm-up, 0.65 / 0.66 a thousand updates later,
+  0.88 / 0.88 at 6k), ``g`` stayed at -0.004 (satisfied), Adam's sign-like step drove alpha down (1 -> 0.16) at
+  full speed despite the tiny ``g``, and with the actor free to chase the critic's extrapolation, ``Q(data)``
+  rose 5 -> 83 and the critic loss 0.6 -> 19 while the score fell 18 -> 2 -> 0 (normalized). ``beta+`` and
+  ``beta-`` were genuinely different (``D(beta+, beta-)`` = 0.145 against 0.028 between two sample sets of the
+  same model), so the split was informative; the bound was what failed. The anchor evaluates the paper's bound
+  at the policy eq. 4 regularises towards (pi = ``beta+``, where ``D(pi, beta-) = D(beta+, beta-)``) and keeps
+  the smaller of the two: the constraint becomes the paper's ("closer to ``beta+`` than to ``beta-``") AND a
+  trust region ``E[D(pi, beta+)] < max(epsilon, E[D(beta+, beta-)])`` whose radius is data-driven, as the paper
+  wants its dynamic epsilon to be: the farther apart good and bad behaviour lie, the farther the policy may move;
+  with an uninformative split (``beta+ = beta-``) DBR becomes BEAR regularised towards ``beta+``, the variant the
+  paper itself names. Near the data nothing changes (there ``D(pi, beta-) ~ D(beta+, beta-)``); away from it
+  the bound no longer grows with the drift. ``anchor_bound=False`` gives the paper's bound alone;
+  ``mmd_bound_max`` (off) additionally caps the bound at a fixed level.
+- **The multiplier's pace** (ours): ``lagrange_lr`` 1e-2 (BEAR's reference code and d3rlpy use 1e-3). With Adam
+  the step on log alpha has a size of about ``lagrange_lr`` whatever the violation's size, so at 1e-3 alpha
+  changes tenfold in no fewer than ~2300 updates. BEAR's fixed epsilon = 0.05 lies below what its policy can
+  reach (its MMD stays at 0.10-0.12), so its alpha only ever grows and the pace hardly matters; DBR's bound
+  moves with the behaviour models, and once the anchor makes it bind, alpha has to follow it within hundreds of
+  updates, not thousands, or the actor drifts far (alpha ~1 lets ``D(pi, beta+)`` reach 0.65 in 1000 updates,
+  see above) before the constraint pulls it back.
 - **Warm-up** (BEAR's): for ``warmup_steps`` updates the actor minimises ``alpha * E[D(pi, beta+)]`` only (early
-  on the critic is untrained, so the split is noise and ``beta+ ~ beta-``).
+  on the critic is untrained, so the split is noise and ``beta+ ~ beta-``). The multiplier is frozen during
+  warm-up (ours; BEAR's code updates it): nothing pushes against the constraint then, so the dual ascent would
+  only learn that the constraint is slack (``D(pi, beta+)`` 0.13 < bound 0.145) and hand a decayed alpha to
+  the first updates that maximise Q.
 - The critic, target (soft clipped double-Q over 10 target-actor samples), actor (tanh-Gaussian) and acting rule
   (best of 10 actor samples by Q) are BEAR's, with BEAR's defaults and deviations (see ``bear.py``).
 - The paper's optional Munchausen reward ``r + tau log beta+(a|s)`` is not implemented (it needs a density of
@@ -87,6 +108,7 @@ from offline_bench.config import cfg
 from offline_bench.nn import StackedMLP, agents_to_groups, soft_update
 
 PLUS, MINUS = 0, 1  # model axis of the behaviour VAE
+SEPARATION = 2  # third MMD pair: (beta+, beta-)
 # Modules and optimizers a checkpoint carries; the Lagrange multiplier is saved as a tensor.
 _STATE_NAMES = ("obs_norm", "actor", "actor_target", "critic", "critic_target", "behaviour", "value",
                 "actor_opt", "critic_opt", "behaviour_opt", "value_opt", "lagrange_opt")
@@ -100,7 +122,7 @@ class DBRConfig:
     actor_lr: float = cfg(1e-4, "actor learning rate")
     critic_lr: float = cfg(3e-4, "critic learning rate")
     vae_lr: float = cfg(3e-4, "learning rate of the two behaviour models (beta+ and beta-)")
-    lagrange_lr: float = cfg(1e-3, "learning rate of log alpha, the dual constraint's Lagrange multiplier")
+    lagrange_lr: float = cfg(1e-2, "learning rate of log alpha, the dual constraint's multiplier (BEAR: 1e-3)")
     hidden_sizes: tuple[int, ...] = cfg((400, 300), "actor and critic hidden layers (BEAR authors: 400-300)")
     vae_hidden_sizes: tuple[int, ...] = cfg((750, 750), "encoder and decoder hidden layers of each behaviour VAE")
     latent_factor: int = cfg(2, "VAE latent size as a multiple of the action size (latent = 2|A|)")
@@ -114,7 +136,9 @@ class DBRConfig:
     mmd_kernel: str = cfg("laplacian", "MMD kernel: laplacian or gaussian")
     mmd_sigma: float = cfg(10.0, "MMD kernel bandwidth")
     mmd_threshold: float = cfg(0.05, "epsilon: floor of the dynamic bound max(epsilon, E[MMD(pi, beta-)])")
-    mmd_bound_max: float = cfg(0.0, "cap on the bound max(epsilon, E[MMD(pi, beta-)]); <= 0: no cap (the paper)")
+    anchor_bound: bool = cfg(True, "also cap the bound at E[MMD(beta+, beta-)], the behaviour models' own "
+                             "separation, so leaving the data cannot satisfy it (False: the paper's bound alone)")
+    mmd_bound_max: float = cfg(0.0, "fixed cap on the bound max(epsilon, ...); <= 0: no fixed cap")
     repel_negative: bool = cfg(False, "let the actor's gradient flow through MMD(pi, beta-) (push away from beta-)")
     value_lr: float = cfg(3e-4, "learning rate of V(s), the data's state value that splits D+ from D-")
     initial_lagrange: float = cfg(1.0, "initial value of alpha, the Lagrange multiplier")
@@ -133,11 +157,18 @@ def split_masks(ret: Tensor, value: Tensor) -> Tensor:
 
 
 def dual_violation(d_plus: Tensor, d_minus: Tensor, epsilon: float, repel_negative: bool = False,
-                   bound_max: float = 0.0) -> Tensor:
-    """DBR's constraint ``E[D(pi, beta+)] < max(epsilon, E[D(pi, beta-)])`` as ``g = d_plus - max(epsilon, d_minus)``
-    (satisfied when ``g < 0``): ``[N], [N] -> [N]``. Without ``repel_negative`` the bound carries no gradient;
-    ``bound_max > 0`` caps the bound (not in the paper: a knob to make DBR at most ``bound_max`` looser than BEAR)."""
-    bound = torch.clamp(d_minus if repel_negative else d_minus.detach(), min=epsilon)  # [N]
+                   bound_max: float = 0.0, separation: Tensor | None = None) -> Tensor:
+    """DBR's constraint ``E[D(pi, beta+)] < max(epsilon, E[D(pi, beta-)])`` as ``g = d_plus - bound`` (satisfied
+    when ``g < 0``): ``[N], [N] -> [N]``. Without ``repel_negative`` the bound carries no gradient.
+
+    ``separation [N]`` (``E[D(beta+, beta-)]``, the anchor) caps ``E[D(pi, beta-)]`` before the floor:
+    ``bound = max(epsilon, min(E[D(pi, beta-)], E[D(beta+, beta-)]))``, i.e. the paper's constraint AND
+    ``E[D(pi, beta+)] < max(epsilon, E[D(beta+, beta-)])`` (module docstring). ``bound_max > 0`` caps the bound at a
+    fixed level (not in the paper: a knob to make DBR at most ``bound_max`` looser than BEAR)."""
+    bound = d_minus if repel_negative else d_minus.detach()  # [N]
+    if separation is not None:
+        bound = torch.minimum(bound, separation.detach())  # [N]
+    bound = bound.clamp(min=epsilon)  # [N]
     if bound_max > 0:
         bound = bound.clamp(max=max(bound_max, epsilon))
     return d_plus - bound  # [N]
@@ -191,12 +222,19 @@ class DBR:
         optimizer_step(self.critic_opt, critic_loss)
 
         # 2. advantage split: R = min_e Q(s, a_data) against the data's value V(s) ~ E_{a~D} R, regressed on R.
-        #    One critic pass gives R and the actor's Q at its own samples (used in step 5).
+        #    After warm-up one critic pass gives R and the actor's Q at its own samples (used in step 5); in
+        #    warm-up the actor ignores Q, so only the data actions go through the critic.
+        warmup = self.step < c.warmup_steps
         raw_pi = sample_raw_actions(self.actor, obs, c.n_mmd_samples, c.actor_noise_clip)  # [K, B, N, A]
-        pi_actions = torch.tanh(raw_pi[: c.n_actor_q_samples])  # [K', B, N, A]
-        actions = torch.cat([batch.action.unsqueeze(0), pi_actions], dim=0)  # [1+K', B, N, A]
-        q_all = self.critic(obs, actions).amin(-1)  # [1+K', B, N]
-        ret, q_pi = q_all[0].detach(), q_all[1:]  # [B, N], [K', B, N]
+        if warmup:
+            with torch.no_grad():
+                ret = self.critic(obs, batch.action).amin(-1)  # [B, N]
+            q_pi = torch.zeros((), device=self.device)
+        else:
+            pi_actions = torch.tanh(raw_pi[: c.n_actor_q_samples])  # [K', B, N, A]
+            actions = torch.cat([batch.action.unsqueeze(0), pi_actions], dim=0)  # [1+K', B, N, A]
+            q_all = self.critic(obs, actions).amin(-1)  # [1+K', B, N]
+            ret, q_pi = q_all[0].detach(), q_all[1:]  # [B, N], [K', B, N]
         value = self.value(agents_to_groups(obs)).squeeze(-1).transpose(0, 1)  # [B, N]
         masks = split_masks(ret, value.detach())  # [B, N, 2]
         value_loss = (value - ret).square().mean(0).sum()
@@ -209,24 +247,30 @@ class DBR:
         # 4. divergences to both models, batch means, and the dual constraint's violation.
         with torch.no_grad():
             raw_beta = self.behaviour.sample_raw(obs, c.n_mmd_samples)  # [B, N, 2, K, A]
-        raw_pi_rows = raw_pi.permute(1, 2, 0, 3).unsqueeze(2).expand_as(raw_beta)  # [B, N, 2, K, A]
-        mmd = mmd_distance(raw_pi_rows, raw_beta, c.mmd_kernel, c.mmd_sigma).mean(0)  # [N, 2]
-        d_plus, d_minus = mmd[:, PLUS], mmd[:, MINUS]  # [N] each
-        violation = dual_violation(d_plus, d_minus, c.mmd_threshold, c.repel_negative, c.mmd_bound_max)  # [N]
+        raw_pi_rows = raw_pi.permute(1, 2, 0, 3).unsqueeze(2)  # [B, N, 1, K, A]
+        # One MMD call for the pairs (pi, beta+), (pi, beta-) and (beta+, beta-): [B, N, 3, K, A] each side.
+        lhs = torch.cat([raw_pi_rows.expand_as(raw_beta), raw_beta[:, :, PLUS:PLUS + 1]], dim=2)  # [B, N, 3, K, A]
+        rhs = torch.cat([raw_beta, raw_beta[:, :, MINUS:MINUS + 1]], dim=2)  # [B, N, 3, K, A]
+        mmd = mmd_distance(lhs, rhs, c.mmd_kernel, c.mmd_sigma).mean(0)  # [N, 3]
+        d_plus, d_minus, separation = mmd[:, PLUS], mmd[:, MINUS], mmd[:, SEPARATION]  # [N] each
+        violation = dual_violation(d_plus, d_minus, c.mmd_threshold, c.repel_negative, c.mmd_bound_max,
+                                   separation if c.anchor_bound else None)  # [N]
 
         # 5. actor: max E[min_e Q] s.t. the dual constraint (warm-up: imitate beta+ only).
         lagrange = self.log_lagrange.exp().detach()  # [N]
-        if self.step < c.warmup_steps:
+        if warmup:
             actor_loss = (lagrange * d_plus).sum()
         else:
             actor_loss = (-q_pi.mean(dim=(0, 1)) + lagrange * violation).sum()
         optimizer_step(self.actor_opt, actor_loss, params=list(self.actor.parameters()))
 
-        # 6. Lagrange multiplier: ascend alpha * g, clamp log alpha (tensor op, no sync).
-        lagrange_loss = -(self.log_lagrange.exp() * violation.detach()).sum()
-        optimizer_step(self.lagrange_opt, lagrange_loss)
-        with torch.no_grad():
-            self.log_lagrange.clamp_(c.log_lagrange_min, c.log_lagrange_max)
+        # 6. Lagrange multiplier: ascend alpha * g, clamp log alpha (tensor op, no sync). Only once the actor
+        #    maximises Q: in warm-up nothing pushes against the constraint, so alpha would learn nothing but decay.
+        if not warmup:
+            lagrange_loss = -(self.log_lagrange.exp() * violation.detach()).sum()
+            optimizer_step(self.lagrange_opt, lagrange_loss)
+            with torch.no_grad():
+                self.log_lagrange.clamp_(c.log_lagrange_min, c.log_lagrange_max)
 
         # 7. targets.
         soft_update(self.critic_target, self.critic, c.polyak)
@@ -239,6 +283,7 @@ class DBR:
             "vae_minus_loss": vae_losses[:, MINUS].detach().mean(),
             "mmd_plus": d_plus.detach().mean(),
             "mmd_minus": d_minus.detach().mean(),
+            "mmd_separation": separation.detach().mean(),
             "violation": violation.detach().mean(),
             "lagrange": self.log_lagrange.detach().exp().mean(),
             "plus_fraction": masks[..., PLUS].mean(),
