@@ -62,8 +62,8 @@ Choices the paper leaves open, and ours:
   changes tenfold in no fewer than ~2300 updates. BEAR's fixed epsilon = 0.05 lies below what its policy can
   reach (its MMD stays at 0.10-0.12), so its alpha only ever grows and the pace hardly matters; DBR's bound
   moves with the behaviour models, and once the anchor makes it bind, alpha has to follow it within hundreds of
-  updates, not thousands, or the actor drifts far (alpha ~1 lets ``D(pi, beta+)`` reach 0.65 in 1000 updates,
-  see above) before the constraint pulls it back.
+  updates, not thousands, or the actor drifts far (at alpha ~0.3, ``D(pi, beta+)`` reached 0.65 within 1000
+  updates, see above) before the constraint pulls it back.
 - **Warm-up** (BEAR's): for ``warmup_steps`` updates the actor minimises ``alpha * E[D(pi, beta+)]`` only (early
   on the critic is untrained, so the split is noise and ``beta+ ~ beta-``). The multiplier is frozen during
   warm-up (ours; BEAR's code updates it): nothing pushes against the constraint then, so the dual ascent would
@@ -71,6 +71,12 @@ Choices the paper leaves open, and ours:
   the first updates that maximise Q.
 - The critic, target (soft clipped double-Q over 10 target-actor samples), actor (tanh-Gaussian) and acting rule
   (best of 10 actor samples by Q) are BEAR's, with BEAR's defaults and deviations (see ``bear.py``).
+- **Cost**: per update DBR does BEAR's work plus a second VAE (trained and sampled), the value network and, after
+  warm-up, one more critic row per state; at 256x256 networks that is ~1.0 GMAC in warm-up (BEAR ~0.75) and
+  ~1.4 GMAC after it (BEAR ~1.1), against ~0.75-0.8 for d3rlpy's BEAR (one Q sample for the actor), so in
+  float32 DBR cannot be much faster than d3rlpy. ``bf16=True`` (off by default, as in TD3+BC and CQL) runs the
+  network calls under bfloat16 autocast, about 2x faster on CPUs with AVX512-BF16; the MMDs, losses, Adam and
+  the multiplier stay float32 (the MMD subtracts kernel means of similar size, which bfloat16 could not resolve).
 - The paper's optional Munchausen reward ``r + tau log beta+(a|s)`` is not implemented (it needs a density of
   beta+, which a VAE does not give in closed form).
 """
