@@ -272,11 +272,14 @@ def test_committed_policy_makes_medium_and_expert_collectable(registered_spread_
     assert dataset.transitions == 100 and np.abs(dataset.actions).max() <= 1.0
 
 
-def test_collect_of_a_mixed_id_is_the_replay_buffer_prefix(registered_spread_policies, tmp_path):
+def test_collect_of_a_mixed_id_is_the_replay_buffer_prefix(registered_spread_policies, tmp_path, monkeypatch):
     """`offline-bench collect spread-mixed`: refused without a saved run, rebuilt exactly with --retrain, taken from
     a saved run byte-identically, and its size is fixed."""
+    import dataclasses
+
     from click.testing import CliRunner
 
+    from offline_bench.behaviour import tasks
     from offline_bench.data import load_dataset
 
     policies, run_dir, trainer = registered_spread_policies
@@ -287,6 +290,10 @@ def test_collect_of_a_mixed_id_is_the_replay_buffer_prefix(registered_spread_pol
     assert "add --retrain" in refused.output and "40 training steps" in refused.output
     assert not data.exists() or list(data.iterdir()) == []
 
+    # A learner default added to the task's recipe after the run must not change the re-run.
+    changed = dataclasses.replace(tasks.RECIPES["spread"], algo_defaults=(*tasks.RECIPES["spread"].algo_defaults,
+                                                                           ("tau", 0.5)))
+    monkeypatch.setitem(tasks.RECIPES, "spread", changed)
     result = CliRunner().invoke(main, ["collect", "spread-mixed", "--retrain", "--root", str(data)], env=env)
     assert result.exit_code == 0, result.output
     assert "spread-mixed-v0: 40 transitions, 2 episodes" in result.output

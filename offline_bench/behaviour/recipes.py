@@ -237,12 +237,36 @@ def mixed_buffer(
         raise FileNotFoundError(f"the {task} behaviour run trained against a frozen opponent, and "
                                 f"{task}/opponent.pt is not in the policies folder; restore it (git checkout)")
     factory = (lambda: task_env(task, opponent=opponent.act)) if opponent is not None else None
+    algo = entry["run"]["algo"]
+    overrides = recorded_learner_overrides(task, algo, entry["run"]["algo_overrides"])
     log.info("re-running the %s behaviour training up to step %d: %s", task, steps, retrain_cost(task, policies))
     with tempfile.TemporaryDirectory(prefix=f"retrain-{task}-") as tmp:
-        trainer = BehaviourTrainer(config, tmp, algo=entry["run"]["algo"], algo_overrides=entry["run"]["algo_overrides"],
-                                   env_factory=factory)
+        trainer = BehaviourTrainer(config, tmp, algo=algo, algo_overrides=overrides, env_factory=factory)
         trainer.run(progress)
         return {k: v.copy() for k, v in trainer.buffer.prefix(steps).items()}, "re-run of the deterministic training"
+
+
+def recorded_learner_overrides(task: str, algo: str, recorded: dict[str, Any]) -> dict[str, Any]:
+    """Learner overrides that make a re-run train exactly as the recorded run did.
+
+    The index records the run's effective overrides (its recipe's ``algo_defaults`` included), but
+    ``BehaviourTrainer`` merges in the recipe's *current* defaults; a default added to the recipe after the run
+    (spread's learning rates, for one) is set back here to the learner's own default value.
+    """
+    from dataclasses import fields
+
+    from offline_bench.behaviour.tasks import RECIPES
+
+    if algo == "sac":
+        from offline_bench.behaviour.sac import SACConfig as LearnerConfig
+    else:
+        from offline_bench.behaviour.matd3 import MATD3Config as LearnerConfig  # type: ignore[assignment]
+    own = {f.name: getattr(LearnerConfig(), f.name) for f in fields(LearnerConfig)}
+    out = dict(recorded)
+    for key, _ in RECIPES[task].algo_defaults if task in RECIPES else ():
+        if key not in out:
+            out[key] = own[key]
+    return out
 
 
 def collect_mixed(

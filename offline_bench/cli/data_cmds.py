@@ -70,8 +70,8 @@ def _retrain_help() -> str:
     costs = ", ".join(f"{task} {steps} steps" + (f" ~{minutes:.0f} min" if minutes is not None else "")
                       for task, (steps, minutes) in retrain_estimates().items())
     return ("Mixed datasets only: when this machine has no saved behaviour run (--workdir), re-run the "
-            "deterministic behaviour training up to the medium policy to rebuild its replay buffer: one update per "
-            f"env step, {costs or 'no task has a medium policy yet'} (measured on 2 shared CPU cores).")
+            "deterministic behaviour training up to the medium policy to rebuild its replay buffer: "
+            f"{costs or 'no task has a medium policy yet'} (as long as the recorded runs took on 2 shared CPU cores).")
 
 
 @main.command()

@@ -193,7 +193,9 @@ def retrain_cost(task: str, root: str | os.PathLike[str] | None = None) -> str:
         return f"{task} has no medium policy"
     steps, minutes = retrain_estimates(root)[task]
     run = policy_index(root)["tasks"][task].get("run", {})
-    text = f"{steps} training steps (one {str(run.get('algo', '')).upper()} update per env step)"
+    every = int(run.get("trainer_config", {}).get("update_every", 1))
+    updates = "per env step" if every == 1 else f"every {every} env steps"
+    text = f"{steps} training steps (one {str(run.get('algo', '')).upper()} update {updates})"
     if minutes is not None:
         text += f", about {minutes:.0f} min on {run.get('machine', 'the machine that trained it')}"
     return text
