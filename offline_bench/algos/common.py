@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from offline_bench.algos.base import Problem
-from offline_bench.nn import StackedMLP, agents_to_groups, groups_to_agents
+from offline_bench.nn import StackedMLP, agents_to_groups, groups_to_agents, stacked_linear
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # rlkit / CQL authors' bounds, also CORL's and d3rlpy's
 _LOG2 = math.log(2.0)
@@ -225,7 +225,7 @@ class AgentCritics(nn.Module):
             if self.net.norms is not None:
                 h = self.net.norms[i](h)
             h = self.net.activation(h)
-        q = torch.baddbmm(self.net.out.bias[::e], h, self.net.out.weight[::e])  # [N, B', 1]
+        q = stacked_linear(h, self.net.out.weight[::e], self.net.out.bias[::e])  # [N, B', 1]
         return q.squeeze(-1).transpose(0, 1).reshape(*lead, n)  # [..., N]
 
 

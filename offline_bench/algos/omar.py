@@ -49,7 +49,7 @@ from offline_bench.algos.common import (
 from offline_bench.algos.ma_cql import CRITIC_KINDS, conservative_critic_update
 from offline_bench.batch import Batch
 from offline_bench.config import cfg
-from offline_bench.nn import soft_update
+from offline_bench.nn import soft_update, stacked_linear
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def first_critic_values(critic: AgentCritics, obs: Tensor, action: Tensor, other
         if mlp.norms is not None:
             x = mlp.norms[i](x)
         x = mlp.activation(x)
-    q = torch.baddbmm(mlp.out.bias[::e], x, mlp.out.weight[::e])  # [N, B', 1]
+    q = stacked_linear(x, mlp.out.weight[::e], mlp.out.bias[::e])  # [N, B', 1]
     return q.squeeze(-1).transpose(0, 1).reshape(*lead, n)  # [..., N]
 
 
