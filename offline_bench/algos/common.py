@@ -192,10 +192,17 @@ class AgentCritics(nn.Module):
         return torch.cat([state, joint], dim=-1)  # [..., N, N*(O+A)]
 
     def _groups(self, flat: Tensor) -> Tensor:
-        """``[B', N, D] -> [N*E, B', D]``; a broadcast view (no copy) when there is one agent."""
-        if self.n_agents == 1:
-            return flat.transpose(0, 1).expand(self.n_critics, flat.shape[0], flat.shape[-1])  # [E, B', D]
-        return agents_to_groups(flat, self.n_critics)  # [N*E, B', D]
+        """``[B', N, D] -> [N*E, B', D]`` (agent-major groups, as ``agents_to_groups``).
+
+        One agent without input BatchNorm: a broadcast view (no copy). Otherwise one copy laid out ``[B', N*E, D]``
+        and returned transposed, so the input BatchNorm's ``[B', G*D]`` view of it is free (the agent-major
+        ``[G, B', D]`` copy it replaces needed a second one there).
+        """
+        b, n, d = flat.shape
+        if n == 1 and self.net.input_norm is None:
+            return flat.transpose(0, 1).expand(self.n_critics, b, d)  # [E, B', D]
+        rows = flat.unsqueeze(2).expand(b, n, self.n_critics, d).reshape(b, n * self.n_critics, d)  # [B', N*E, D]
+        return rows.transpose(0, 1)  # [N*E, B', D]
 
     def forward(self, obs: Tensor, action: Tensor, others: Tensor | None = None) -> Tensor:
         assert action.shape[-2:] == (self.n_agents, self.action_dim), f"action {tuple(action.shape)}"
