@@ -1,0 +1,103 @@
+"""The CPU fast paths compute exactly what the plain stacked layers compute (values and gradients)."""
+import platform
+
+import numpy as np
+import pytest
+import torch
+
+from offline_bench.algos.base import Problem
+from offline_bench.algos.common import AgentCritics
+from offline_bench.nn import StackedMLP, agents_to_groups, stacked_linear
+from offline_bench.train.loop import tune_cpu_allocator
+
+torch.set_num_threads(1)
+
+
+def _grads(fn, *tensors):
+    out = fn(*tensors)
+    weights = torch.randn_like(out)
+    return out.detach(), torch.autograd.grad((out * weights).sum(), tensors), weights
+
+
+@pytest.mark.parametrize("groups", [2, 6])
+def test_one_column_layer_matches_baddbmm(groups: int) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(groups, 37, 19, requires_grad=True)
+    w = torch.randn(groups, 19, 1, requires_grad=True)
+    b = torch.randn(groups, 1, 1, requires_grad=True)
+    out = stacked_linear(x, w, b)
+    expected = torch.baddbmm(b, x, w)
+    torch.testing.assert_close(out, expected)
+    g = torch.randn_like(out)
+    got = torch.autograd.grad((out * g).sum(), (x, w, b))
+    want = torch.autograd.grad((expected * g).sum(), (x, w, b))
+    for a, e in zip(got, want):
+        torch.testing.assert_close(a, e)
+
+
+def test_one_column_layer_on_strided_weight_views_and_gradcheck() -> None:
+    """``critic.first`` passes every E-th group's weights (strided views); gradients land in the right rows."""
+    torch.manual_seed(1)
+    x = torch.randn(3, 5, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 4, 1, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, 1, 1, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w, b: stacked_linear(x, w[::2], b[::2]), (x, w, b))
+    stacked_linear(x, w[::2], b[::2]).sum().backward()
+    assert w.grad[1::2].abs().sum() == 0 and w.grad[::2].abs().sum() > 0
+
+
+def test_one_column_layer_input_without_grad_and_bf16_autocast() -> None:
+    torch.manual_seed(2)
+    x = torch.randn(2, 8, 5)  # no grad: only the weights'
+    w = torch.randn(2, 5, 1, requires_grad=True)
+    b = torch.zeros(2, 1, 1, requires_grad=True)
+    got = torch.autograd.grad(stacked_linear(x, w, b).square().sum(), (w, b))
+    want = torch.autograd.grad(torch.baddbmm(b, x, w).square().sum(), (w, b))
+    for a, e in zip(got, want):
+        torch.testing.assert_close(a, e)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # falls back to baddbmm, which autocast handles
+        out = stacked_linear(x, w, b)
+    assert out.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("layer_norm,input_norm", [(False, False), (True, False), (False, True)])
+def test_in_place_relu_mlp_is_bitwise_the_out_of_place_one(layer_norm: bool, input_norm: bool) -> None:
+    torch.manual_seed(3)
+    fast = StackedMLP(3, 6, (16, 16), 1, layer_norm=layer_norm, input_norm=input_norm)
+    plain = StackedMLP(3, 6, (16, 16), 1, layer_norm=layer_norm, input_norm=input_norm,
+                       activation=lambda t: torch.relu(t))  # not torch.relu itself: the out-of-place path
+    plain.load_state_dict(fast.state_dict())
+    x = torch.randn(3, 40, 6, requires_grad=True)
+    out_fast = fast(x)
+    out_plain = plain(x)
+    assert torch.equal(out_fast, out_plain)
+    grads_fast = torch.autograd.grad(out_fast.square().sum(), [x, *fast.parameters()])
+    grads_plain = torch.autograd.grad(out_plain.square().sum(), [x, *plain.parameters()])
+    for a, e in zip(grads_fast, grads_plain):
+        assert torch.equal(a, e)
+
+
+@pytest.mark.parametrize("n_agents,input_norm", [(1, True), (3, True), (3, False)])
+def test_critic_groups_layout_matches_agent_major_groups(n_agents: int, input_norm: bool) -> None:
+    torch.manual_seed(4)
+    critic = AgentCritics(n_agents, 5, 2, (8, 8), n_critics=2, input_norm=input_norm)
+    obs, action = torch.randn(33, n_agents, 5), torch.rand(33, n_agents, 2) * 2 - 1
+    flat = torch.cat([obs, action], dim=-1)  # [B, N, D]
+    q = critic(obs, action)  # [B, N, E]
+    reference = critic.net(agents_to_groups(flat, 2).contiguous())  # [N*E, B, 1], the agent-major layout
+    torch.testing.assert_close(q, reference.reshape(n_agents, 2, 33).permute(2, 0, 1))
+
+
+def test_first_critic_uses_the_fast_last_layer_and_matches_forward() -> None:
+    torch.manual_seed(5)
+    problem = Problem(3, 5, 2, (5,) * 3, (2,) * 3, np.zeros((3, 5), np.float32), np.ones((3, 5), np.float32), 10)
+    critic = AgentCritics(problem.n_agents, 5, 2, (8, 8), n_critics=2)
+    obs, action = torch.randn(17, 3, 5), torch.rand(17, 3, 2) * 2 - 1
+    torch.testing.assert_close(critic.first(obs, action), critic(obs, action)[..., 0])
+
+
+def test_allocator_tuning_is_idempotent() -> None:
+    first = tune_cpu_allocator()
+    assert tune_cpu_allocator() is first
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert first is True
