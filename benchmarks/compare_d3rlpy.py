@@ -129,7 +129,10 @@ def measure_d3rlpy(python: Path, name: str, args: argparse.Namespace) -> dict:
                "--n", str(n), "--reps", str(args.reps), "--max-reps", str(args.max_reps),
                "--quiet-threshold", str(args.quiet_threshold), "--max-wait", str(args.max_wait),
                "--json", str(out)]
-        subprocess.run(cmd, check=True, capture_output=True, text=True)
+        env = dict(os.environ)
+        if args.allocator == "tuned":  # the same glibc settings as tune_cpu_allocator, for the peer process
+            env["GLIBC_TUNABLES"] = f"glibc.malloc.mmap_threshold={32 << 20}:glibc.malloc.trim_threshold={1 << 30}"
+        subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
         row = json.loads(out.read_text().splitlines()[-1])
     return {k: row[k] for k in ("median", "min", "max", "clean", "reps")} | {"n": n}
 
@@ -148,6 +151,9 @@ def main() -> None:
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="rates from wall time (the shared script's way) or from each process's CPU time, which a "
                         "busy machine distorts less (both sides use the same clock)")
+    p.add_argument("--allocator", choices=("default", "tuned"), default="default",
+                   help="glibc malloc as it comes, or tuned to keep freed memory (what offline-bench's CPU training "
+                        "does, train.loop.tune_cpu_allocator) on BOTH sides")
     p.add_argument("--venv", default="/tmp/d3rlpy-venv")
     p.add_argument("--bf16", action="store_true",
                    help="also measure ours with bf16=True (algorithms that have the option) against the same peer")
@@ -159,9 +165,13 @@ def main() -> None:
     global _clock
     _clock = CLOCK[args.clock]
     python = None if args.skip_d3rlpy else ensure_venv(Path(args.venv))
+    if args.allocator == "tuned":
+        from offline_bench.train.loop import tune_cpu_allocator
+
+        tune_cpu_allocator()
     data = SyntheticData(200_000, 1, 15, 3, seed=args.seed)
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} thread(s), cpu_count {os.cpu_count()}, "
-          f"clock {args.clock}", flush=True)
+          f"clock {args.clock}, allocator {args.allocator}", flush=True)
     print(f"{'ours':<16}{'upd/s':>9}  {'d3rlpy':<10}{'upd/s':>9}  {'ratio':>6}  {'goal':>5}", flush=True)
     rows = []
     for algo_id in [a for a in args.algos.split(",") if a]:
@@ -187,7 +197,7 @@ def main() -> None:
                       flush=True)
                 rows.append({"ours": algo_id, "phase": phase, "bf16": bf16, "peer": peer, "ours_result": ours,
                              "d3rlpy_result": theirs, "ratio": ratio, "goal": goal, "threads": args.threads,
-                             "torch": torch.__version__, "clock": args.clock})
+                             "torch": torch.__version__, "clock": args.clock, "allocator": args.allocator})
     if args.json:
         with open(args.json, "a") as f:
             for row in rows:
