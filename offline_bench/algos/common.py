@@ -231,7 +231,7 @@ class AgentCritics(nn.Module):
             h = torch.baddbmm(layer.bias[::e], h, layer.weight[::e])  # [N, B', H]
             if self.net.norms is not None:
                 h = self.net.norms[i](h)
-            h = self.net.activation(h)
+            h = h.relu_() if self.net.activation is torch.relu else self.net.activation(h)  # in place: see StackedMLP
         q = stacked_linear(h, self.net.out.weight[::e], self.net.out.bias[::e])  # [N, B', 1]
         return q.squeeze(-1).transpose(0, 1).reshape(*lead, n)  # [..., N]
 

@@ -108,7 +108,7 @@ def first_critic_values(critic: AgentCritics, obs: Tensor, action: Tensor, other
         x = torch.baddbmm(layer.bias[::e], x, layer.weight[::e])  # [N, B', H]
         if mlp.norms is not None:
             x = mlp.norms[i](x)
-        x = mlp.activation(x)
+        x = x.relu_() if mlp.activation is torch.relu else mlp.activation(x)  # in place: see StackedMLP
     q = stacked_linear(x, mlp.out.weight[::e], mlp.out.bias[::e])  # [N, B', 1]
     return q.squeeze(-1).transpose(0, 1).reshape(*lead, n)  # [..., N]
 
