@@ -14,6 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from offline_bench.cli import main
+from offline_bench.data.catalog import all_dataset_ids, catalog_entry
+from offline_bench.data.collection import ensure_behaviour_recipes
 from offline_bench.report import make_report
 from offline_bench.report.runs import load_curves, load_runs
 from offline_bench.report.table import build_leaderboard
@@ -155,10 +157,24 @@ def test_filters_and_grid_rows(runs: Path) -> None:
     text = report.leaderboard.cell_text("plain")
     assert list(text.columns) == ["omar", "ma-icq"]
     assert list(text.index) == [("random", "spread"), ("expert", "world")]
-    assert text.loc[("expert", "world"), "omar"] == "not run"
+    ensure_behaviour_recipes()
+    world_expert = "not run" if catalog_entry("world-expert").recipe.collectable else "no dataset"
+    assert text.loc[("expert", "world"), "omar"] == world_expert
     assert text.loc[("random", "spread"), "ma-icq"] == "not run"
     empty = make_report(runs, None, datasets=["world-expert"], algos=["omar"]).leaderboard  # nothing ran at all
-    assert empty.cells[["dataset_id", "status"]].values.tolist() == [["world-expert", "not run"]]
+    assert empty.cells[["dataset_id", "status"]].values.tolist() == [["world-expert", world_expert]]
+
+
+def test_cells_of_datasets_that_cannot_be_made_yet_say_so(runs: Path) -> None:
+    """A grid cell whose dataset has no behaviour policy says 'no dataset', not 'not run'."""
+    ensure_behaviour_recipes()
+    pending = [d for d in all_dataset_ids() if not catalog_entry(d).recipe.collectable]
+    if not pending:
+        pytest.skip("every catalog dataset is collectable")
+    board = make_report(runs, None, datasets=[pending[0], "spread-random"], algos=["omar"]).leaderboard
+    status = board.cells.set_index("dataset_id")["status"]
+    assert status[pending[0]] == "no dataset" and status["spread-random-v0"] != "no dataset"
+    assert any("'no dataset' means the dataset cannot be collected yet" in note for note in board.notes)
     with pytest.raises(ValueError, match="name the columns with --algos"):
         make_report(runs, None, datasets=["world-expert"])
 
@@ -205,8 +221,10 @@ def test_preset_grid_shows_every_cell(runs: Path, tmp_path: Path) -> None:
     assert (cells["seeds_expected"] == 5).all()
     done = cells.set_index(["dataset_id", "algo"])
     assert done.loc[("spread-random-v0", "omar"), "status"] == "partial"  # 3 of the paper's 5 seeds
-    assert done.loc[("world-expert", "omar"), "status"] == "not run"
-    assert (cells["status"] == "not run").sum() == 48 - 5
+    ensure_behaviour_recipes()
+    world_expert = "not run" if catalog_entry("world-expert").recipe.collectable else "no dataset"
+    assert done.loc[("world-expert", "omar"), "status"] == world_expert
+    assert cells["status"].isin(["not run", "no dataset"]).sum() == 48 - 5
 
 
 def test_leaderboards_readme_commands_run(runs: Path, tmp_path: Path) -> None:

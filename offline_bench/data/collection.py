@@ -110,6 +110,12 @@ def _hook(name: str) -> Any:
     return _HOOKS.get(name)
 
 
+def ensure_behaviour_recipes() -> None:
+    """Make the catalog know the repository's behaviour recipes (medium / mixed / expert of the committed policies)
+    when no caller has registered them yet; callers that ask "is this id collectable?" use it."""
+    _hook("mixed")
+
+
 def task_opponent(task: str) -> FixedOpponent | None:
     """The frozen opponent every dataset of ``task`` is collected against; None: uniform-random opponents
     (``task`` has none stored yet, or has no opponents at all)."""

@@ -6,7 +6,8 @@ complete cell of each row in bold, and the statistic and seed count stated under
 
 Nothing is averaged silently: a cell whose seeds have not all finished says so (``12.3 ± 4.5 (2/5 seeds)``; its
 mean is over the finished seeds only and it is never bold), a cell with run folders but no finished seed says
-``0/5 seeds``, and a cell of the grid with no run folder at all says ``not run``.
+``0/5 seeds``, and a cell of the grid with no run folder at all says ``not run``, or ``no dataset`` where the
+catalog cannot make its dataset yet (no behaviour policy for that task and quality).
 """
 from __future__ import annotations
 
@@ -63,10 +64,22 @@ class Leaderboard:
         return pd.DataFrame(data, index=index, columns=pd.Index(self.algos, name="algorithm"))
 
 
+def _collectable(dataset_id: str) -> bool:
+    """Can ``offline-bench collect`` make this dataset here (a known id whose recipe has its behaviour policy)?"""
+    from offline_bench.data.catalog import catalog_entry
+    from offline_bench.data.collection import ensure_behaviour_recipes
+
+    ensure_behaviour_recipes()
+    try:
+        return catalog_entry(dataset_id).recipe.collectable
+    except KeyError:
+        return True  # not a catalog id (e.g. an imported dataset): say nothing about it
+
+
 def _format_cell(cell: object, pm: str, bold: bool) -> str:
     status, finished, expected = cell.status, cell.seeds_finished, cell.seeds_expected  # type: ignore[attr-defined]
-    if status == "not run":
-        return "not run"
+    if status in ("not run", "no dataset"):
+        return status
     if status == "no score":
         return f"no score ({cell.seeds_done}/{expected} seeds)"  # type: ignore[attr-defined]
     if finished == 0:
@@ -170,6 +183,8 @@ def build_leaderboard(
          cells["seeds_finished"] == 0, cells["seeds_finished"] >= expected],
         ["not run", "no score", "unfinished", "complete"], default="partial",
     )
+    no_data = (cells["status"] == "not run") & ~cells["dataset_id"].map(_collectable).astype(bool)
+    cells.loc[no_data, "status"] = "no dataset"
     labels = {d: parsed[d][0] if versions_per_name[parsed[d][:2]] == 1 or parsed[d][2] is None
               else f"{parsed[d][0]} (v{parsed[d][2]})" for d in dataset_ids}
     cells = cells.assign(
@@ -208,10 +223,13 @@ def _notes(runs: pd.DataFrame, cells: pd.DataFrame, stat: str, expected: int, sc
         f"Seeds: {expected} expected per cell; bold = the best complete cell of its row (by the shown value).",
     ]
     counts = cells["status"].value_counts()
-    incomplete = [f"{int(counts[s])} {s}" for s in ("partial", "unfinished", "no score", "not run") if s in counts]
+    incomplete = [f"{int(counts[s])} {s}" for s in ("partial", "unfinished", "no score", "not run", "no dataset")
+                  if s in counts]
     if incomplete:
         notes.append(f"Incomplete cells ({', '.join(incomplete)}): 'k/n seeds' means only k of n seeds have "
-                     "finished (result.json) and the mean ± std is over those k; 'not run' means no run folder.")
+                     "finished (result.json) and the mean ± std is over those k; 'not run' means no run folder; 'no dataset' "
+                     "means the dataset cannot be collected yet (its task has no behaviour policy of that quality; "
+                     "see datasets/policies/README.md).")
     if "no score" in counts:
         notes.append("'no score': the runs finished but their result.json has no such score (a dataset without "
                      "random/expert reference returns has no normalized score); `--score return` shows raw returns.")
