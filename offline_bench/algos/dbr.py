@@ -57,14 +57,15 @@ Choices the paper leaves open, and ours:
   paper itself names. Near the data nothing changes (there ``D(pi, beta-) ~ D(beta+, beta-)``); away from it
   the bound no longer grows with the drift. ``anchor_bound=False`` gives the paper's bound alone;
   ``mmd_bound_max`` (off) additionally caps the bound at a fixed level.
-- **Measured with the anchor** (hopper-medium, 100k transitions, ``--steps 6000 --set warmup_steps=2000``, seeds
-  0 and 1): the constraint binds and holds, ``E[D(pi, beta+)]`` 0.143-0.15 against a bound of 0.143-0.149 from
-  update 4000 on, alpha 1 -> 8-10 -> 15-17; no collapse, normalized score at 2k/4k/6k updates 20.2/12.1/11.1 and
+- **Measured with the anchor** (hopper-medium, 100k transitions, ``--steps 6000 --set warmup_steps=2000``, seeds 0
+  and 1): the constraint binds and holds, ``E[D(pi, beta+)]`` 0.143-0.15 against a bound of 0.143-0.149 from update
+  4000 on, alpha 1 -> 8-10 -> 15-17; no collapse, normalized score at 2k/4k/6k updates 20.2/12.1/11.1 and
   25.6/14.0/11.1 (mean of the 3 evaluations 14.5 and 16.9; the paper's bound alone, before these changes:
-  18.4/1.9/-0.1). BEAR on the same budget: 17.5/32.8/31.0. What remains is the looseness the paper chose: BEAR's epsilon (and a fixed
-  ``mmd_bound_max=0.1``, 26.7/13.6/31.7 on seed 0) lies below what its actor can reach, so its alpha climbs to
-  ~1e4 and the actor all but imitates, while DBR's bound binds at a reachable level with alpha ~15, so the
-  actor follows the still-young critic more (``Q(data)`` 55 at 6k against BEAR's 43, critic loss 17 against 7).
+  18.4/1.9/-0.1). BEAR on the same budget: 17.5/32.8/31.0. What remains is the looseness the paper chose: BEAR's
+  epsilon (and a fixed ``mmd_bound_max=0.1``, 26.7/13.6/31.7 on seed 0) lies below what its actor can reach, so its
+  alpha climbs to ~1e4 and the actor all but imitates, while DBR's bound binds at a reachable level with alpha ~15,
+  so the actor follows the still-young critic more (``Q(data)`` 55 at 6k against BEAR's 43, critic loss 17 against
+  7).
 - **The multiplier's pace** (ours): ``lagrange_lr`` 1e-2 (BEAR's reference code and d3rlpy use 1e-3). With Adam
   the step on log alpha has a size of about ``lagrange_lr`` whatever the violation's size, so at 1e-3 alpha
   changes tenfold in no fewer than ~2300 updates. BEAR's fixed epsilon = 0.05 lies below what its policy can
