@@ -381,3 +381,19 @@ def test_loading_a_policy_leaves_the_random_stream_alone(tmp_path):
     state = torch.get_rng_state()
     load_policy_file(tmp_path / "run" / "best_actor.pt")
     assert torch.equal(state, torch.get_rng_state())  # measuring a frozen policy mid-run must not change training
+
+
+def test_a_wrapped_buffer_refuses_to_give_its_lost_prefix(tmp_path):
+    """The mixed data is the buffer from step 0: once the ring has overwritten it, asking for it is an error."""
+    buffer = ReplayBuffer(4, 1, 2, 1)
+    for k in range(6):
+        buffer.add(np.full((1, 2), k, np.float32), np.zeros((1, 1), np.float32), np.zeros(1, np.float32),
+                   np.zeros((1, 2), np.float32), False, False)
+    with pytest.raises(ValueError, match="first 3 are gone"):
+        buffer.prefix(3)
+    # a multi-agent medium is chosen after the run, so the whole run must fit in the buffer
+    from offline_bench.behaviour.trainer import default_config
+
+    assert default_config("spread", steps=2_000_000).buffer_capacity == 2_000_000
+    with pytest.raises(ValueError, match="buffer_capacity=300"):
+        BehaviourTrainer(TrainerConfig(task="spread", steps=300, buffer_capacity=200), tmp_path / "run")

@@ -65,9 +65,10 @@ class ReplayBuffer:
     def prefix(self, count: int | None = None) -> dict[str, np.ndarray]:
         """The first ``count`` transitions ever added (all of them if None), in order, under the dataset keys."""
         count = self.added if count is None else count
-        if count > self.capacity:
+        if count > 0 and self.added > self.capacity:  # the ring wrapped: its first transitions are overwritten
             raise ValueError(
-                f"the buffer kept only {self.capacity} of {self.added} transitions; raise buffer_capacity to at least {count}"
+                f"the buffer kept only the last {self.capacity} of {self.added} transitions, so its first {count} are "
+                f"gone; train with buffer_capacity >= the run's steps ({self.added})"
             )
         return {
             "observations": self.obs[:count],

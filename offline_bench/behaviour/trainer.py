@@ -80,7 +80,11 @@ def default_config(task: str, **overrides: Any) -> TrainerConfig:
     )
     from dataclasses import replace
 
-    return replace(base, **overrides)
+    config = replace(base, **overrides)
+    if np.isnan(config.medium_target) and "buffer_capacity" not in overrides:
+        # the medium policy is picked after the run, so the replay data up to it must survive the whole run
+        config = replace(config, buffer_capacity=max(config.buffer_capacity, config.steps))
+    return config
 
 
 def default_workdir(task: str, seed: int) -> Path:
@@ -180,6 +184,12 @@ class BehaviourTrainer:
         env_factory: Callable[[], Env] | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
+        if np.isnan(config.medium_target) and config.buffer_capacity < config.steps:
+            raise ValueError(
+                f"{config.task}'s medium policy is picked after the run, so its mixed data needs every transition up to "
+                f"then: buffer_capacity ({config.buffer_capacity}) must be at least steps ({config.steps}); "
+                f"pass --set buffer_capacity={config.steps}"
+            )
         self.config = config
         self.workdir = Path(workdir)
         self.algo = algo or recipe(config.task).algo
