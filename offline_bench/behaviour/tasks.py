@@ -36,7 +36,10 @@ RECIPES: dict[str, BehaviourRecipe] = {
         algo_defaults=(("actor_lr", 0.01), ("critic_lr", 0.01)),
     ),
     "tag": BehaviourRecipe("matd3", 500_000, None, eval_every=2_500, start_steps=2_500, opponent_steps=200_000),
-    "world": BehaviourRecipe("matd3", 500_000, None, eval_every=2_500, start_steps=2_500, opponent_steps=200_000),
+    # world's env steps are slow (6 agents, 2 of them opponents): one update every 4 steps, fast agents co-trained 60k
+    "world": BehaviourRecipe(
+        "matd3", 500_000, None, eval_every=2_500, start_steps=2_500, opponent_steps=60_000, update_every=4
+    ),
     # Multi-agent MuJoCo: locomotion-sized networks and discount, as the single-agent tasks (TD3's defaults).
     "halfcheetah-2x3": BehaviourRecipe(
         "matd3", 1_000_000, None, algo_defaults=(("hidden_sizes", (256, 256)), ("gamma", 0.99), ("tau", 0.005))

@@ -114,7 +114,7 @@ _MEASURED_RANDOM: dict[str, tuple[float, float] | None] = {
     "ant": (397.853675, 171.334447),  # mean episode length 813.0
     "spread": (-24.707825, 7.407394),  # 25 steps
     "tag": (2.0, 7.483315),  # 25 steps; the prey is the task's frozen opponent (_MEASURED_OPPONENT)
-    "world": (1.797362, 6.612054),  # 25 steps; no stored opponent yet: the 2 fast agents act uniformly at random
+    "world": (5.8828, 9.7703),  # 25 steps; the 2 fast agents are the task's frozen opponent (_MEASURED_OPPONENT)
     "halfcheetah-2x3": (-281.874857, 80.963125),  # 1000 steps; shared team reward
 }
 
@@ -123,6 +123,7 @@ _MEASURED_RANDOM: dict[str, tuple[float, float] | None] = {
 # with uniform-random opponents. When a task's opponent changes, re-measure with MEASURE_COMMAND (a test checks).
 _MEASURED_OPPONENT: dict[str, str] = {
     "tag": "a2e157c347195a4d207e6164fc4e30cbb35044a6bc833b6df3fd25c26db8c499",
+    "world": "855195cb37199a57c9e566271072209d3bbeafb134897267b3d0cee411292759",
 }
 
 _PUBLISHED: dict[str, tuple[float, float]] = {
