@@ -11,7 +11,7 @@ import contextlib
 import copy
 import math
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -324,6 +324,16 @@ class TD3Networks:
     actor_opt: torch.optim.Adam
     critic_opt: torch.optim.Adam
     mask: Tensor  # [N, A]: 1 on each agent's true action dimensions, 0 on padding
+
+
+def adopt_networks(owner: object, nets: TD3Networks) -> None:
+    """Make every field of ``nets`` an attribute of ``owner`` (``owner.actor``, ``owner.critic_opt``, ``owner.mask``,
+    ...): the TD3-backbone algorithms use them by these names in their updates and checkpoints. A field that is
+    None (MA-ICQ's target actor) is left out, so the algorithm has no such attribute."""
+    for field in fields(nets):
+        value = getattr(nets, field.name)
+        if value is not None:
+            setattr(owner, field.name, value)
 
 
 def td3_networks(

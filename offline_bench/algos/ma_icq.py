@@ -41,6 +41,7 @@ from torch import Tensor
 
 from offline_bench.algos.base import Problem
 from offline_bench.algos.common import (
+    adopt_networks,
     deterministic_act,
     load_module_states,
     module_states,
@@ -124,11 +125,7 @@ class MAICQ:
             actor_final_init=config.actor_final_init, actor_weight_decay=config.actor_weight_decay,
             actor_target=False,
         )
-        self.normalizer, self.actor, self.critic = nets.normalizer, nets.actor, nets.critic
-        self.critic_target = nets.critic_target
-        self.actor_params, self.critic_params = nets.actor_params, nets.critic_params
-        self.actor_opt, self.critic_opt = nets.actor_opt, nets.critic_opt
-        self.mask = nets.mask  # [N, A]
+        adopt_networks(self, nets)
         self.updates = 0
 
     def update(self, batch: Batch) -> dict[str, Tensor]:

@@ -38,6 +38,7 @@ from torch import Tensor
 
 from offline_bench.algos.base import Problem
 from offline_bench.algos.common import (
+    adopt_networks,
     TD3_STATE_NAMES,
     AgentCritics,
     deterministic_act,
@@ -203,11 +204,7 @@ class OMAR:
             config.normalize_obs, centralized=config.critic == "centralized", input_norm=config.input_norm,
             actor_final_init=config.actor_final_init,
         )
-        self.normalizer, self.actor, self.critic = nets.normalizer, nets.actor, nets.critic
-        self.actor_target, self.critic_target = nets.actor_target, nets.critic_target
-        self.actor_params, self.critic_params = nets.actor_params, nets.critic_params
-        self.actor_opt, self.critic_opt = nets.actor_opt, nets.critic_opt
-        self.mask = nets.mask  # [N, A]
+        adopt_networks(self, nets)
         self.updates = 0
         self.last_actor_loss = torch.zeros((), device=self.device)
         self.last_rectified = torch.zeros((), device=self.device)

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from offline_bench.algos.base import Problem
 from offline_bench.algos.common import (
+    adopt_networks,
     TD3_STATE_NAMES,
     bf16_autocast,
     deterministic_act,
@@ -88,10 +89,7 @@ class TD3BC:
         self.config, self.problem, self.device = config, problem, torch.device(device)
         nets = td3_networks(problem, self.device, config.hidden_sizes, config.n_critics, config.actor_lr,
                             config.critic_lr, config.normalize_obs)
-        self.normalizer, self.actor, self.critic = nets.normalizer, nets.actor, nets.critic
-        self.actor_target, self.critic_target = nets.actor_target, nets.critic_target
-        self.actor_params, self.critic_params = nets.actor_params, nets.critic_params
-        self.actor_opt, self.critic_opt = nets.actor_opt, nets.critic_opt
+        adopt_networks(self, nets)
         self.updates = 0
         self.last_actor_loss = torch.zeros((), device=self.device)
 
