@@ -173,11 +173,30 @@ def test_shipped_dataset_configs_resolve(task: str, quality: str, alpha: float) 
     resolved = resolve_config("ma-cql", get_algorithm("ma-cql").config_cls, f"{task}-{quality}")
     config = resolved.algo_config
     assert config.cql_alpha == alpha
+    assert config.reward_scale == (8.0 if task == "spread" else 1.0)  # spread's reward, scaled to the authors'
     if task == "halfcheetah-2x3":
         assert config.hidden_sizes == (256, 256) and config.batch_size == 256 and config.gamma == 0.99
         assert config.cql_policy_actions and config.polyak == 0.005 and config.actor_lr == 3e-4
     else:
         assert config.hidden_sizes == (64, 64) and config.batch_size == 1024 and not config.cql_policy_actions
+
+
+def test_reward_scale_multiplies_the_reward_in_the_target_only() -> None:
+    """reward_scale=c gives the same critic step as rewards multiplied by c (and touches nothing else)."""
+    problem = make_problem(2)
+    gen = torch.Generator().manual_seed(3)
+    batch = make_batch(problem, 32, gen)
+    scaled = dataclasses.replace(batch, reward=batch.reward * 4.0)
+    states = []
+    for config, data in ((MACQLConfig(**TINY, reward_scale=4.0), batch), (MACQLConfig(**TINY), scaled)):
+        torch.manual_seed(0)
+        algo = MACQL(config, problem, torch.device("cpu"))
+        metrics = algo.update(data)
+        states.append((metrics["td_loss"], algo.critic.state_dict()))
+    torch.testing.assert_close(states[0][0], states[1][0])
+    for key, value in states[0][1].items():
+        torch.testing.assert_close(value, states[1][1][key], msg=key)
+    assert states[0][0] > 0
 
 
 def test_conservative_term_lowers_unseen_actions() -> None:

@@ -135,6 +135,7 @@ def test_stacked_actor_step_matches_a_loop_of_single_agents() -> None:
 def test_shipped_dataset_configs_resolve(dataset: str, coe: float, alpha: float) -> None:
     config = resolve_config("omar", get_algorithm("omar").config_cls, dataset).algo_config
     assert (config.omar_coe, config.cql_alpha) == (coe, alpha)
+    assert config.reward_scale == (8.0 if dataset.startswith("spread") else 1.0)
     if dataset.startswith("halfcheetah-2x3"):
         assert (config.omar_iters, config.omar_n_samples, config.omar_n_elites) == (2, 20, 5)
         assert config.hidden_sizes == (256, 256) and config.gamma == 0.99 and config.cql_policy_actions

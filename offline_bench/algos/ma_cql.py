@@ -20,6 +20,12 @@ output layer in +-3e-3, no target policy smoothing and no delayed actor (the aut
 ``cql_alpha`` per dataset and the halfcheetah-2x3 settings live in ``offline_bench/configs/ma-cql/*.yaml``.
 
 Deviations:
+- Rewards are multiplied by ``reward_scale`` in the critic target (1 except on spread, where it is 8; see
+  ``configs/ma-cql/spread.yaml``). The authors rewrote simple_spread's reward (+min(1/d, 10) per landmark, -5 per
+  collision) and chose cql_alpha on that scale; we keep mpe2's standard reward, which is about 8x smaller, and
+  neither the penalty (linear in Q against a quadratic TD error) nor the temperature-1 log-sum-exp is scale-free.
+  With alpha 1 on the unscaled reward the penalty outgrows the TD term: Q of random actions falls without bound
+  below Q of the data, the TD error climbs to hundreds and the policy ends below the random reference.
 - One batch per update round, shared by all agents (the authors draw a fresh batch for each agent).
 - The policy-action proposals are importance-weighted by their Gaussian log-density; the authors' code subtracts
   the density itself (``calc_gaussian_pdf``), which we take for a slip. The three proposal sets go through the
@@ -87,6 +93,7 @@ class MACQLConfig:
     action_l2: float = cfg(1e-3, "weight of mean(pi(o)^2) in the actor loss (the OMAR code's 1e-3)")
     actor_final_init: float = cfg(3e-3, "actor output weights start in U(-x, x) so tanh starts unsaturated (<= 0: default)")
     normalize_obs: bool = cfg(False, "standardise observations with the dataset's statistics (the input BatchNorm already does)")
+    reward_scale: float = cfg(1.0, "rewards are multiplied by this in the critic target (the penalty is not scale-free)")
 
 
 class ConservativeCriticConfig(Protocol):
@@ -101,6 +108,7 @@ class ConservativeCriticConfig(Protocol):
     cql_policy_actions: bool
     cql_policy_noise: float
     max_grad_norm: float
+    reward_scale: float
 
 
 def penalty_proposals(
@@ -173,7 +181,7 @@ def conservative_critic_update(
             noise = (torch.randn_like(next_action) * c.policy_noise).clamp(-c.noise_clip, c.noise_clip)
             next_action = (next_action + noise).clamp(-1.0, 1.0)
         next_q = critic_target(next_obs, next_action * mask).amin(-1, keepdim=True)  # [B, N, 1]
-        target = td_target(batch.reward, batch.done, next_q, c.gamma)  # [B, N, 1]
+        target = td_target(batch.reward * c.reward_scale, batch.done, next_q, c.gamma)  # [B, N, 1]
         if proposals is None:
             proposals = penalty_proposals(obs, next_obs, actor, mask, c)
         sampled, log_density = proposals  # [K, B, N, A], [K, 1 or B, N]

@@ -18,7 +18,8 @@ Reference implementation checked: github.com/ling-pan/OMAR (``algorithms/maddpg.
 Defaults are its MPE settings (3 iterations, 10 samples, mu0 0, sigma0 2, plus MA-CQL's); ``omar_coe`` and
 ``cql_alpha`` per dataset and the halfcheetah-2x3 settings live in ``offline_bench/configs/omar/*.yaml``.
 
-Deviations: MA-CQL's (see ``ma_cql.py``), and:
+Deviations: MA-CQL's (see ``ma_cql.py``; its ``reward_scale`` also sets the scale the softmax(beta * Q) weights see),
+and:
 - With a centralized critic, agent n's search varies only its own action; the others' come from the dataset.
 - Sampled actions are zeroed on padded action dimensions, like every action the critics see.
 - The search scores samples with critic 0 of each agent only, as the authors do (``critic.Q1``), through a
@@ -83,6 +84,7 @@ class OMARConfig:
     action_l2: float = cfg(1e-3, "weight of mean(pi(o)^2) in the actor loss (the OMAR code's 1e-3)")
     actor_final_init: float = cfg(3e-3, "actor output weights start in U(-x, x) so tanh starts unsaturated (<= 0: default)")
     normalize_obs: bool = cfg(False, "standardise observations with the dataset's statistics (the input BatchNorm already does)")
+    reward_scale: float = cfg(1.0, "rewards are multiplied by this in the critic target (the penalty is not scale-free)")
 
 
 @torch.no_grad()
