@@ -3,7 +3,6 @@ budget run, in order, in a fresh directory (the long ones, full-size behaviour t
 repository's policies, are parsed only)."""
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import subprocess
@@ -11,7 +10,6 @@ import sys
 from pathlib import Path
 
 import click
-import pytest
 from click.testing import CliRunner
 
 from offline_bench.cli import main

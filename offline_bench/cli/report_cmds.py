@@ -4,7 +4,6 @@ They parse arguments, show progress and call ``offline_bench.report.make_report`
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import click
 

@@ -33,12 +33,10 @@ from __future__ import annotations
 import csv
 import ctypes
 import ctypes.util
-import dataclasses
 import datetime as dt
 import io
 import json
 import logging
-import math
 import os
 import platform
 import sys
@@ -365,7 +363,7 @@ def train_run(
     tc: TrainConfig = resolved.train_config
     facts = dataset_facts(dataset)
     run_dir = run_dir_for(facts["id"], resolved.algo_id, tc.seed, runs)
-    result_path, config_path = run_dir / "result.json", run_dir / "config.json"
+    result_path = run_dir / "result.json"
     device = resolve_device(tc.device)
     problem = dataset.problem()
     check_compatible(algo_cls, resolved.algo_id, problem, facts["id"])
