@@ -165,28 +165,29 @@ def test_bad_search_settings_are_refused() -> None:
 
 
 @pytest.mark.slow
-def test_omar_beats_ma_cql_on_spread_mixed(tmp_path) -> None:
-    """Issue 5's learning check: on spread-mixed (>= 100k transitions) OMAR's score beats MA-CQL's and both beat
-    the random reference, at the authors' budget (2,000 rounds, batch 1024) -- about 25 minutes on one CPU thread.
+def test_omar_and_ma_cql_beat_random_on_spread_mixed(tmp_path) -> None:
+    """Issue 5's learning check, one seed: on spread-mixed (187,500 transitions) OMAR and MA-CQL, with the shipped
+    per-dataset configs at the authors' budget (2,000 rounds, batch 1024), end clearly above the random reference
+    (mean normalized score of the last 10 evaluations > 5). About 10 minutes on one CPU thread.
 
-    Uses ``$OFFLINE_BENCH_DATA/spread-mixed`` when collected there, else collects 100k transitions into tmp_path
-    (needs the spread behaviour policy from the behaviour-data issue; skipped with the reason when it is missing).
+    Five seeds of each (``leaderboards/learning-checks-spread.md``) give OMAR 26.2 +- 7.9 and MA-CQL 26.2 +- 6.2:
+    the paper's "OMAR beats MA-CQL" is not reproduced here, so it is not asserted on one seed.
+
+    Uses ``$OFFLINE_BENCH_DATA/spread-mixed`` when collected there, else re-makes it by re-running the spread
+    behaviour training up to its medium step (``collect --retrain``, about 10 more minutes).
     """
     import os
 
-    from offline_bench.data import NotCollectableError, collect, load_dataset
+    from offline_bench.data import collect, load_dataset
     from offline_bench.evaluate import normalized_score
     from offline_bench.train.loop import train
 
     root = os.environ.get("OFFLINE_BENCH_DATA")
     try:
         load_dataset("spread-mixed", root=root)
-    except Exception:  # noqa: BLE001 - any missing/unverifiable file: collect a fresh one
+    except Exception:  # noqa: BLE001 - any missing/unverifiable file: make a fresh one
         root = str(tmp_path / "data")
-        try:
-            collect("spread-mixed", steps=100_000, root=root)
-        except NotCollectableError as err:
-            pytest.skip(str(err))
+        collect("spread-mixed", root=root, retrain=True, run_dir=tmp_path / "behaviour")
     dataset = load_dataset("spread-mixed", root=root)
     assert dataset.manifest["transitions"] >= 100_000
     refs = dataset.manifest["references"]
@@ -195,5 +196,4 @@ def test_omar_beats_ma_cql_on_spread_mixed(tmp_path) -> None:
         outcome = train(algo, "spread-mixed", seed=0, root=root, runs=tmp_path / "runs", device="cpu")
         last_k = outcome.result["last_k_return"]
         scores[algo] = normalized_score(last_k, refs["random"], refs["expert"])
-    assert scores["ma-cql"] > 0 and scores["omar"] > 0, scores
-    assert scores["omar"] > scores["ma-cql"], scores
+    assert scores["ma-cql"] > 5 and scores["omar"] > 5, scores
