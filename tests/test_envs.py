@@ -280,9 +280,40 @@ def test_opponent_hook_is_used_when_given(name: str) -> None:
         for name_ in opp.names:  # its [-1, 1] actions reached the simulator mapped to Box(0, 1)
             np.testing.assert_allclose(calls[-1][name_], [0.0, 1.0, 0.0, 0.0, 0.0])
         # what the opponent sees is the simulator's own observation of those agents at that step
-        raw = [np.asarray(env._env.aec_env.observe(a)) for a in opp.names]  # type: ignore[attr-defined]
+        raw = [np.asarray(env._env.raw.observe(a)) for a in opp.names]  # type: ignore[attr-defined]
         env.step(random_actions(name, 1)[0])
         np.testing.assert_allclose(policy.seen[-1], np.stack(raw), rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["spread", "tag", "world"])
+def test_mpe_parallel_stepper_gives_pettingzoo_parallel_env_episodes(name: str) -> None:
+    """The adapter's lean stepping of mpe2's raw env (and its collision test) equals mpe2's own ``parallel_env``,
+    bit for bit."""
+    from offline_bench.envs import mpe
+
+    module_name, kwargs = mpe._MPE_ENVS[name]
+    module = mpe._mpe_module(module_name)
+    ours = mpe._ParallelStepper(mpe._raw_env(module_name, **kwargs))
+    stock = module.parallel_env(continuous_actions=True, max_cycles=25, **kwargs)
+    rng = np.random.default_rng(0)
+    assert ours.raw.scenario.is_collision is mpe._is_collision
+    for seed in (0, 11, 12, 13):
+        obs = ours.reset(seed)
+        stock_obs, _ = stock.reset(seed=seed)
+        assert obs.keys() == stock_obs.keys()
+        for t in range(25):
+            actions = {a: rng.uniform(0.0, 1.0, stock.action_space(a).shape).astype(np.float32) for a in stock.agents}
+            if t == 3:  # the Box bounds themselves
+                actions = {a: np.ones_like(v) if i % 2 else np.zeros_like(v) for i, (a, v) in enumerate(actions.items())}
+            obs, rewards, terminations, truncations = ours.step(actions)
+            stock_obs, stock_rewards, stock_terminations, stock_truncations, _ = stock.step(actions)
+            for a in stock_obs:
+                np.testing.assert_array_equal(obs[a], stock_obs[a])
+            assert rewards == dict(stock_rewards)
+            assert terminations == stock_terminations and truncations == stock_truncations
+        assert all(truncations.values())
+    ours.close()
+    stock.close()
 
 
 def test_opponent_is_replaceable_and_changes_the_episode() -> None:

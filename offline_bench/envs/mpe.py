@@ -18,6 +18,7 @@ import contextlib
 import functools
 import io
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -64,17 +65,76 @@ def _mpe_module(module_name: str) -> Any:
     return importlib.import_module(f"mpe2.{module_name}")
 
 
+def _is_collision(agent1: Any, agent2: Any) -> bool:
+    """mpe2's ``Scenario.is_collision`` (the same code in spread, tag and world): ``sqrt(sum((p1 - p2)^2)) < size1 +
+    size2``, on the same float64 numbers in the same order, without numpy's reduction machinery for two elements
+    (it was half of a world step, which checks every agent against every forest in every observation)."""
+    dx, dy = (agent1.state.p_pos - agent2.state.p_pos).tolist()
+    return math.sqrt(dx * dx + dy * dy) < agent1.size + agent2.size
+
+
+def _raw_env(module_name: str, **kwargs: Any) -> Any:
+    """mpe2's unwrapped env for ``_ParallelStepper``, with ``_is_collision`` in place of its scenario's own."""
+    raw = _mpe_module(module_name).raw_env(continuous_actions=True, max_cycles=MPE_EPISODE_LENGTH, **kwargs)
+    if raw.world.dim_p == 2 and hasattr(raw.scenario, "is_collision"):
+        raw.scenario.is_collision = _is_collision  # this instance only
+    return raw
+
+
+class _ParallelStepper:
+    """mpe2's raw AEC env stepped a whole joint action at a time: what pettingzoo's ``parallel_env`` does (its
+    ``aec_to_parallel`` over ``OrderEnforcingWrapper(ClipOutOfBoundsWrapper(raw_env))``), minus two costs.
+
+    - ``aec_to_parallel.step`` calls ``last()`` before every agent's sub-step: an observation of that agent that it
+      throws away, which doubles the observation work (two thirds of a world step).
+    - Every attribute access goes through two wrappers' ``__getattr__`` (a third of a spread step).
+
+    Otherwise the same calls in the same order: actions clipped to each agent's Box as ``ClipOutOfBoundsWrapper``
+    does, the agents stepped in ``agent_selection`` order, the joint reward read after the last sub-step (mpe2 clears
+    the rewards on the others), every agent observed after the world step. So episodes are the same, bit for bit
+    (``tests/test_envs.py`` compares them with ``parallel_env``).
+    """
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.possible_agents: list[str] = list(raw.possible_agents)
+        self._bounds = {a: (raw.action_space(a).low, raw.action_space(a).high) for a in self.possible_agents}
+
+    def action_space(self, agent: str) -> Any:
+        return self.raw.action_space(agent)
+
+    def observation_space(self, agent: str) -> Any:
+        return self.raw.observation_space(agent)
+
+    def reset(self, seed: int) -> dict[str, np.ndarray]:
+        raw = self.raw
+        raw.reset(seed=seed)
+        return {a: raw.observe(a) for a in raw.agents}
+
+    def step(
+        self, actions: dict[str, np.ndarray]
+    ) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, bool], dict[str, bool]]:
+        raw = self.raw
+        for _ in range(len(raw.agents)):
+            agent = raw.agent_selection
+            low, high = self._bounds[agent]
+            raw.step(np.clip(actions[agent], low, high))
+        observations = {a: raw.observe(a) for a in raw.agents}
+        return observations, dict(raw.rewards), dict(raw.terminations), dict(raw.truncations)
+
+    def close(self) -> None:
+        self.raw.close()
+
+
 class MPEEnv(Env):
-    """One mpe2 parallel env with its learning agents at the interface and its opponents inside."""
+    """One mpe2 env, stepped in parallel, with its learning agents at the interface and its opponents inside."""
 
     def __init__(self, name: str, opponent: Opponent | None = None) -> None:
         if name not in _MPE_ENVS:
             raise KeyError(f"{name!r} is not an MPE task; MPE tasks: {', '.join(_MPE_ENVS)}")
         self.spec = task_spec(name)
         module_name, kwargs = _MPE_ENVS[name]
-        self._env = _mpe_module(module_name).parallel_env(
-            continuous_actions=True, max_cycles=MPE_EPISODE_LENGTH, **kwargs
-        )
+        self._env = _ParallelStepper(_raw_env(module_name, **kwargs))
         agents = list(self._env.possible_agents)
         self.agents = agents[: self.spec.n_agents]  # learning agents, in interface row order
         self.opponent_names = agents[self.spec.n_agents :]
@@ -114,7 +174,7 @@ class MPEEnv(Env):
         self._opponent = policy if policy is not None else RandomOpponent(self.opponent_spec.action_size)
 
     def reset(self, seed: int) -> np.ndarray:
-        observations, _ = self._env.reset(seed=int(seed))
+        observations = self._env.reset(seed=int(seed))
         if self._opponent is not None and hasattr(self._opponent, "reset"):
             self._opponent.reset(int(seed))
         self._clock.start()
@@ -143,7 +203,7 @@ class MPEEnv(Env):
                     f"got shape {list(opp_action.shape)}"
                 )
             actions.update(zip(self.opponent_names, self._opp_to_env(np.clip(opp_action, -1.0, 1.0))))
-        observations, rewards, terminations, truncations, _ = self._env.step(actions)
+        observations, rewards, terminations, truncations = self._env.step(actions)
         obs = self._split(observations)  # [N, O]
         reward = np.asarray([rewards[a] for a in self.agents], dtype=np.float32)  # [N]
         terminated = any(bool(terminations[a]) for a in self.agents)
