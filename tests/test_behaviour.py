@@ -107,6 +107,33 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
     np.testing.assert_array_equal(best_a.act(obs), best_b.act(obs))
 
 
+def test_wall_clock_checkpoints_between_step_checkpoints(tmp_path, monkeypatch):
+    """With a huge checkpoint_every, a checkpoint still lands once checkpoint_minutes of wall time have passed."""
+    import offline_bench.behaviour.trainer as trainer_module
+
+    clock = {"now": 0.0}
+
+    def fake_monotonic() -> float:  # every call advances the clock by 1 s
+        clock["now"] += 1.0
+        return clock["now"]
+
+    monkeypatch.setattr(trainer_module.time, "monotonic", fake_monotonic)
+    saved_at: list[int] = []
+    trainer = tiny_trainer(tmp_path, "run", steps=300, checkpoint_every=10**9, checkpoint_minutes=1.0)
+    original_save = trainer.save
+
+    def recording_save() -> None:
+        saved_at.append(trainer.step)
+        original_save()
+
+    monkeypatch.setattr(trainer, "save", recording_save)
+    trainer.run()
+    assert len(saved_at) >= 3 and saved_at[-1] == 300  # wall-clock ones, then the final one
+    assert all(0 < step < 300 for step in saved_at[:-1])
+    resumed = tiny_trainer(tmp_path, "run", steps=300, checkpoint_every=10**9, checkpoint_minutes=1.0)
+    assert resumed.step == 300
+
+
 def test_resume_refuses_another_runs_workdir(tmp_path):
     tiny_trainer(tmp_path, "run", steps=150).run()
     with pytest.raises(ValueError, match="pick another --workdir"):

@@ -230,7 +230,8 @@ def mixed_buffer(
             f"{retrain_cost(task, policies)}"
         )
     fields = dict(entry["run"]["trainer_config"])
-    fields.update(steps=steps, eval_every=10**12, checkpoint_every=10**12)  # evaluation never changes training
+    # evaluation and checkpoints never change training; the rebuild needs neither
+    fields.update(steps=steps, eval_every=10**12, checkpoint_every=10**12, checkpoint_minutes=float("inf"))
     config = TrainerConfig(**fields)
     opponent = stored_opponent(task, policies)
     if task in ("tag", "world") and opponent is None:

@@ -61,6 +61,10 @@ class TrainerConfig:
     eval_episodes: int = cfg(10, "deterministic episodes per evaluation")
     measure_episodes: int = cfg(50, "episodes to measure the frozen medium and expert policies' returns")
     checkpoint_every: int = cfg(20_000, "steps between resumable checkpoints (state.pt)")
+    checkpoint_minutes: float = cfg(
+        10.0, "also checkpoint when this many wall-clock minutes have passed since the last one (a killed run loses "
+        "at most that much; on a shared CPU 20k steps can take hours)"
+    )
     medium_target: float = cfg(float("nan"), "return that freezes the medium policy; NaN: relative to expert")
     medium_fraction: float = cfg(1.0 / 3.0, "relative medium target: random + fraction * (expert - random)")
 
@@ -396,7 +400,8 @@ class BehaviourTrainer:
         return obs
 
     def run(self, progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-        """Train until ``config.steps``; checkpoints every ``checkpoint_every`` steps and at the end.
+        """Train until ``config.steps``; checkpoints every ``checkpoint_every`` steps or ``checkpoint_minutes`` of
+        wall time, whichever comes first, and at the end (a checkpoint never changes the run: resuming is exact).
 
         ``progress`` (if given) receives ``{"step", "episode_return" | "eval_return", ...}`` after each episode and
         evaluation; the CLI draws its progress bar from it.
@@ -410,7 +415,7 @@ class BehaviourTrainer:
             obs = self._replay_current_episode()
         else:
             obs = self.env.reset(episode_seed(c.seed, self.episode))
-        last_save = self.step
+        last_save, last_save_time = self.step, time.monotonic()
         ep_rewards: list[np.ndarray] = [self.buffer.reward[i % self.buffer.capacity]
                                         for i in range(self.episode_start, self.buffer.added)]
         while self.step < c.steps:
@@ -443,11 +448,12 @@ class BehaviourTrainer:
                 row = self._evaluate()
                 if progress is not None:
                     progress({"step": self.step, "eval_return": row["return_mean"]})
-            if self.step - last_save >= c.checkpoint_every:
+            if (self.step - last_save >= c.checkpoint_every
+                    or time.monotonic() - last_save_time >= 60.0 * c.checkpoint_minutes):
                 self.wall_time_s += time.monotonic() - started
                 started = time.monotonic()
                 self.save()
-                last_save = self.step
+                last_save, last_save_time = self.step, time.monotonic()
         self.wall_time_s += time.monotonic() - started
         self.save()
         return self.summary()
