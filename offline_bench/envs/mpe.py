@@ -68,7 +68,7 @@ def _mpe_module(module_name: str) -> Any:
 def _is_collision(agent1: Any, agent2: Any) -> bool:
     """mpe2's ``Scenario.is_collision`` (the same code in spread, tag and world): ``sqrt(sum((p1 - p2)^2)) < size1 +
     size2``, on the same float64 numbers in the same order, without numpy's reduction machinery for two elements
-    (it was half of a world step, which checks every agent against every forest in every observation)."""
+    (it was about half of a world step, which checks every agent against every forest in every observation)."""
     dx, dy = (agent1.state.p_pos - agent2.state.p_pos).tolist()
     return math.sqrt(dx * dx + dy * dy) < agent1.size + agent2.size
 
@@ -86,7 +86,7 @@ class _ParallelStepper:
     ``aec_to_parallel`` over ``OrderEnforcingWrapper(ClipOutOfBoundsWrapper(raw_env))``), minus two costs.
 
     - ``aec_to_parallel.step`` calls ``last()`` before every agent's sub-step: an observation of that agent that it
-      throws away, which doubles the observation work (two thirds of a world step).
+      throws away, which doubles the observation work (a third of a world step).
     - Every attribute access goes through two wrappers' ``__getattr__`` (a third of a spread step).
 
     Otherwise the same calls in the same order: actions clipped to each agent's Box as ``ClipOutOfBoundsWrapper``
