@@ -5,6 +5,7 @@ The end-to-end path (real `collect` + `train` runs through `sweep`, then `report
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -230,7 +231,7 @@ def test_preset_grid_shows_every_cell(runs: Path, tmp_path: Path) -> None:
 def test_leaderboards_readme_commands_run(runs: Path, tmp_path: Path) -> None:
     """Every `offline-bench` line in leaderboards/README.md runs: sweeps as --dry-run, reports on test runs."""
     readme = Path(__file__).resolve().parent.parent / "leaderboards" / "README.md"
-    lines = [line.split("  #")[0].split() for line in readme.read_text().splitlines()
+    lines = [shlex.split(line.split("  #")[0]) for line in readme.read_text().splitlines()
              if line.startswith("offline-bench ")]
     assert {"collect", "sweep", "report"} <= {args[1] for args in lines} <= {"collect", "sweep", "report", "train", "behaviour"}
     for args in lines:
