@@ -11,6 +11,8 @@ Each benchmark round runs ``UPDATES_PER_ROUND`` updates including sampling (one 
 memory, like ``DeviceSampler``); ``extra_info`` holds ``updates_per_s`` (wall clock) and ``cpu_updates_per_s``
 (process CPU time) from the median round; an update of a per-agent loop is one round over all agents. Torch runs on one thread unless ``OFFLINE_BENCH_THREADS`` says otherwise, and glibc keeps freed memory for reuse as
 in a CPU training run (``train.loop.tune_cpu_allocator``) unless ``OFFLINE_BENCH_TUNE_ALLOCATOR=0``.
+``OFFLINE_BENCH_DEVICE=cuda`` puts the data and the networks on the GPU (default ``cpu``); a round then ends with
+``torch.cuda.synchronize()``, so the wall-clock rate counts the queued GPU work (the CPU-time rate does not).
 - the OMAR authors' MPE budget shape (3 agents, batch 1024, 64x64): OMAR and MA-CQL, whose ratio the issue bounds.
 """
 from __future__ import annotations
@@ -41,6 +43,7 @@ def _training_allocator() -> None:
 
         tune_cpu_allocator()
 
+DEVICE = torch.device(os.environ.get("OFFLINE_BENCH_DEVICE", "cpu"))
 UPDATES_PER_ROUND = int(os.environ.get("OFFLINE_BENCH_BENCH_UPDATES", "10"))
 ROUNDS = int(os.environ.get("OFFLINE_BENCH_BENCH_ROUNDS", "5"))
 EPISODE_LENGTH = 1000
@@ -51,7 +54,7 @@ class SyntheticData:
     1000 steps), sampled uniformly like ``DeviceSampler``: ``[T, N, D]`` tensors, one index draw per batch."""
 
     def __init__(self, size: int, n_agents: int, obs_dim: int, action_dim: int, seed: int = 0,
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = DEVICE) -> None:
         g = torch.Generator().manual_seed(seed)
         self.size, self.device = size, torch.device(device)
         obs = torch.randn(size, n_agents, obs_dim, generator=g)  # [T, N, O]
@@ -99,7 +102,7 @@ def sized_config(algo_cls: type, hidden: tuple[int, ...], batch_size: int) -> ob
 
 
 def trainer(algo_id: str, data: SyntheticData, hidden: tuple[int, ...], batch_size: int = 256,
-            device: str = "cpu") -> Callable[[int], None]:
+            device: str | torch.device = DEVICE) -> Callable[[int], None]:
     """A function running k sampled updates of a fresh ``algo_id`` instance."""
     algo_cls = load(algo_id)
     torch.manual_seed(0)
@@ -113,7 +116,7 @@ def trainer(algo_id: str, data: SyntheticData, hidden: tuple[int, ...], batch_si
 
 
 def loop_trainer(algo_id: str, data: SyntheticData, hidden: tuple[int, ...], batch_size: int = 256,
-                 device: str = "cpu") -> Callable[[int], None]:
+                 device: str | torch.device = DEVICE) -> Callable[[int], None]:
     """N single-agent instances of the same algorithm and networks, updated one after another on each agent's
     slice of the same batch: the per-agent Python loop of the authors' code."""
     algo_cls = load(algo_id)
@@ -137,6 +140,12 @@ def loop_trainer(algo_id: str, data: SyntheticData, hidden: tuple[int, ...], bat
     return run
 
 
+def synchronize() -> None:
+    """Wait for the GPU's queued work (a no-op on CPU), so a timed round counts it."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def measure(benchmark, run: Callable[[int], None], label: str) -> float:
     """Time rounds of ``UPDATES_PER_ROUND`` updates; record wall and process-CPU rates (the CPU clock is what a
     shared machine distorts least: it stops while other processes hold the core)."""
@@ -145,14 +154,17 @@ def measure(benchmark, run: Callable[[int], None], label: str) -> float:
     def timed(k: int) -> None:
         start = time.process_time()
         run(k)
+        synchronize()
         cpu_seconds.append(time.process_time() - start)
 
     run(2)  # first calls allocate
+    synchronize()
     benchmark.pedantic(timed, args=(UPDATES_PER_ROUND,), rounds=ROUNDS, warmup_rounds=1, iterations=1)
     rate = UPDATES_PER_ROUND / benchmark.stats.stats.median
     cpu_rate = UPDATES_PER_ROUND / statistics.median(cpu_seconds[1:] or cpu_seconds)
     benchmark.extra_info.update({"label": label, "updates_per_s": round(rate, 2),
-                                 "cpu_updates_per_s": round(cpu_rate, 2), "threads": torch.get_num_threads()})
+                                 "cpu_updates_per_s": round(cpu_rate, 2), "threads": torch.get_num_threads(),
+                                 "device": str(DEVICE)})
     return rate
 
 

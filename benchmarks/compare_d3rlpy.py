@@ -3,9 +3,13 @@
 
     .venv/bin/python benchmarks/compare_d3rlpy.py                       # td3bc, cql (+ bear, dbr when present)
     .venv/bin/python benchmarks/compare_d3rlpy.py --algos td3bc --n td3bc=500 --reps 3 --json out.jsonl
+    python benchmarks/compare_d3rlpy.py --device cuda --python python3 --peer-script ./d3rlpy_speed.py --max-wait 0
 
 The peer side runs ``/work/shared/bench/d3rlpy_speed.py --modes fit`` in its own virtual environment
-(``--venv``, default /tmp/d3rlpy-venv; created with ``pip install torch==2.13.0 d3rlpy==2.8.1`` when missing).
+(``--venv``, default /tmp/d3rlpy-venv; created with ``pip install torch==2.13.0 d3rlpy==2.8.1`` when missing), or
+in an interpreter that already has d3rlpy (``--python``). ``--device cuda`` runs both sides on the GPU: d3rlpy's
+algorithms are created with ``device="cuda:0"`` (the script's ``make_algo`` is wrapped), and our repetitions end with
+``torch.cuda.synchronize()`` (d3rlpy's ``fit`` reads each step's losses back to the host, so it is synchronous).
 Our side runs in this process on the same recipe (200k transitions, obs 15 ~ N(0, 1), act 3 ~ U(-1, 1),
 reward ~ N(0, 1), a terminal every 1000 steps), batch 256, 256x256 networks as in d3rlpy's defaults, and counts
 what a user's training loop pays per update: drawing the batch plus ``update()``. CQL runs past its BC warm start
@@ -15,7 +19,7 @@ their warm-up phase with d3rlpy's BEAR warm-up ("bear") and after it ("bear_main
 Each measurement: warm-up updates, then repetitions of N updates; a repetition counts as clean when other
 processes used less than ``--quiet-threshold`` cores during it (the machine is shared), and we wait up to
 ``--max-wait`` seconds for a quiet machine before each. Ours and d3rlpy's alternate algorithm by algorithm so
-both see the same machine. Goals (issue 4, CPU): TD3+BC >= 2x d3rlpy, CQL/BEAR/DBR >= 1.5x.
+both see the same machine. Goals (issue 4): on CPU TD3+BC >= 2x d3rlpy, CQL/BEAR/DBR >= 1.5x; on a GPU >= 5x.
 """
 from __future__ import annotations
 
@@ -45,6 +49,7 @@ PAIRS: dict[str, tuple[tuple[str, ...], float, dict]] = {
     "bear": (("bear", "bear_main"), 1.5, {}),
     "dbr": (("bear", "bear_main"), 1.5, {}),
 }
+GPU_GOAL = 5.0  # issue 4: on a GPU, where per-step overhead dominates, every algorithm >= 5x d3rlpy
 DEFAULT_N = {"td3bc": 1000, "cql": 100, "bear": 300, "dbr": 300}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -83,10 +88,13 @@ def measure_ours(algo_id: str, phase: str, args: argparse.Namespace, data: Synth
         changes["warmup_steps"] = 0
     config = dataclasses.replace(config, **changes)
     torch.manual_seed(args.seed)
-    algo = algo_cls(config, data.problem, torch.device("cpu"))
+    device = torch.device(args.device)
+    algo = algo_cls(config, data.problem, device)
     n = args.n_of.get(algo_id, DEFAULT_N.get(algo_id, 300))
     for _ in range(max(20, n // 10)):
         algo.update(data.sample(256))
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
     clean, dirty = [], []
     while len(clean) < args.reps and len(clean) + len(dirty) < args.max_reps:
         if args.max_wait > 0:
@@ -94,6 +102,7 @@ def measure_ours(algo_id: str, phase: str, args: argparse.Namespace, data: Synth
         a = _snap()
         for _ in range(n):
             algo.update(data.sample(256))
+        sync()
         b = _snap()
         rate, other = n / (b[0] - a[0]), _others(a, b)
         (clean if other < args.quiet_threshold else dirty).append(rate)
@@ -117,14 +126,19 @@ def measure_d3rlpy(python: Path, name: str, args: argparse.Namespace) -> dict:
     n = args.n_of.get(name, args.n_of.get({"bear_main": "bear"}.get(name, name), DEFAULT_N.get(name, 300)))
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "d3rlpy.jsonl"
-        # With --clock cpu the peer script's clock is swapped for this process's CPU time, as on our side.
-        launcher = (
-            "import sys, time; sys.path.insert(0, sys.argv[1]); import d3rlpy_speed as m; "
-            "real = m._snap; m._snap = lambda: (time.process_time(),) + real()[1:]; "
-            "sys.argv = [m.__file__] + sys.argv[2:]; m.main()"
-        )
-        head = ([str(python), "-c", launcher, str(D3RLPY_SCRIPT.parent)] if args.clock == "cpu"
-                else [str(python), str(D3RLPY_SCRIPT)])
+        # With --clock cpu the peer script's clock is swapped for this process's CPU time, as on our side; with
+        # --device other than cpu its make_algo is wrapped to create the algorithm on that device.
+        patches = []
+        if args.clock == "cpu":
+            patches.append("real = m._snap; m._snap = lambda: (time.process_time(),) + real()[1:]; ")
+        if args.device != "cpu":
+            dev = args.device if ":" in args.device else args.device + ":0"
+            patches.append(f"make = m.make_algo; m.make_algo = lambda name: (lambda c: (c, c.create(device={dev!r})))"
+                           "(make(name)[0]); ")
+        script = Path(args.peer_script)
+        launcher = ("import sys, time; sys.path.insert(0, sys.argv[1]); import d3rlpy_speed as m; " + "".join(patches)
+                    + "sys.argv = [m.__file__] + sys.argv[2:]; m.main()")
+        head = ([str(python), "-c", launcher, str(script.parent)] if patches else [str(python), str(script)])
         cmd = head + ["--algos", name, "--modes", "fit", "--threads", str(args.threads),
                "--n", str(n), "--reps", str(args.reps), "--max-reps", str(args.max_reps),
                "--quiet-threshold", str(args.quiet_threshold), "--max-wait", str(args.max_wait),
@@ -155,6 +169,9 @@ def main() -> None:
                    help="glibc malloc as it comes, or tuned to keep freed memory (what offline-bench's CPU training "
                         "does, train.loop.tune_cpu_allocator) on BOTH sides")
     p.add_argument("--venv", default="/tmp/d3rlpy-venv")
+    p.add_argument("--python", default="", help="an interpreter that has d3rlpy 2.8.1 (instead of --venv)")
+    p.add_argument("--peer-script", default=str(D3RLPY_SCRIPT), help="the shared d3rlpy_speed.py (or a copy)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:i], for both sides")
     p.add_argument("--bf16", action="store_true",
                    help="also measure ours with bf16=True (algorithms that have the option) against the same peer")
     p.add_argument("--skip-d3rlpy", action="store_true", help="measure ours only")
@@ -164,14 +181,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     global _clock
     _clock = CLOCK[args.clock]
-    python = None if args.skip_d3rlpy else ensure_venv(Path(args.venv))
+    python = None if args.skip_d3rlpy else (Path(args.python) if args.python else ensure_venv(Path(args.venv)))
     if args.allocator == "tuned":
         from offline_bench.train.loop import tune_cpu_allocator
 
         tune_cpu_allocator()
-    data = SyntheticData(200_000, 1, 15, 3, seed=args.seed)
+    data = SyntheticData(200_000, 1, 15, 3, seed=args.seed, device=args.device)
+    where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu"
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} thread(s), cpu_count {os.cpu_count()}, "
-          f"clock {args.clock}, allocator {args.allocator}", flush=True)
+          f"clock {args.clock}, allocator {args.allocator}, device {args.device} ({where})", flush=True)
     print(f"{'ours':<16}{'upd/s':>9}  {'d3rlpy':<10}{'upd/s':>9}  {'ratio':>6}  {'goal':>5}", flush=True)
     rows = []
     for algo_id in [a for a in args.algos.split(",") if a]:
@@ -181,6 +199,8 @@ def main() -> None:
             print(f"{algo_id:<16} skipped: {exc}", flush=True)
             continue
         peers, goal, _ = PAIRS[algo_id]
+        if args.device.startswith("cuda"):
+            goal = GPU_GOAL
         for peer in peers:
             phase = "main" if peer.endswith("_main") else "default"
             has_bf16 = "bf16" in {f.name for f in dataclasses.fields(load(algo_id).config_cls)}
@@ -197,7 +217,8 @@ def main() -> None:
                       flush=True)
                 rows.append({"ours": algo_id, "phase": phase, "bf16": bf16, "peer": peer, "ours_result": ours,
                              "d3rlpy_result": theirs, "ratio": ratio, "goal": goal, "threads": args.threads,
-                             "torch": torch.__version__, "clock": args.clock, "allocator": args.allocator})
+                             "torch": torch.__version__, "clock": args.clock, "allocator": args.allocator,
+                             "device": args.device})
     if args.json:
         with open(args.json, "a") as f:
             for row in rows:
