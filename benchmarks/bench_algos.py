@@ -140,10 +140,10 @@ def loop_trainer(algo_id: str, data: SyntheticData, hidden: tuple[int, ...], bat
     return run
 
 
-def synchronize() -> None:
+def synchronize(device: torch.device = DEVICE) -> None:
     """Wait for the GPU's queued work (a no-op on CPU), so a timed round counts it."""
-    if DEVICE.type == "cuda":
-        torch.cuda.synchronize(DEVICE)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def measure(benchmark, run: Callable[[int], None], label: str) -> float:

@@ -9,7 +9,7 @@ The peer side runs ``/work/shared/bench/d3rlpy_speed.py --modes fit`` in its own
 (``--venv``, default /tmp/d3rlpy-venv; created with ``pip install torch==2.13.0 d3rlpy==2.8.1`` when missing), or
 in an interpreter that already has d3rlpy (``--python``). ``--device cuda`` runs both sides on the GPU: d3rlpy's
 algorithms are created with ``device="cuda:0"`` (the script's ``make_algo`` is wrapped), and our repetitions end with
-``torch.cuda.synchronize()`` (d3rlpy's ``fit`` reads each step's losses back to the host, so it is synchronous).
+``torch.cuda.synchronize()`` (d3rlpy's ``fit`` turns each step's losses into Python floats, ``asdict_as_float``, so it syncs every step).
 Our side runs in this process on the same recipe (200k transitions, obs 15 ~ N(0, 1), act 3 ~ U(-1, 1),
 reward ~ N(0, 1), a terminal every 1000 steps), batch 256, 256x256 networks as in d3rlpy's defaults, and counts
 what a user's training loop pays per update: drawing the batch plus ``update()``. CQL runs past its BC warm start
@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_algos import SyntheticData, load, sized_config  # noqa: E402
+from bench_algos import SyntheticData, load, sized_config, synchronize  # noqa: E402
 
 from offline_bench.algos import ALGORITHMS  # noqa: E402
 
@@ -93,8 +93,7 @@ def measure_ours(algo_id: str, phase: str, args: argparse.Namespace, data: Synth
     n = args.n_of.get(algo_id, DEFAULT_N.get(algo_id, 300))
     for _ in range(max(20, n // 10)):
         algo.update(data.sample(256))
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
+    synchronize(device)
     clean, dirty = [], []
     while len(clean) < args.reps and len(clean) + len(dirty) < args.max_reps:
         if args.max_wait > 0:
@@ -102,7 +101,7 @@ def measure_ours(algo_id: str, phase: str, args: argparse.Namespace, data: Synth
         a = _snap()
         for _ in range(n):
             algo.update(data.sample(256))
-        sync()
+        synchronize(device)
         b = _snap()
         rate, other = n / (b[0] - a[0]), _others(a, b)
         (clean if other < args.quiet_threshold else dirty).append(rate)

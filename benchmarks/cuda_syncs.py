@@ -49,7 +49,10 @@ def count_syncs(algo_id: str, data: SyntheticData, hidden: tuple[int, ...], batc
     original = warnings.showwarning
 
     def record(message, category, filename, lineno, file=None, line=None) -> None:
-        where[our_frame(traceback.extract_stack()[:-1])] += 1
+        if "synchroniz" in str(message):  # torch's sync-debug warning; other warnings are not syncs
+            where[our_frame(traceback.extract_stack()[:-1])] += 1
+        else:
+            original(message, category, filename, lineno, file, line)
 
     torch.cuda.set_sync_debug_mode("warn")
     try:
