@@ -228,6 +228,23 @@ def test_preset_grid_shows_every_cell(runs: Path, tmp_path: Path) -> None:
     assert cells["status"].isin(["not run", "no dataset"]).sum() == 48 - 5
 
 
+def test_preset_narrowed_by_datasets_and_algos(runs: Path, tmp_path: Path) -> None:
+    """--datasets / --algos narrow a preset's grid to what they match, as they do for `sweep --preset`."""
+    result = CliRunner().invoke(main, ["report", "--runs", str(runs), "--out", str(tmp_path / "lb"), "--preset",
+                                       "omar-mpe", "--datasets", "spread", "--algos", "omar,ma-cql", "--format",
+                                       "csv", "--no-plots"])
+    assert result.exit_code == 0, result.output
+    cells = pd.read_csv(tmp_path / "lb" / "omar-mpe.csv")
+    assert sorted(cells["dataset_id"].str.split("-").str[0].unique()) == ["spread"]
+    assert len(cells) == 4 * 2 and list(cells["algo"].unique()) == ["ma-cql", "omar"]  # the preset's column order
+    assert "| tag " not in result.output and "| world " not in result.output
+    one = CliRunner().invoke(main, ["report", "--runs", str(runs), "--out", str(tmp_path / "lb"), "--preset",
+                                    "omar-mpe", "--datasets", "spread-random", "--format", "csv", "--no-plots"])
+    assert one.exit_code == 0, one.output
+    cells = pd.read_csv(tmp_path / "lb" / "omar-mpe.csv")
+    assert cells["dataset_id"].unique().tolist() == ["spread-random-v0"] and len(cells) == 4
+
+
 def test_leaderboards_readme_commands_run(runs: Path, tmp_path: Path) -> None:
     """Every `offline-bench` line in leaderboards/README.md runs: sweeps as --dry-run, reports on test runs."""
     readme = Path(__file__).resolve().parent.parent / "leaderboards" / "README.md"

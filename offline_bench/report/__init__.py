@@ -76,7 +76,8 @@ def make_report(
 
     ``datasets`` / ``algos`` filter the runs and also become rows/columns of the table (``not run`` where no run
     folder exists); ``grid_datasets`` / ``grid_algos`` are a preset's grid: its rows and columns are shown even where
-    nothing ran, and runs outside it are left out.
+    nothing ran, and runs outside it are left out; ``datasets`` / ``algos`` given with a grid narrow it to the
+    rows and columns they match (``--preset omar-mpe --datasets tag`` is the preset's tag rows).
     ``statistic``: ``final``, ``last-k`` or ``best`` (default: what the runs' result.json files state).
     ``score``: ``normalized`` (default) or raw ``return``. ``out_dir`` None writes nothing (the Markdown is still
     returned).
@@ -86,15 +87,20 @@ def make_report(
         raise ValueError(f"unknown report format {', '.join(unknown)}; choose from {', '.join(FORMATS)} (or all)")
     algos = [_algo_id(a) for a in algos] if algos else None
     runs = load_runs(runs_dir, datasets=datasets, algos=algos, score=score)
+    if datasets:  # --datasets / --algos narrow a preset's grid, as they do for `sweep`
+        grid_datasets = [g for g in grid_datasets if any(dataset_matches(g, w) for w in datasets)]
+    if algos:
+        grid_algos = [a for a in grid_algos if a in algos]
     rows = list(grid_datasets)
     for wanted in datasets or ():
         try:
             split_dataset_id(wanted)
         except ValueError:
             continue  # a task name filters runs but is not one row
-        rows.append(wanted)
-    if grid_datasets and len(runs):  # a preset's grid: keep only its datasets' runs
-        runs = runs[[any(dataset_matches(d, g) for g in grid_datasets) for d in runs["dataset_id"]]]
+        if not any(dataset_matches(g, wanted) for g in rows):
+            rows.append(wanted)
+    if grid_datasets and len(runs):  # a preset's grid: keep only the runs of its rows
+        runs = runs[[any(dataset_matches(d, g) for g in rows) for d in runs["dataset_id"]]]
     columns = list(dict.fromkeys(list(grid_algos) + list(algos or ())))
     if grid_algos and len(runs):
         runs = runs[runs["algo"].isin(columns)]
