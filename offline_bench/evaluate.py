@@ -107,13 +107,14 @@ class EvalResult:
 class Evaluator:
     """Keeps ``episodes`` env copies open so a training run evaluates many times without rebuilding them."""
 
-    def __init__(self, task: str, episodes: int, device: torch.device | str, opponent: Any = None) -> None:
+    def __init__(self, task: str, episodes: int, device: torch.device | str, opponent: Any = None,
+                 action_layout: str | None = None) -> None:
         from offline_bench.envs import VectorEnv
 
         if episodes < 1:
             raise ValueError(f"eval episodes must be >= 1, got {episodes}")
         self.task, self.episodes, self.device = task, episodes, torch.device(device)
-        self.env = VectorEnv(task, episodes, opponent=opponent)
+        self.env = VectorEnv(task, episodes, opponent=opponent, action_layout=action_layout)
 
     def __call__(self, policy_act: PolicyAct, seed: int) -> EvalResult:
         seeds = episode_seeds(seed, self.episodes)
@@ -153,13 +154,15 @@ def evaluate(
     seed: int,
     device: torch.device | str,
     opponent: Any = None,
+    action_layout: str | None = None,
 ) -> EvalResult:
     """Run ``episodes`` episodes of ``task`` side by side with one batched ``policy_act`` call per step.
 
     ``policy_act`` maps raw observations ``[E, N, O]`` (on ``device``) to actions ``[E, N, A]`` in [-1, 1]; it is
-    called under ``torch.no_grad()``. Episode seeds come from ``episode_seeds(seed, episodes)``.
+    called under ``torch.no_grad()``. Episode seeds come from ``episode_seeds(seed, episodes)``. ``action_layout``:
+    the task's action layout the policy acts in (None: the default; a dataset's is ``Dataset.action_layout``).
     """
-    with Evaluator(task, episodes, device, opponent=opponent) as evaluator:
+    with Evaluator(task, episodes, device, opponent=opponent, action_layout=action_layout) as evaluator:
         return evaluator(policy_act, seed)
 
 

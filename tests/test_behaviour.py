@@ -196,7 +196,8 @@ def test_spread_run_exports_policies_and_mixed_data_equals_the_buffer(tmp_path):
     assert policy is not None and load_policy("spread", "opponent", root=policies) is None
     obs = np.zeros((4, 3, 18), np.float32)
     actions = policy.act(obs)
-    assert actions.shape == (4, 3, 5) and np.abs(actions).max() <= 1.0
+    assert actions.shape == (4, 3, 2) and np.abs(actions).max() <= 1.0  # trained in the default "force" layout
+    assert policy.action_layout == "force" and entry["run"]["trainer_config"]["action_layout"] == "force"
     (policies / "spread" / "expert.pt").write_bytes(b"corrupt")
     with pytest.raises(ValueError, match="sha256"):
         load_policy("spread", "expert", root=policies)
@@ -275,9 +276,12 @@ def registered_spread_policies(tmp_path_factory):
     saved_root, saved_hooks = recipes._policies_root, dict(collection._HOOKS)
     try:
         for quality in ("medium", "mixed", "expert"):  # the repository's own spread policies may be registered
-            catalog.CATALOG[f"spread-{quality}-v0"] = catalog._initial_catalog()[f"spread-{quality}-v0"]
+            for version in (0, 1):
+                dataset_id = f"spread-{quality}-v{version}"
+                catalog.CATALOG[dataset_id] = catalog._initial_catalog()[dataset_id]
         registered = register_behaviour_recipes(policies)
-        assert sorted(registered) == ["spread-expert-v0", "spread-medium-v0", "spread-mixed-v0"]  # only `policies`
+        # only `policies`; a run in the force layout makes the v1 ids, not v0's mpe2 layout
+        assert sorted(registered) == ["spread-expert-v1", "spread-medium-v1", "spread-mixed-v1"]
         yield policies, tmp / "run", trainer
     finally:
         catalog.CATALOG.clear()
@@ -323,7 +327,7 @@ def test_collect_of_a_mixed_id_is_the_replay_buffer_prefix(registered_spread_pol
     monkeypatch.setitem(tasks.RECIPES, "spread", changed)
     result = CliRunner().invoke(main, ["collect", "spread-mixed", "--retrain", "--root", str(data)], env=env)
     assert result.exit_code == 0, result.output
-    assert "spread-mixed-v0: 40 transitions, 2 episodes" in result.output
+    assert "spread-mixed-v1: 40 transitions, 2 episodes" in result.output
     dataset = load_dataset("spread-mixed", root=data)
     prefix = trainer.buffer.prefix(40)
     for key in ("observations", "actions", "rewards", "next_observations"):
@@ -340,7 +344,7 @@ def test_collect_of_a_mixed_id_is_the_replay_buffer_prefix(registered_spread_pol
     saved = CliRunner().invoke(main, ["behaviour", "collect-mixed", "spread", "--workdir", str(run_dir),
                                       "--root", str(tmp_path / "from-run")], env=env)
     assert saved.exit_code == 0, saved.output
-    assert (tmp_path / "from-run" / "spread-mixed-v0.hdf5").read_bytes() == (data / "spread-mixed-v0.hdf5").read_bytes()
+    assert (tmp_path / "from-run" / "spread-mixed-v1.hdf5").read_bytes() == (data / "spread-mixed-v1.hdf5").read_bytes()
     wrong = CliRunner().invoke(main, ["collect", "spread-mixed", "--steps", "30", "--root", str(data)], env=env)
     assert wrong.exit_code == 1 and "fixed size" in wrong.output and "40 transitions" in wrong.output
 

@@ -58,9 +58,9 @@ def test_collect_writes_the_file_and_list_shows_it(root: Path) -> None:
     result = run("datasets", "list", "--root", str(root))
     assert result.exit_code == 0
     lines = {line.split()[0]: line.split() for line in result.output.splitlines()[2:]}
-    assert len(lines) == 32
+    assert len(lines) == 32 + 12  # the MPE tasks' ids also at v1 (their force action layout)
     assert lines["hopper-random-v0"][1:] == ["collectable", "yes", "yes", "120"]
-    assert lines["spread-random-v0"][1:] == ["collectable", "no", "-"]
+    assert lines["spread-random-v1"][1:] == ["collectable", "no", "-"]
     for dataset_id, entry in CATALOG.items():
         assert lines[dataset_id][1] == ("collectable" if entry.recipe.collectable else "needs"), dataset_id
 
@@ -153,7 +153,7 @@ def test_collect_help_says_what_retrain_costs() -> None:
 def test_show_names_the_opponent(tmp_path: Path) -> None:
     assert run("collect", "tag-random", "--steps", "30", "--root", str(tmp_path)).exit_code == 0
     result = run("datasets", "show", "tag-random", "--root", str(tmp_path))
-    sha = json.loads((tmp_path / "tag-random-v0.json").read_text())["env"]["opponents"]["sha256"]
+    sha = json.loads((tmp_path / "tag-random-v1.json").read_text())["env"]["opponents"]["sha256"]
     assert result.exit_code == 0 and "opponents:" in result.output and f"sha256 {sha}" in result.output
 
 

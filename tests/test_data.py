@@ -37,9 +37,13 @@ torch.set_num_threads(1)
 
 # ----------------------------------------------------------------------------------------------------- catalog
 def test_catalog_has_all_32_ids_and_random_is_collectable() -> None:
+    """8 tasks x 4 qualities, and the MPE tasks' 12 ids again at v1 (their "force" action layout)."""
     ids = all_dataset_ids()
-    assert len(ids) == 32 == len(CATALOG)
+    assert len(ids) == 32 + 12 == len(CATALOG)
     assert ids[0] == "hopper-random-v0" and "halfcheetah-2x3-expert-v0" in ids
+    assert {CATALOG[i].task for i in ids if i.endswith("-v1")} == {"spread", "tag", "world"}
+    assert CATALOG["spread-random-v1"].action_layout == "force" and CATALOG["spread-random-v0"].action_layout == "mpe2"
+    assert CATALOG["hopper-random-v0"].action_layout is None
     for dataset_id in ids:
         entry = CATALOG[dataset_id]
         if entry.quality == "random":
@@ -56,8 +60,9 @@ def test_catalog_has_all_32_ids_and_random_is_collectable() -> None:
         ("hopper-random-v0", "hopper-random-v0"),
         ("HalfCheetah-2x3-medium-replay", "halfcheetah-2x3-mixed-v0"),
         ("halfcheetah-medium-replay-v0", "halfcheetah-mixed-v0"),
-        ("spread-expert", "spread-expert-v0"),
-        ("world-mixed.hdf5", "world-mixed-v0"),
+        ("spread-expert", "spread-expert-v1"),
+        ("spread-expert-v0", "spread-expert-v0"),
+        ("world-mixed.hdf5", "world-mixed-v1"),
     ],
 )
 def test_resolve_dataset_id(name: str, expected: str) -> None:
@@ -292,7 +297,7 @@ def test_refuses_wrong_shapes(multi: Path) -> None:
         f.create_dataset("rewards", data=rewards[:, :2])
     _rehash(multi, "spread-random-v0")
     with pytest.raises(DatasetError, match=r"rewards has shape \[13, 2\], expected \[13, 3\]; re-run"):
-        load_dataset("spread-random", root=multi)
+        load_dataset("spread-random-v0", root=multi)
 
 
 def test_refuses_manifest_that_disagrees_with_the_file(single: Path) -> None:
@@ -333,7 +338,7 @@ def test_missing_dataset_that_needs_a_behaviour_policy_says_so(tmp_path: Path) -
 
 # ---------------------------------------------------------------------------------------------------- sampler
 def test_sampler_shapes_single_and_multi(single: Path, multi: Path) -> None:
-    for root, dataset_id, n, o, a in ((single, "hopper-random", 1, 15, 3), (multi, "spread-random", 3, 6, 5)):
+    for root, dataset_id, n, o, a in ((single, "hopper-random", 1, 15, 3), (multi, "spread-random-v0", 3, 6, 5)):
         batch = DeviceSampler(load_dataset(dataset_id, root=root), "cpu", seed=0).sample(32)
         assert batch.obs.shape == (32, n, o) and batch.action.shape == (32, n, a)
         assert batch.reward.shape == (32, n, 1) and batch.done.shape == (32, 1)
@@ -342,7 +347,7 @@ def test_sampler_shapes_single_and_multi(single: Path, multi: Path) -> None:
 
 
 def test_sampler_rows_match_the_dataset_and_next_action(multi: Path) -> None:
-    dataset = load_dataset("spread-random", root=multi)
+    dataset = load_dataset("spread-random-v0", root=multi)
     sampler = DeviceSampler(dataset, "cpu", seed=0)
     idx = torch.arange(dataset.transitions)
     batch = sampler.batch_at(idx)

@@ -82,7 +82,8 @@ def test_hopper_transitions_are_consistent(collected: Path) -> None:
 
 def test_spread_file_has_agent_axis_and_timeouts(collected: Path) -> None:
     d = load_dataset("spread-random", root=collected)
-    assert d.observations.shape == (160, 3, 18) and d.actions.shape == (160, 3, 5) and d.rewards.shape == (160, 3)
+    assert d.dataset_id == "spread-random-v1" and d.action_layout == "force" and d.manifest["env"]["action_layout"] == "force"
+    assert d.observations.shape == (160, 3, 18) and d.actions.shape == (160, 3, 2) and d.rewards.shape == (160, 3)
     assert not d.terminals.any() and d.timeouts.sum() == d.episodes == 7  # 6 x 25 steps, then one cut at 10
     assert d.manifest["last_episode_cut"] is True
     assert d.manifest["episode_returns"]["episodes"] == 6
@@ -99,12 +100,12 @@ def test_same_id_and_seed_give_byte_identical_files(collected: Path, tmp_path: P
     other = collect("hopper-random", steps=300, seed=1, root=tmp_path / "seed1")
     assert other["sha256"] != manifest["sha256"]
     collect("spread-random", steps=160, seed=0, root=tmp_path)
-    assert (tmp_path / "spread-random-v0.hdf5").read_bytes() == (collected / "spread-random-v0.hdf5").read_bytes()
+    assert (tmp_path / "spread-random-v1.hdf5").read_bytes() == (collected / "spread-random-v1.hdf5").read_bytes()
 
 
 def test_existing_collections_are_kept_refused_or_replaced(tmp_path: Path) -> None:
     first = collect("spread-random", steps=50, seed=0, root=tmp_path)
-    path = tmp_path / "spread-random-v0.hdf5"
+    path = tmp_path / "spread-random-v1.hdf5"
     stamp = path.stat().st_mtime_ns
     assert collect("spread-random", steps=50, seed=0, root=tmp_path) == first  # identical: kept, not rewritten
     assert path.stat().st_mtime_ns == stamp
@@ -116,6 +117,32 @@ def test_existing_collections_are_kept_refused_or_replaced(tmp_path: Path) -> No
     path.write_bytes(bytes(data))
     repaired = collect("spread-random", steps=60, seed=1, root=tmp_path)
     assert load_dataset("spread-random", root=tmp_path).manifest["sha256"] == repaired["sha256"]
+
+
+def test_v0_mpe_data_keeps_mpe2_layout_and_v1_moves_the_agents_the_same_way(tmp_path: Path) -> None:
+    """spread-expert-v0 (mpe2 layout, manifest without the field, as before v1 existed) and -v1 (force layout) come
+    from the same committed policy: v1's noise-free actions are v0's converted, so the episodes' first step is the
+    same move; a v0 file trains and evaluates in its own layout."""
+    from offline_bench.envs.mpe import mpe2_to_force
+
+    collection._hook("mixed")
+    old = collect("spread-expert-v0", steps=25, root=tmp_path)
+    new = collect("spread-expert-v1", steps=25, root=tmp_path)
+    assert "action_layout" not in old["env"] and new["env"]["action_layout"] == "force"
+    assert old["action_sizes"] == [5, 5, 5] and new["action_sizes"] == [2, 2, 2]
+    assert "written as the force-layout actions" in new["recipe"]["description"]
+    v0, v1 = load_dataset("spread-expert-v0", root=tmp_path), load_dataset("spread-expert-v1", root=tmp_path)
+    assert v0.action_layout == "mpe2" and v1.action_layout == "force"
+    np.testing.assert_array_equal(v0.observations[0], v1.observations[0])  # same seeds, same first state
+    # the noise differs (it is drawn in each layout's own action space), so compare the noise-free policy
+    from offline_bench.behaviour import load_policy
+    from offline_bench.envs import task_spec
+
+    policy = load_policy("spread", "expert")
+    assert policy is not None and policy.action_layout == "mpe2"
+    obs = v0.observations[:4]  # [4, N, O]
+    trained = policy.act(obs)  # [4, N, 5]
+    np.testing.assert_allclose(policy.in_layout(task_spec("spread")).act(obs), mpe2_to_force(trained, 2), atol=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["rollouts", "replay-buffer"])

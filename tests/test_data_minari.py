@@ -17,8 +17,8 @@ def roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
     arrays, manifest = synthetic(1, (15,), (3,), [5, 7, 4, 9])
     write_dataset(tmp_path / "data", "hopper-random-v0", arrays, manifest)
-    arrays, manifest = synthetic(3, (18, 18, 18), (5, 5, 5), [4, 6, 3])
-    write_dataset(tmp_path / "data", "spread-random-v0", arrays, manifest)
+    arrays, manifest = synthetic(3, (18, 18, 18), (2, 2, 2), [4, 6, 3])
+    write_dataset(tmp_path / "data", "spread-random-v1", arrays, manifest)
     return tmp_path
 
 
@@ -55,14 +55,14 @@ def test_single_agent_export_reads_back_in_minari_and_imports_unchanged(roots: P
 def test_multi_agent_export_keeps_agent_axis_and_per_agent_rewards(roots: Path) -> None:
     ours = load_dataset("spread-random", root=roots / "data")
     export_minari("spread-random", root=roots / "data")
-    theirs = minari.load_dataset("offline-bench/spread-random-v0")
-    assert theirs.observation_space.shape == (3, 18) and theirs.action_space.shape == (3, 5)
+    theirs = minari.load_dataset("offline-bench/spread-random-v1")
+    assert theirs.observation_space.shape == (3, 18) and theirs.action_space.shape == (3, 2)
     episode = next(theirs.iterate_episodes())
     np.testing.assert_array_equal(episode.observations[:-1], ours.observations[:4])
     np.testing.assert_array_equal(episode.infos["agent_rewards"], ours.rewards[:4])
     np.testing.assert_allclose(episode.rewards, ours.rewards[:4].mean(axis=1))
     with pytest.raises(MinariError, match="single-agent datasets only"):
-        import_minari("offline-bench/spread-random-v0", root=roots / "back")
+        import_minari("offline-bench/spread-random-v1", root=roots / "back")
 
 
 def test_import_refuses_missing_and_mismatched_datasets(roots: Path) -> None:

@@ -82,7 +82,13 @@ def test_task_spec_matches_the_real_env(name: str) -> None:
         obs_sizes, action_sizes = true_sizes(env)
         assert env.spec == TASKS[name]
         assert obs_sizes == TASKS[name].obs_sizes
-        assert action_sizes == TASKS[name].action_sizes
+        if name in MPE:  # the default "force" layout: 2 force dims per agent (+ the leader's 4 say dims of mpe2's 9)
+            assert TASKS[name].action_layout == "force"
+            assert TASKS[name].action_sizes == tuple(size - 3 for size in action_sizes)
+            assert task_spec(name, "mpe2").action_sizes == action_sizes  # the "mpe2" layout is mpe2's own Box
+        else:
+            assert action_sizes == TASKS[name].action_sizes
+            assert TASKS[name].action_layout is None
         assert len(obs_sizes) == TASKS[name].n_agents
         if name in OPPONENTS:
             opp = OPPONENTS[name]
@@ -100,8 +106,18 @@ def test_task_spec_unknown_name_lists_the_valid_ones() -> None:
         make_env("cartpole")
 
 
+def test_task_spec_action_layouts() -> None:
+    assert task_spec("spread", "force") is TASKS["spread"]
+    assert task_spec("world", "mpe2").action_sizes == (9, 5, 5, 5) and task_spec("world", "mpe2").action_layout == "mpe2"
+    with pytest.raises(ValueError, match="spread.*no action layout 'polar'.*force, mpe2"):
+        task_spec("spread", "polar")
+    with pytest.raises(ValueError, match="hopper.*no action layout 'mpe2'"):
+        make_env("hopper", action_layout="mpe2")
+
+
 def test_specs_padded_sizes() -> None:
-    assert TASKS["world"].action_dim == 9 and TASKS["world"].obs_dim == 34
+    assert TASKS["world"].action_dim == 6 and TASKS["world"].obs_dim == 34
+    assert task_spec("world", "mpe2").action_dim == 9
     assert TASKS["halfcheetah-2x3"].multi_agent and not TASKS["hopper"].multi_agent
 
 
@@ -132,10 +148,11 @@ def simulator_actions(calls: list[Any], env: Env) -> list[np.ndarray]:
     return [last]
 
 
-@pytest.mark.parametrize("name", ALL_TASKS)
+@pytest.mark.parametrize("name", [*BULLET, "halfcheetah-2x3", *(f"{t}:mpe2" for t in MPE)])
 def test_plus_minus_one_reach_the_env_bounds(name: str) -> None:
-    spec = TASKS[name]
-    with make_env(name) as env:
+    name, _, layout = name.partition(":")
+    spec = task_spec(name, layout or None)
+    with make_env(name, action_layout=layout or None) as env:
         calls = spy_on_simulator(env)
         env.reset(0)
         inner = env._env  # type: ignore[attr-defined]
@@ -153,6 +170,56 @@ def test_plus_minus_one_reach_the_env_bounds(name: str) -> None:
             np.testing.assert_allclose(simulator_actions(calls, env)[0], 0.5)
 
 
+@pytest.mark.parametrize("name", MPE)
+def test_force_layout_sends_mpe2_the_force(name: str) -> None:
+    """The "force" layout's (f_x, f_y) reaches mpe2 as (0, max(-f_x, 0), max(f_x, 0), max(-f_y, 0), max(f_y, 0)),
+    which mpe2 turns into the force (p[2] - p[1], p[4] - p[3]) = (f_x, f_y); the leader's say values map linearly."""
+    spec = TASKS[name]
+    action = random_actions(name, 1, seed=3)[0]  # [N, A]
+    with make_env(name) as env:
+        calls = spy_on_simulator(env)
+        env.reset(0)
+        env.step(action)
+        for i, sent in enumerate(simulator_actions(calls, env)):
+            mpe2_size = task_spec(name, "mpe2").action_sizes[i]
+            assert sent.shape == (mpe2_size,) and sent[0] == 0.0 and sent.min() >= 0.0 and sent.max() <= 1.0
+            force = np.array([sent[2] - sent[1], sent[4] - sent[3]])
+            np.testing.assert_allclose(force, action[i, :2], atol=1e-6)
+            assert min(sent[1], sent[2]) == 0.0 and min(sent[3], sent[4]) == 0.0
+            np.testing.assert_allclose(sent[5:], (action[i, 2 : spec.action_sizes[i]] + 1) / 2, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", MPE)
+def test_mpe2_actions_converted_to_force_move_the_agents_the_same_way(name: str) -> None:
+    """``mpe2_to_force`` is exact up to float rounding: an episode stepped in the "mpe2" layout and the same actions
+    converted and stepped in the "force" layout give the same observations and rewards (also for the leader's say)."""
+    from offline_bench.envs.mpe import mpe2_to_force
+
+    legacy = task_spec(name, "mpe2")
+    rng = np.random.default_rng(1)
+    actions = rng.uniform(-1, 1, (25, legacy.n_agents, legacy.action_dim)).astype(np.float32) * legacy.action_mask()
+    actions[3] = np.sign(actions[3])  # the bounds themselves
+    with make_env(name, action_layout="mpe2") as old, make_env(name) as new:
+        obs_old, rew_old = rollout(old, 4, actions)
+        obs_new, rew_new = rollout(new, 4, mpe2_to_force(actions, TASKS[name].action_dim))
+    assert len(rew_old) == 25
+    np.testing.assert_allclose(obs_new, obs_old, atol=1e-5)
+    np.testing.assert_allclose(rew_new, rew_old, atol=1e-5)
+
+
+def test_uniform_box_actions_are_the_same_draws_in_every_layout() -> None:
+    """The random reference draws uniformly over mpe2's own box in both layouts (the force layout converts)."""
+    from offline_bench.envs import uniform_box_actions
+    from offline_bench.envs.mpe import mpe2_to_force
+
+    legacy = task_spec("world", "mpe2")
+    old = uniform_box_actions(legacy, np.random.default_rng(5), 7)  # [7, 4, 9]
+    new = uniform_box_actions(TASKS["world"], np.random.default_rng(5), 7)  # [7, 4, 6]
+    assert old.shape == (7, 4, 9) and new.shape == (7, 4, 6)
+    assert not old[:, 1:, 5:].any() and not new[:, 1:, 2:].any()  # padding is zero
+    np.testing.assert_array_equal(new, mpe2_to_force(old, 6) * TASKS["world"].action_mask())
+
+
 @pytest.mark.parametrize("name", ["hopper", "spread", "halfcheetah-2x3"])
 def test_out_of_range_actions_are_clipped(name: str) -> None:
     actions = random_actions(name, 10)
@@ -166,10 +233,10 @@ def test_out_of_range_actions_are_clipped(name: str) -> None:
 def test_bad_actions_are_rejected_with_a_clear_message() -> None:
     with make_env("spread") as env:
         env.reset(0)
-        with pytest.raises(ValueError, match=r"shape \[N, A\] = \[3, 5\]"):
-            env.step(np.zeros((3, 4), dtype=np.float32))
-        bad = np.zeros((3, 5), dtype=np.float32)
-        bad[1, 2] = np.nan
+        with pytest.raises(ValueError, match=r"shape \[N, A\] = \[3, 2\]"):
+            env.step(np.zeros((3, 5), dtype=np.float32))
+        bad = np.zeros((3, 2), dtype=np.float32)
+        bad[1, 1] = np.nan
         with pytest.raises(ValueError, match="NaN or inf"):
             env.step(bad)
 
@@ -334,8 +401,8 @@ def test_opponent_errors() -> None:
         make_env("spread", opponent=lambda obs: obs)
     with make_env("tag", opponent=lambda obs: np.zeros((1, 3), dtype=np.float32)) as env:
         env.reset(0)
-        with pytest.raises(ValueError, match=r"shape \[1, 5\]"):
-            env.step(np.zeros((3, 5), dtype=np.float32))
+        with pytest.raises(ValueError, match=r"shape \[1, 5\]"):  # opponents act in mpe2's own 5 dims
+            env.step(np.zeros((3, 2), dtype=np.float32))
 
 
 # --- no stray output, no MUJOCO_LOG.TXT ----------------------------------------------------------------------------
@@ -422,10 +489,10 @@ def test_vector_env_multi_agent_shapes_and_errors() -> None:
         assert venv.spec == TASKS["world"]
         obs = venv.reset([0, 1])
         assert obs.shape == (2, 4, 34)
-        obs, reward, terminated, truncated = venv.step(np.zeros((2, 4, 9), dtype=np.float32))
+        obs, reward, terminated, truncated = venv.step(np.zeros((2, 4, 6), dtype=np.float32))
         assert obs.shape == (2, 4, 34) and reward.shape == (2, 4) and not terminated.any()
-        with pytest.raises(ValueError, match=r"\[E, N, A\] = \[2, 4, 9\]"):
-            venv.step(np.zeros((2, 4, 5), dtype=np.float32))
+        with pytest.raises(ValueError, match=r"\[E, N, A\] = \[2, 4, 6\]"):
+            venv.step(np.zeros((2, 4, 9), dtype=np.float32))
         with pytest.raises(ValueError, match="one seed per env"):
             venv.reset([0])
 
@@ -434,7 +501,7 @@ def test_vector_env_passes_the_opponent_to_every_copy() -> None:
     policy: Callable[[np.ndarray], np.ndarray] = RecordingOpponent(5)
     with VectorEnv("tag", 2, opponent=policy) as venv:
         venv.reset([0, 1])
-        venv.step(np.zeros((2, 3, 5), dtype=np.float32))
+        venv.step(np.zeros((2, 3, 2), dtype=np.float32))
     assert len(policy.seen) == 2  # type: ignore[attr-defined]
 
 
@@ -443,7 +510,7 @@ def test_vector_env_set_opponent() -> None:
         policy = RecordingOpponent(5)
         venv.set_opponent(policy)
         venv.reset([0, 1])
-        venv.step(np.zeros((2, 4, 9), dtype=np.float32))
+        venv.step(np.zeros((2, 4, 6), dtype=np.float32))
         assert policy.reset_seeds == [0, 1] and len(policy.seen) == 2
         assert policy.seen[0].shape == (2, 28)
     with VectorEnv("spread", 1) as venv, pytest.raises(ValueError, match="no opponents"):

@@ -25,7 +25,7 @@ def test_presets_are_the_papers_grids() -> None:
     mpe = resolve_grid(preset="omar-mpe")
     assert len(mpe) == 3 * 4 * 4 * 5
     assert {s.algo for s in mpe} == {"ma-td3bc", "ma-cql", "ma-icq", "omar"}
-    assert {s.dataset_id for s in mpe} == {f"{t}-{q}-v0" for t in ("spread", "tag", "world")
+    assert {s.dataset_id for s in mpe} == {f"{t}-{q}-v1" for t in ("spread", "tag", "world")  # the newest version
                                           for q in ("random", "mixed", "medium", "expert")}
     assert all(s.steps is None and s.sets == () for s in mpe), "paper budget leaves steps to the per-task defaults"
     assert len(resolve_grid(preset="omar-mamujoco")) == 4 * 4 * 5
@@ -38,9 +38,10 @@ def test_presets_are_the_papers_grids() -> None:
 def test_grid_canonicalizes_and_rejects_bad_input() -> None:
     specs = resolve_grid(["MA_CQL", "td3+bc"], ["spread-medium-replay"], seeds=2, steps=50, sets=["gamma=0.9"])
     assert [(s.dataset_id, s.algo, s.seed) for s in specs] == [
-        ("spread-mixed-v0", "ma-cql", 0), ("spread-mixed-v0", "ma-cql", 1),
-        ("spread-mixed-v0", "td3bc", 0), ("spread-mixed-v0", "td3bc", 1)]
-    assert specs[0].train_args("d", "r") == ["train", "--algo", "ma-cql", "--dataset", "spread-mixed-v0", "--seed",
+        ("spread-mixed-v1", "ma-cql", 0), ("spread-mixed-v1", "ma-cql", 1),
+        ("spread-mixed-v1", "td3bc", 0), ("spread-mixed-v1", "td3bc", 1)]
+    assert resolve_grid(["omar"], ["spread-mixed-v0"])[0].dataset_id == "spread-mixed-v0"  # an older version by name
+    assert specs[0].train_args("d", "r") == ["train", "--algo", "ma-cql", "--dataset", "spread-mixed-v1", "--seed",
                                              "0", "--root", "d", "--runs", "r", "--steps", "50", "--set", "gamma=0.9"]
     with pytest.raises(SweepError, match="unknown algorithm 'sac'"):
         resolve_grid(["sac"], ["spread-random"])
@@ -56,9 +57,9 @@ def test_missing_datasets_are_skipped_with_a_message(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["sweep", "--algos", "omar", "--datasets", "spread-expert", "--seeds", "2",
                                        "--root", str(tmp_path / "data"), "--runs", str(tmp_path / "runs")])
     assert result.exit_code == 1
-    assert "skipped spread-expert-v0: not collected" in result.output
+    assert "skipped spread-expert-v1: not collected" in result.output
     assert "0 finished" in result.output and "2 skipped (dataset missing)" in result.output
-    assert not (tmp_path / "runs" / "spread-expert-v0").exists()
+    assert not (tmp_path / "runs" / "spread-expert-v1").exists()
 
 
 def test_ray_is_optional_with_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,7 +23,7 @@ def tiny_datasets(tmp_path_factory) -> Path:
     """Tiny real datasets, collected once per test session and shared by the train test modules:
     hopper-random (single-agent, D4RL references) and spread-random (3 agents, no expert reference yet)."""
     root = tmp_path_factory.getbasetemp() / "train-datasets"
-    if not (root / "spread-random-v0.json").exists():
+    if not (root / "spread-random-v1.json").exists():
         collect("hopper-random", steps=500, root=root)
         collect("spread-random", steps=200, root=root)
     return root
@@ -177,9 +177,20 @@ def test_multi_agent_run_without_references_records_raw_returns(tmp_path):
 
 
 def test_single_agent_algorithm_refuses_multi_agent_data(data_root, tmp_path):
-    with pytest.raises(TrainError, match="td3bc is a single-agent algorithm but spread-random-v0 has 3 agents"):
+    with pytest.raises(TrainError, match="td3bc is a single-agent algorithm but spread-random-v1 has 3 agents"):
         train("td3bc", "spread-random", steps=5, sets=TINY, root=data_root, runs=tmp_path)
-    assert not (tmp_path / "spread-random-v0").exists()
+    assert not (tmp_path / "spread-random-v1").exists()
+
+
+def test_v0_mpe_data_trains_and_evaluates_in_its_own_action_layout(tmp_path):
+    """A v0 MPE file (mpe2's 5-dim layout, no layout in its manifest) still trains: its policy has 5 action dims and
+    is evaluated in an env of the same layout; config.json records the layout."""
+    collect("spread-random-v0", steps=60, root=tmp_path / "data")
+    outcome = train("ma-td3bc", "spread-random-v0", steps=4, sets={**TINY, "eval_every": 2}, root=tmp_path / "data",
+                    runs=tmp_path / "runs")
+    config = json.loads((outcome.run_dir / "config.json").read_text())
+    assert config["dataset"]["action_layout"] == "mpe2" and config["dataset"]["id"] == "spread-random-v0"
+    assert outcome.result["evaluations"] == 2 and math.isfinite(outcome.result["final_return"])
 
 
 # ------------------------------------------------------------------------------------------------- config layers

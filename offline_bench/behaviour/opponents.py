@@ -26,7 +26,7 @@ class CoTrainingEnv(Env):
     observations the adapter hands its opponent policy.
     """
 
-    def __init__(self, task: str) -> None:
+    def __init__(self, task: str, action_layout: str | None = None) -> None:
         from offline_bench.envs import OPPONENTS, make_env
 
         if task not in OPPONENTS:
@@ -34,8 +34,8 @@ class CoTrainingEnv(Env):
         self.opp = OPPONENTS[task]
         self._pending = np.zeros((self.opp.n_agents, self.opp.action_size), np.float32)
         self._opp_obs: np.ndarray | None = None
-        self.env = make_env(task, opponent=self._opponent)
-        base = self.env.spec
+        self.env = make_env(task, opponent=self._opponent, action_layout=action_layout)
+        base = self.env.spec  # the learners in ``action_layout``; opponents always act in the "mpe2" layout
         self.n_learners = base.n_agents
         self.spec = TaskSpec(
             name=f"{task}+opponents",

@@ -20,6 +20,8 @@ import torch
 from torch import nn
 
 from offline_bench.algos.common import DeterministicActor, GaussianActor
+from offline_bench.envs.base import TaskSpec
+from offline_bench.envs.tasks import LEGACY_ACTION_LAYOUT, recorded_action_layout
 from offline_bench.paths import policies_root
 
 POLICY_FORMAT = 1
@@ -82,6 +84,9 @@ class CheckpointPolicy:
     """A frozen actor: ``act(obs [E, N, O]) -> [E, N, A]`` in [-1, 1], plus Gaussian noise of std ``noise``.
 
     Noise is drawn from ``generator`` (seed it for reproducible collection); padded action dimensions stay 0.
+    ``action_layout`` is the layout the actor was trained in (``meta["action_layout"]``; MPE checkpoints without
+    one are "mpe2"); ``in_layout`` makes it act in another (the committed MPE policies were trained in "mpe2", the
+    v1 datasets are in "force").
     """
 
     actor: nn.Module
@@ -93,10 +98,27 @@ class CheckpointPolicy:
 
     def __post_init__(self) -> None:
         self.actor.eval()
-        mask = torch.zeros(self.actor.n_agents, self.actor.action_dim)
+        self.action_layout = recorded_action_layout(str(self.meta.get("task")), self.meta)
+        self.convert: Any = None  # actions in the actor's layout [E, N, A'] -> this policy's [E, N, A] (in_layout)
+        self.action_mask = torch.zeros(self.actor.n_agents, self.actor.action_dim)  # [N, A]
         for i, size in enumerate(self.action_sizes):
-            mask[i, :size] = 1.0
-        self.action_mask = mask  # [N, A]
+            self.action_mask[i, :size] = 1.0
+
+    def in_layout(self, spec: TaskSpec) -> "CheckpointPolicy":
+        """Act in ``spec``'s action layout: an "mpe2" actor's actions become the "force" actions that move the
+        agents the same way (``offline_bench.envs.mpe.mpe2_to_force``), before the noise is added. In place."""
+        if spec.action_layout == self.action_layout:
+            return self
+        if (self.action_layout, spec.action_layout) != (LEGACY_ACTION_LAYOUT, "force"):
+            raise ValueError(f"a {self.meta.get('task')} policy trained in the {self.action_layout!r} action layout "
+                             f"cannot act in {spec.action_layout!r}")
+        from offline_bench.envs.mpe import mpe2_to_force
+
+        width = spec.action_dim
+        self.convert = lambda action: torch.from_numpy(mpe2_to_force(action.numpy(), width))  # noqa: E731
+        self.action_sizes, self.action_layout = tuple(spec.action_sizes), spec.action_layout
+        self.action_mask = torch.from_numpy(spec.action_mask())  # [N, A]
+        return self
 
     @property
     def n_agents(self) -> int:
@@ -108,7 +130,7 @@ class CheckpointPolicy:
 
     @property
     def action_dim(self) -> int:
-        return self.actor.action_dim
+        return int(self.action_mask.shape[1])
 
     def seed(self, seed: int) -> None:
         self.noise_seed = int(seed)
@@ -126,6 +148,9 @@ class CheckpointPolicy:
             "train_step": self.meta.get("step"),
             "sha256": self.sha256,
             "noise": f"actions = clip(tanh(mean) + {self.noise} * N(0, 1), -1, 1)" if self.noise else "none",
+            **({"action_layout": f"trained in the {self.meta.get('action_layout', LEGACY_ACTION_LAYOUT)} layout, "
+                                 f"its actions converted to the {self.action_layout} layout before the noise"}
+               if self.convert is not None else {}),
             "noise_seed": getattr(self, "noise_seed", None),
             "trained": True,
         }
@@ -138,7 +163,9 @@ class CheckpointPolicy:
                 f"policy expects obs [E, {self.n_agents}, {self.obs_dim}], got {tuple(x.shape)}; "
                 "is this the policy of another task?"
             )
-        action = self.actor(x)  # [E, N, A]
+        action = self.actor(x)  # [E, N, A']
+        if self.convert is not None:
+            action = self.convert(action)  # [E, N, A]
         if self.noise > 0:
             if self.generator is None:
                 self.generator = torch.Generator().manual_seed(0)

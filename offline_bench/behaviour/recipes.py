@@ -36,11 +36,11 @@ from offline_bench.behaviour.trainer import (
 from offline_bench.data.catalog import retrain_cost
 from offline_bench.data.collection import FixedOpponent, Progress
 from offline_bench.envs.base import TaskSpec
+from offline_bench.envs.tasks import LEGACY_ACTION_LAYOUT
 
 log = logging.getLogger(__name__)
 
 NOISE = 0.1  # std of the Gaussian action noise of medium / expert rollouts (actions in [-1, 1])
-DATASET_VERSION = 0
 _policies_root: str | os.PathLike[str] | None = None  # where the registered recipes' checkpoints live
 
 
@@ -52,6 +52,7 @@ def checkpoint_policy_factory(spec: TaskSpec, params: dict[str, Any], init_seed:
         raise FileNotFoundError(f"no committed {quality} policy for {task}; train one: offline-bench behaviour train {task}")
     if params.get("sha256") and policy.sha256 != params["sha256"]:
         raise ValueError(f"{task} {quality} policy changed (sha256 {policy.sha256[:12]}...) since the recipe was made")
+    policy.in_layout(spec)  # the committed MPE policies act in "mpe2"; v1 datasets are in the "force" layout
     if policy.n_agents != spec.n_agents or policy.obs_dim != spec.obs_dim:
         raise ValueError(f"the {task} {quality} policy expects obs [{policy.n_agents}, {policy.obs_dim}], "
                          f"the task has [{spec.n_agents}, {spec.obs_dim}]")
@@ -75,13 +76,14 @@ def _registered_opponent(task: str) -> FixedOpponent | None:
     return stored_opponent(task, _policies_root)
 
 
-def mixed_collector(task: str, *, root: str | os.PathLike[str] | None, run_dir: str | os.PathLike[str] | None,
-                    retrain: bool, progress: Progress | None) -> dict[str, Any]:
+def mixed_collector(task: str, *, version: int, root: str | os.PathLike[str] | None,
+                    run_dir: str | os.PathLike[str] | None, retrain: bool, progress: Progress | None) -> dict[str, Any]:
     """The data layer's mixed collector (``offline_bench.data.collection.MixedCollector``): ``collect_mixed`` with
     the registered policies folder; ``progress(done, total)`` counts training steps when it re-trains."""
     total = (policy_entry(task, "medium", _policies_root) or {}).get("step", 0)
     report = None if progress is None else (lambda info: progress(int(info["step"]), total))
-    return collect_mixed(task, root=root, run_dir=run_dir, retrain=retrain, progress=report, policies=_policies_root)
+    return collect_mixed(task, root=root, run_dir=run_dir, retrain=retrain, progress=report, policies=_policies_root,
+                         version=version)
 
 
 def register_behaviour_recipes(root: str | os.PathLike[str] | None = None) -> list[str]:
@@ -90,7 +92,7 @@ def register_behaviour_recipes(root: str | os.PathLike[str] | None = None) -> li
 
     Returns the dataset ids made collectable. Safe to call more than once.
     """
-    from offline_bench.data.catalog import Recipe, register_recipe
+    from offline_bench.data.catalog import Recipe, dataset_versions, register_recipe
     from offline_bench.data.collection import register_mixed_collector, register_opponent_loader
     from offline_bench.data.policy import register_policy
 
@@ -101,29 +103,56 @@ def register_behaviour_recipes(root: str | os.PathLike[str] | None = None) -> li
     register_opponent_loader(_registered_opponent)
     done = []
     for task, entry in read_index(root).get("tasks", {}).items():
-        if entry.get("mixed", {}).get("transitions") and "medium" in entry:
-            done.append(register_recipe(task, "mixed", DATASET_VERSION, _mixed_recipe(task, entry)).dataset_id)
-        for quality in ("medium", "expert"):
-            if quality not in entry:
+        for version in dataset_versions(task):
+            converted = _conversion_note(task, entry, version)
+            if converted is None:  # a run in the force layout cannot make the older mpe2-layout version
                 continue
-            info = entry[quality]
-            recipe = Recipe(
-                quality=quality,
-                kind="rollouts",
-                policy="checkpoint",
-                policy_params=(("noise", NOISE), ("quality", quality), ("sha256", info["sha256"]), ("task", task)),
-                description=(
-                    f"rollouts of the {quality} {entry['run']['algo'].upper()} policy of datasets/policies/{info['file']} "
-                    f"(trained {info['step']} steps, return {info['return_mean']:.1f} +- {info['return_std']:.1f} over "
-                    f"{info['episodes']} episodes) with Gaussian action noise std {NOISE}"
-                ),
-            )
-            done.append(register_recipe(task, quality, DATASET_VERSION, recipe).dataset_id)
+            if entry.get("mixed", {}).get("transitions") and "medium" in entry:
+                recipe = _mixed_recipe(task, entry, converted)
+                done.append(register_recipe(task, "mixed", version, recipe).dataset_id)
+            for quality in ("medium", "expert"):
+                if quality not in entry:
+                    continue
+                info = entry[quality]
+                recipe = Recipe(
+                    quality=quality,
+                    kind="rollouts",
+                    policy="checkpoint",
+                    policy_params=(("noise", NOISE), ("quality", quality), ("sha256", info["sha256"]), ("task", task)),
+                    description=(
+                        f"rollouts of the {quality} {entry['run']['algo'].upper()} policy of datasets/policies/"
+                        f"{info['file']} (trained {info['step']} steps, return {info['return_mean']:.1f} +- "
+                        f"{info['return_std']:.1f} over {info['episodes']} episodes)" + converted
+                        + f" with Gaussian action noise std {NOISE}"
+                    ),
+                )
+                done.append(register_recipe(task, quality, version, recipe).dataset_id)
     return done
 
 
+def run_action_layout(task: str, entry: dict[str, Any]) -> str | None:
+    """The action layout a behaviour run of the index trained in (runs that predate the field: "mpe2" for MPE)."""
+    from offline_bench.envs.tasks import recorded_action_layout
+
+    return recorded_action_layout(task, entry.get("run", {}).get("trainer_config", {}))
+
+
+def _conversion_note(task: str, entry: dict[str, Any], version: int) -> str | None:
+    """Recipe description text where dataset ``version`` is in another action layout than the run trained in ("" if
+    the same); None if the run cannot make that version (only "mpe2" actions convert, to "force")."""
+    from offline_bench.data.catalog import ACTION_LAYOUT_VERSIONS
+
+    target = ACTION_LAYOUT_VERSIONS.get(task, {}).get(version)
+    trained = run_action_layout(task, entry)
+    if target == trained:
+        return ""
+    if (trained, target) != (LEGACY_ACTION_LAYOUT, "force"):
+        return None
+    return f", its {trained}-layout actions written as the {target}-layout actions that move the agents the same way"
+
+
 # ---------------------------------------------------------------------------------------------- mixed data
-def _mixed_recipe(task: str, entry: dict[str, Any]) -> Any:
+def _mixed_recipe(task: str, entry: dict[str, Any], converted: str = "") -> Any:
     from offline_bench.data.catalog import Recipe
 
     run, medium, mixed = entry["run"], entry["medium"], entry["mixed"]
@@ -137,8 +166,8 @@ def _mixed_recipe(task: str, entry: dict[str, Any]) -> Any:
         fixed_steps=int(mixed["transitions"]),
         description=(
             f"every transition of the {run['algo'].upper()} behaviour run's replay buffer (seed {run['seed']}) from "
-            f"step 0 to the medium policy at step {medium['step']}, in order: {mixed['transitions']} transitions; "
-            "from the saved run, or re-run deterministically with --retrain"
+            f"step 0 to the medium policy at step {medium['step']}, in order: {mixed['transitions']} transitions"
+            f"{converted}; from the saved run, or re-run deterministically with --retrain"
         ),
     )
 
@@ -232,12 +261,13 @@ def mixed_buffer(
     fields = dict(entry["run"]["trainer_config"])
     # evaluation and checkpoints never change training; the rebuild needs neither
     fields.update(steps=steps, eval_every=10**12, checkpoint_every=10**12, checkpoint_minutes=float("inf"))
+    fields["action_layout"] = run_action_layout(task, entry)  # the run's own layout, also for runs that predate it
     config = TrainerConfig(**fields)
     opponent = stored_opponent(task, policies)
     if task in ("tag", "world") and opponent is None:
         raise FileNotFoundError(f"the {task} behaviour run trained against a frozen opponent, and "
                                 f"{task}/opponent.pt is not in the policies folder; restore it (git checkout)")
-    factory = (lambda: task_env(task, opponent=opponent.act)) if opponent is not None else None
+    factory = (lambda: task_env(task, opponent.act, config.action_layout)) if opponent is not None else None
     algo = entry["run"]["algo"]
     overrides = recorded_learner_overrides(task, algo, entry["run"]["algo_overrides"])
     log.info("re-running the %s behaviour training up to step %d: %s", task, steps, retrain_cost(task, policies))
@@ -277,14 +307,17 @@ def collect_mixed(
     retrain: bool = False,
     progress: Callable[[dict[str, Any]], None] | None = None,
     policies: str | os.PathLike[str] | None = None,
+    version: int | None = None,
 ) -> dict[str, Any]:
-    """Write ``<task>-mixed-v0`` (HDF5 + manifest, atomically) through the data layer's writer; returns the manifest.
+    """Write ``<task>-mixed-v<version>`` (default: the newest; HDF5 + manifest, atomically) through the data layer's
+    writer; returns the manifest. Where that version's action layout is not the run's, the buffer's actions are
+    written in the version's layout (``offline_bench.envs.mpe.mpe2_to_force``: the same moves).
 
     ``offline-bench collect <task>-mixed`` reaches this through the data layer's mixed-collector hook.
     """
     from dataclasses import replace
 
-    from offline_bench.data.catalog import catalog_entry
+    from offline_bench.data.catalog import catalog_entry, newest_version
     from offline_bench.data.collection import build_manifest, return_stats
     from offline_bench.data.format import write_dataset
     from offline_bench.envs import task_spec
@@ -299,9 +332,20 @@ def collect_mixed(
     if reproduced is False:
         log.warning("%s mixed data differs from the indexed run (sha256 %s vs %s): floating-point differences "
                     "between machines; the manifest records it", task, actual[:12], expected[:12])
-    spec = task_spec(task)
+    version = newest_version(task) if version is None else version
+    target = catalog_entry(f"{task}-mixed-v{version}")
+    spec = task_spec(task, target.action_layout)
+    note = _conversion_note(task, entry, version)
+    if note is None:
+        raise ValueError(f"{target.dataset_id} is in the {spec.action_layout} action layout; {task}'s behaviour run "
+                         f"trained in {run_action_layout(task, entry)} and cannot make it (collect a newer version)")
+    if note:
+        from offline_bench.envs.mpe import mpe2_to_force
+
+        buffer_arrays = dict(buffer_arrays, actions=mpe2_to_force(buffer_arrays["actions"], spec.action_dim)
+                             * spec.action_mask())
     arrays, facts = mixed_file_arrays(buffer_arrays, entry["run"]["seed"], spec.n_agents)
-    catalog = replace(catalog_entry(f"{task}-mixed-v{DATASET_VERSION}"), recipe=_mixed_recipe(task, entry))
+    catalog = replace(target, recipe=_mixed_recipe(task, entry, note))
     source = _ReplaySource(task, entry, how, reproduced)
     manifest_facts = {"last_episode_cut": facts["last_episode_cut"],
                       "episode_returns": return_stats(facts["returns"], facts["lengths"])}

@@ -38,12 +38,13 @@ from offline_bench.behaviour.replay import ReplayBuffer
 from offline_bench.behaviour.tasks import RECIPES, recipe
 from offline_bench.config import cfg
 from offline_bench.envs.base import Env, TaskSpec
+from offline_bench.envs.tasks import TASKS, recorded_action_layout, task_spec
 
 log = logging.getLogger(__name__)
 
 STATE_FORMAT = 1
 # Settings that change what a run computes; the others (steps, evaluation, checkpoints) may change on resume.
-TRAINING_KEYS = ("start_steps", "batch_size", "update_every", "buffer_capacity", "algo_overrides")
+TRAINING_KEYS = ("start_steps", "batch_size", "update_every", "buffer_capacity", "algo_overrides", "action_layout")
 EVAL_SEED_BASE = 1_000_000_000  # evaluation episodes use seeds far from every training episode's
 MEASURE_SEED_BASE = 2_000_000_000
 
@@ -67,6 +68,9 @@ class TrainerConfig:
     )
     medium_target: float = cfg(float("nan"), "return that freezes the medium policy; NaN: relative to expert")
     medium_fraction: float = cfg(1.0 / 3.0, "relative medium target: random + fraction * (expert - random)")
+    action_layout: str | None = cfg(
+        None, "the task's action layout to train in (offline_bench.envs.task_spec; None: its default, MPE: force)"
+    )
 
 
 def default_config(task: str, **overrides: Any) -> TrainerConfig:
@@ -81,6 +85,7 @@ def default_config(task: str, **overrides: Any) -> TrainerConfig:
         batch_size=r.batch_size,
         medium_target=float("nan") if r.medium_target is None else r.medium_target,
         medium_fraction=r.medium_fraction,
+        action_layout=task_spec(task).action_layout,  # recorded as a value, so a later default cannot change a run
     )
     from dataclasses import replace
 
@@ -122,11 +127,14 @@ def make_learner(algo: str, spec: TaskSpec, device: torch.device, algo_overrides
     raise ValueError(f"unknown behaviour learner {algo!r}; choose sac or matd3")
 
 
-def task_env(task: str, opponent: Callable[[np.ndarray], np.ndarray] | None = None) -> Env:
-    """The task's env (``offline_bench.envs.make_env``), its opponents driven by ``opponent`` where it has any."""
+def task_env(
+    task: str, opponent: Callable[[np.ndarray], np.ndarray] | None = None, action_layout: str | None = None
+) -> Env:
+    """The task's env (``offline_bench.envs.make_env``) in ``action_layout``, its opponents driven by ``opponent``
+    where it has any."""
     from offline_bench.envs import make_env
 
-    return make_env(task, opponent=opponent)
+    return make_env(task, opponent=opponent, action_layout=action_layout)
 
 
 def _atomic_copy(src: Path, dst: Path) -> None:
@@ -145,13 +153,6 @@ def arrays_sha256(arrays: dict[str, np.ndarray]) -> str:
         digest.update(f"{key}:{value.dtype.str}:{value.shape};".encode())
         digest.update(value.tobytes())
     return digest.hexdigest()
-
-
-def _action_mask(spec: TaskSpec) -> np.ndarray:
-    mask = np.zeros((spec.n_agents, spec.action_dim), np.float32)
-    for i, size in enumerate(spec.action_sizes):
-        mask[i, :size] = 1.0
-    return mask  # [N, A]
 
 
 def rollout_returns(
@@ -194,13 +195,15 @@ class BehaviourTrainer:
                 f"then: buffer_capacity ({config.buffer_capacity}) must be at least steps ({config.steps}); "
                 f"pass --set buffer_capacity={config.steps}"
             )
+        if config.action_layout is None and config.task in TASKS:  # record the layout itself, not "the default"
+            config = replace_config(config, action_layout=TASKS[config.task].action_layout)
         self.config = config
         self.workdir = Path(workdir)
         self.algo = algo or recipe(config.task).algo
         defaults = dict(RECIPES[config.task].algo_defaults) if config.task in RECIPES else {}
         self.algo_overrides = {**defaults, **(algo_overrides or {})}
         if env_factory is None:
-            env_factory = lambda: task_env(config.task)  # noqa: E731
+            env_factory = lambda: task_env(config.task, action_layout=config.action_layout)  # noqa: E731
         self.env_factory = env_factory
         self.env = env_factory()
         self.eval_env = env_factory()
@@ -210,7 +213,7 @@ class BehaviourTrainer:
         self.learner = make_learner(self.algo, self.spec, self.device, self.algo_overrides)
         self.buffer = ReplayBuffer(config.buffer_capacity, self.spec.n_agents, self.spec.obs_dim, self.spec.action_dim)
         self.sample_generator = torch.Generator().manual_seed(config.seed)
-        self.mask = _action_mask(self.spec)
+        self.mask = self.spec.action_mask()  # [N, A]
         self.step = 0
         self.episode = 0
         self.episode_start = 0  # buffer position where the current episode began
@@ -255,6 +258,7 @@ class BehaviourTrainer:
                 f"{self.algo} {self.config.task} seed {self.config.seed}; pick another --workdir"
             )
         saved = dict(state["config"], algo_overrides=state["algo_overrides"])
+        saved.setdefault("action_layout", recorded_action_layout(self.config.task, {}))  # older runs: their layout
         now = dict(asdict(self.config), algo_overrides=self.algo_overrides)
         changed = [k for k in TRAINING_KEYS if k in saved and saved[k] != now[k]]
         if changed:
@@ -314,7 +318,8 @@ class BehaviourTrainer:
 
     def _save_snapshot(self, step: int) -> Path:
         path = self._snapshot_path(step)
-        meta = {"task": self.config.task, "seed": self.config.seed, "step": step, "algo": self.algo}
+        meta = {"task": self.config.task, "seed": self.config.seed, "step": step, "algo": self.algo,
+                "action_layout": self.spec.action_layout}
         actor = self.learner.exported_actor()
         atomic_torch_save(actor_payload(actor, self.spec.action_sizes, self.learner.config.hidden_sizes, meta), path)
         return path
@@ -329,11 +334,12 @@ class BehaviourTrainer:
 
     def measure_random(self) -> dict[str, float]:
         """Return of uniformly random actions (a generator of its own, so training randomness is untouched)."""
-        gen = np.random.default_rng(self.config.seed + 7)
-        mask = self.mask
+        from offline_bench.envs import uniform_box_actions
 
-        def random_policy(obs: np.ndarray) -> np.ndarray:
-            return gen.uniform(-1, 1, size=(obs.shape[0], *mask.shape)).astype(np.float32) * mask
+        gen = np.random.default_rng(self.config.seed + 7)
+
+        def random_policy(obs: np.ndarray) -> np.ndarray:  # uniform over the simulator's box, in any layout
+            return uniform_box_actions(self.spec, gen, obs.shape[0])
 
         seeds = [MEASURE_SEED_BASE + i for i in range(self.config.measure_episodes)]
         returns = rollout_returns(self.eval_env, random_policy, seeds)
@@ -502,12 +508,12 @@ def train_behaviour(
             steps = recipe(config.task).opponent_steps if opponent_steps is None else opponent_steps
             stage = replace_config(config, steps=steps, medium_target=float("nan"))
             co = BehaviourTrainer(stage, workdir / "opponent", algo="matd3", algo_overrides=algo_overrides,
-                                  env_factory=lambda: CoTrainingEnv(config.task), device=device)
+                                  env_factory=lambda: CoTrainingEnv(config.task, config.action_layout), device=device)
             co.run((lambda info: progress(dict(info, stage="opponents"))) if progress else None)
             save_opponent(co, opponent_file)
             log.info("%s opponents frozen after %d co-training steps", config.task, co.step)
         opponent = load_policy_file(opponent_file).as_opponent()
-        env_factory = lambda: task_env(config.task, opponent=opponent)  # noqa: E731
+        env_factory = lambda: task_env(config.task, opponent, config.action_layout)  # noqa: E731
     trainer = BehaviourTrainer(config, workdir, algo_overrides=algo_overrides, env_factory=env_factory, device=device)
     summary = trainer.run((lambda info: progress(dict(info, stage="learners"))) if progress else None)
     if trainer.step >= config.steps:

@@ -1,6 +1,7 @@
 """Every dataset id offline-bench knows, the recipe that makes it, and each task's reference returns.
 
-Ids are ``<task>-<quality>-v<K>`` (DESIGN.md, "Dataset contract"): 8 tasks x 4 qualities = 32 ids at ``v0``.
+Ids are ``<task>-<quality>-v<K>`` (DESIGN.md, "Dataset contract"): 8 tasks x 4 qualities = 32 ids at ``v0``, and
+the MPE tasks (spread, tag, world) also at ``v1``, their 2-D "force" action layout (``ACTION_LAYOUT_VERSIONS``).
 ``<task>-<quality>`` without a version means the newest version; ``medium-replay`` is an alias of ``mixed``.
 
 A recipe says how a dataset is made: which behaviour policy (a name in ``offline_bench.data.policy``'s factory
@@ -302,14 +303,35 @@ class CatalogEntry:
     def references(self) -> TaskReferences:
         return REFERENCES[self.task]
 
+    @property
+    def action_layout(self) -> str | None:
+        """How this version's actions reach the simulator (``offline_bench.envs.task_spec``); None: the task's only
+        layout."""
+        return ACTION_LAYOUT_VERSIONS.get(self.task, {}).get(self.version)
+
+
+# Dataset versions of the tasks whose action interface changed (``offline_bench.envs.tasks.MPE_ACTION_LAYOUTS``):
+# MPE v0 files are in mpe2's own layout (5 dims per agent, 3 of them free), v1 in the 2-D "force" layout.
+ACTION_LAYOUT_VERSIONS: dict[str, dict[int, str]] = {task: {0: "mpe2", 1: "force"} for task in ("spread", "tag", "world")}
+
+
+def dataset_versions(task: str) -> tuple[int, ...]:
+    """The id versions every quality of ``task`` has (v0, and v1 where the action layout changed)."""
+    return tuple(sorted(ACTION_LAYOUT_VERSIONS.get(task, {0: None})))
+
+
+def newest_version(task: str) -> int:
+    return dataset_versions(task)[-1]
+
 
 def _initial_catalog() -> dict[str, CatalogEntry]:
     out: dict[str, CatalogEntry] = {}
     for task in TASKS:
         for quality in QUALITIES:
-            recipe = RANDOM_RECIPE if quality == "random" else _pending_recipe(quality)
-            entry = CatalogEntry(f"{task}-{quality}-v0", task, quality, 0, recipe)
-            out[entry.dataset_id] = entry
+            for version in dataset_versions(task):
+                recipe = RANDOM_RECIPE if quality == "random" else _pending_recipe(quality)
+                entry = CatalogEntry(f"{task}-{quality}-v{version}", task, quality, version, recipe)
+                out[entry.dataset_id] = entry
     return out
 
 

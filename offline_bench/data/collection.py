@@ -44,6 +44,7 @@ from offline_bench.data.dataset import dataset_status, load_dataset
 from offline_bench.data.format import DatasetError, write_dataset
 from offline_bench.data.policy import BehaviourPolicy, UniformPolicy, make_policy
 from offline_bench.envs import OPPONENTS, Env, TaskSpec, make_env, task_spec
+from offline_bench.envs.tasks import LEGACY_ACTION_LAYOUT
 from offline_bench.paths import data_root
 
 log = logging.getLogger(__name__)
@@ -81,9 +82,9 @@ OpponentLoader = Callable[[str], "FixedOpponent | None"]
 
 
 class MixedCollector(Protocol):
-    def __call__(self, task: str, *, root: str | os.PathLike[str] | None, run_dir: str | os.PathLike[str] | None,
-                 retrain: bool, progress: Progress | None) -> dict[str, Any]:
-        """Write ``<task>-mixed-v0`` into ``root`` (atomically) and return its manifest."""
+    def __call__(self, task: str, *, version: int, root: str | os.PathLike[str] | None,
+                 run_dir: str | os.PathLike[str] | None, retrain: bool, progress: Progress | None) -> dict[str, Any]:
+        """Write ``<task>-mixed-v<version>`` into ``root`` (atomically) and return its manifest."""
         ...
 
 
@@ -239,10 +240,11 @@ def run_episodes(
                 obs[e] = result.obs
 
 
-def _make_envs(task: str, num_envs: int, opponent: FixedOpponent | None = None) -> list[Env]:
-    """``num_envs`` fresh envs of ``task``; tag / world's non-learning agents follow ``opponent`` when given, else
-    the adapter's uniform-random opponent."""
-    return [make_env(task, opponent=None if opponent is None else opponent.act) for _ in range(num_envs)]
+def _make_envs(spec: TaskSpec, num_envs: int, opponent: FixedOpponent | None = None) -> list[Env]:
+    """``num_envs`` fresh envs of ``spec``'s task in its action layout; tag / world's non-learning agents follow
+    ``opponent`` when given, else the adapter's uniform-random opponent."""
+    act = None if opponent is None else opponent.act
+    return [make_env(spec.name, opponent=act, action_layout=spec.action_layout) for _ in range(num_envs)]
 
 
 def rollout_arrays(
@@ -330,6 +332,8 @@ def env_facts(spec: TaskSpec, opponent: FixedOpponent | None = None) -> dict[str
         "episode_length": spec.episode_length,
         "packages": simulator_versions(spec.name),
     }
+    if spec.action_layout not in (None, LEGACY_ACTION_LAYOUT):  # v0 MPE manifests predate the field
+        env["action_layout"] = spec.action_layout
     opponents = opponent_facts(spec.name, opponent)
     if opponents is not None:
         env["opponents"] = opponents
@@ -402,7 +406,7 @@ def collect(
     steps = recipe.steps if steps is None else int(steps)
     if steps < 1:
         raise ValueError(f"--steps must be at least 1, got {steps}")
-    spec = task_spec(entry.task)
+    spec = task_spec(entry.task, entry.action_layout)
     seeds = derive_seeds(seed)
     policy = make_policy(recipe.policy, spec, recipe.params(), seeds["policy_init_seed"], seeds["policy_noise_seed"])
     opponent = task_opponent(entry.task)
@@ -413,7 +417,7 @@ def collect(
         if existing is not None:
             return existing
     log.info("collecting %s: %d transitions, seed %d, %d envs", entry.dataset_id, steps, seed, recipe.num_envs)
-    envs = _make_envs(entry.task, recipe.num_envs, opponent)
+    envs = _make_envs(spec, recipe.num_envs, opponent)
     try:
         arrays, facts = rollout_arrays(spec, envs, policy, steps, seeds["first_env_seed"], progress)
     finally:
@@ -455,12 +459,13 @@ def _collect_replay_buffer(entry: CatalogEntry, steps: int | None, seed: int, ro
                                   "registered (offline_bench.behaviour.recipes.register_behaviour_recipes)")
     if not force:
         wanted = {"recipe": entry.recipe.to_dict(), "package_version": __version__,
-                  "env": env_facts(task_spec(entry.task), task_opponent(entry.task))}
+                  "env": env_facts(task_spec(entry.task, entry.action_layout), task_opponent(entry.task))}
         existing = _existing_collection(entry.dataset_id, root, wanted, f"{size} transitions")
         if existing is not None:
             return existing
     log.info("collecting %s: the behaviour run's replay buffer, %d transitions", entry.dataset_id, size)
-    manifest: dict[str, Any] = collector(entry.task, root=root, run_dir=run_dir, retrain=retrain, progress=progress)
+    manifest: dict[str, Any] = collector(entry.task, version=entry.version, root=root, run_dir=run_dir,
+                                         retrain=retrain, progress=progress)
     if progress is not None:
         progress(manifest["transitions"], manifest["transitions"])
     return manifest
@@ -497,7 +502,9 @@ def _existing_collection(dataset_id: str, root: str | os.PathLike[str] | None, w
 def measure_random_return(
     task: str, episodes: int = 100, seed: int = 0, num_envs: int = 8, progress: Progress | None = None
 ) -> dict[str, Any]:
-    """Mean return of uniform actions in [-1, 1] over ``episodes`` episodes (the measured random reference).
+    """Mean return of uniform actions in [-1, 1] over ``episodes`` episodes (the measured random reference): uniform
+    over the simulator's own action box, also for the MPE tasks, whose default layout is not that box
+    (``UniformPolicy``), so the reference is the same for every dataset version.
 
     Multi-agent returns are the team mean of per-agent returns. Episode ``k`` resets with env seed
     ``derive_seeds(seed)["first_env_seed"] + k``; actions come from ``np.random.default_rng(policy_noise_seed)``.
@@ -510,7 +517,7 @@ def measure_random_return(
     seeds = derive_seeds(seed)
     policy = UniformPolicy(spec, seeds["policy_noise_seed"])
     opponent = task_opponent(task)
-    envs = _make_envs(task, min(num_envs, episodes), opponent)
+    envs = _make_envs(spec, min(num_envs, episodes), opponent)
     returns: list[float] = []
     lengths: list[int] = []
     try:

@@ -11,6 +11,7 @@ import numpy as np
 from offline_bench.algos.base import Problem
 from offline_bench.data.catalog import CATALOG, TaskReferences, resolve_dataset_id, task_references
 from offline_bench.data.format import DatasetError, hdf5_path, manifest_path, read_arrays, read_manifest
+from offline_bench.envs.tasks import recorded_action_layout
 from offline_bench.paths import data_root
 
 
@@ -65,6 +66,12 @@ class Dataset:
     @property
     def task(self) -> str:
         return str(self.manifest["task"])
+
+    @property
+    def action_layout(self) -> str | None:
+        """How the file's actions reach the simulator (``offline_bench.envs.task_spec``): the manifest's
+        ``env.action_layout``; MPE files without one (v0) are in the "mpe2" layout; None: the task has one layout."""
+        return recorded_action_layout(self.task, self.manifest.get("env") or {})
 
     @property
     def references(self) -> TaskReferences:

@@ -124,7 +124,7 @@ def import_minari(
             raise MinariError(f"{source_id} is not an offline-bench export; name the target with --as <task>-<quality>")
         dataset_id = source_id[len(NAMESPACE) + 1 :]
     entry = catalog_entry(dataset_id)
-    spec = task_spec(entry.task)
+    spec = task_spec(entry.task, entry.action_layout)
     if spec.n_agents != 1:
         raise MinariError(f"import supports single-agent datasets only; {entry.dataset_id} is {spec.n_agents}-agent")
     source = minari.load_dataset(source_id)

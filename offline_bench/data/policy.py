@@ -85,7 +85,8 @@ class RandomInitPolicy:
 
 
 class UniformPolicy:
-    """Uniform actions in [-1, 1]: the reference random policy of the measured random returns."""
+    """Uniform actions over the simulator's own action box (``offline_bench.envs.uniform_box_actions``): the
+    reference random policy of the measured random returns, the same in every action layout. Padding is zero."""
 
     def __init__(self, spec: TaskSpec, seed: int) -> None:
         self.spec = spec
@@ -93,11 +94,15 @@ class UniformPolicy:
         self.rng = np.random.default_rng(self.seed)
 
     def act(self, obs: np.ndarray) -> np.ndarray:
-        e = obs.shape[0]
-        return self.rng.uniform(-1.0, 1.0, size=(e, self.spec.n_agents, self.spec.action_dim)).astype(np.float32)
+        from offline_bench.envs import uniform_box_actions
+
+        return uniform_box_actions(self.spec, self.rng, obs.shape[0])  # [E, N, A]
 
     def describe(self) -> dict[str, Any]:
-        return {"name": "uniform", "noise": "uniform in [-1, 1] per action dim", "seed": self.seed, "trained": False}
+        noise = "uniform in [-1, 1] per action dim"
+        if self.spec.action_layout == "force":
+            noise = "uniform over mpe2's own action box (the mpe2 layout), as the force-layout action that equals it"
+        return {"name": "uniform", "noise": noise, "seed": self.seed, "trained": False}
 
 
 def _random_init_factory(spec: TaskSpec, params: dict[str, Any], init_seed: int, noise_seed: int) -> BehaviourPolicy:

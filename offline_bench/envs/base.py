@@ -31,6 +31,9 @@ class TaskSpec:
     episode_length: int  # time limit in steps
     source: str  # what simulates it, e.g. "pybullet:HopperBulletEnv"
     description: str = ""
+    # How interface actions reach the simulator. None: the only way, a linear map of [-1, 1] onto its action box.
+    # The MPE tasks have two (``offline_bench.envs.tasks.MPE_ACTION_LAYOUTS``): "force" (default) and "mpe2".
+    action_layout: str | None = None
 
     @property
     def obs_dim(self) -> int:
@@ -45,6 +48,13 @@ class TaskSpec:
     @property
     def multi_agent(self) -> bool:
         return self.n_agents > 1
+
+    def action_mask(self) -> np.ndarray:
+        """``[N, A]`` float32: 1 on each agent's true action dimensions, 0 on the padding."""
+        mask = np.zeros((self.n_agents, self.action_dim), dtype=np.float32)
+        for i, size in enumerate(self.action_sizes):
+            mask[i, :size] = 1.0
+        return mask
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,14 @@
 """Multi-agent particle envs (mpe2, continuous actions): spread, tag and world, behind the multi-agent contract.
 
-- Actions: mpe2's continuous actions are ``Box(0, 1, [5])`` (no-op, +x, -x, +y, -y forces; world's leader has 9,
-  the last 4 being its communication channel). The interface's [-1, 1] maps linearly: -1 -> 0, +1 -> 1.
+- Actions, in one of two layouts (``offline_bench.envs.tasks.MPE_ACTION_LAYOUTS``, ``MPEEnv(action_layout=...)``).
+  mpe2's continuous action is ``Box(0, 1, [5])``: (no-op, -x, +x, -y, +y), and mpe2 moves an agent by the force
+  ``(p[2] - p[1], p[4] - p[3])`` (times its sensitivity); world's leader has 4 more, its say channel.
+  - "force" (default): the interface action is the force itself, ``(f_x, f_y)`` in [-1, 1]^2 (the leader adds its
+    4 say values), as in the original MPE's continuous mode; ``ForceMap`` writes it as ``p = (0, max(-f_x, 0),
+    max(f_x, 0), max(-f_y, 0), max(f_y, 0))`` and the say values linearly (-1 -> 0, +1 -> 1).
+  - "mpe2": the interface's [-1, 1] maps linearly onto all of mpe2's Box (-1 -> 0, +1 -> 1), as datasets v0 did.
+  ``mpe2_to_force`` turns an "mpe2" action into the "force" action that moves the agent the same way.
+  Opponents always act in the "mpe2" layout.
 - Learning agents and opponents: spread has 3 learning agents; in tag the 3 adversaries (predators) learn and the
   good agent (prey) is an opponent; in world the leader and 3 adversaries learn and the 2 fast good agents are
   opponents. mpe2's ``step`` needs an action for every live agent, so the adapter asks the opponent policy for the
@@ -26,7 +33,7 @@ import numpy as np
 
 from offline_bench.envs._common import BoxMap, EpisodeClock, check_action, pad_rows
 from offline_bench.envs.base import Env, StepResult
-from offline_bench.envs.tasks import MPE_EPISODE_LENGTH, OPPONENTS, OpponentSpec, task_spec
+from offline_bench.envs.tasks import LEGACY_ACTION_LAYOUT, MPE_EPISODE_LENGTH, OPPONENTS, OpponentSpec, task_spec
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +63,45 @@ class RandomOpponent:
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         return self.rng.uniform(-1.0, 1.0, size=(obs.shape[0], self.action_size)).astype(np.float32)  # [M, A_opp]
+
+
+_MOVE = 5  # mpe2's movement dimensions per agent: no-op, -x, +x, -y, +y
+_FORCE = 2  # the "force" layout's movement dimensions: f_x, f_y
+
+
+class ForceMap:
+    """The "force" layout: interface actions ``[K, width]`` (f_x, f_y, then any say values) -> one mpe2 action per
+    row (``[5]``, or ``[5 + say]`` for a leader), all rows at once. ``mpe2_sizes`` are the rows' mpe2 action sizes."""
+
+    def __init__(self, mpe2_sizes: list[int]) -> None:
+        self.sizes = list(mpe2_sizes)
+        self.say = max(self.sizes) - _MOVE  # say dimensions of the widest row (0 without a leader)
+
+    def __call__(self, action: np.ndarray) -> list[np.ndarray]:
+        k = action.shape[0]
+        out = np.zeros((k, _MOVE + self.say), dtype=np.float32)  # [K, 5 + say]
+        force = action[:, :_FORCE]  # [K, 2]
+        out[:, 1:_MOVE:2] = np.maximum(-force, 0.0)  # -x, -y
+        out[:, 2:_MOVE:2] = np.maximum(force, 0.0)  # +x, +y
+        if self.say:
+            out[:, _MOVE:] = (action[:, _FORCE : _FORCE + self.say] + 1.0) * 0.5  # [-1, 1] -> [0, 1]
+        return [out[i, :size] for i, size in enumerate(self.sizes)]
+
+
+def mpe2_to_force(action: np.ndarray, force_width: int) -> np.ndarray:
+    """Actions in the "mpe2" layout ``[..., 5 + say]`` -> the "force" actions that move the agents the same way,
+    ``[..., force_width]`` (f = ((a[2] - a[1]) / 2, (a[4] - a[3]) / 2), say values as they are, zero padding).
+
+    Exact up to float rounding: mpe2 sees ``p = (a + 1) / 2`` and moves by ``p[2] - p[1] = (a[2] - a[1]) / 2``.
+    """
+    action = np.asarray(action, dtype=np.float32)
+    out = np.zeros((*action.shape[:-1], force_width), dtype=np.float32)  # [..., force_width]
+    out[..., 0] = (action[..., 2] - action[..., 1]) * 0.5
+    out[..., 1] = (action[..., 4] - action[..., 3]) * 0.5
+    say = min(action.shape[-1] - _MOVE, force_width - _FORCE)
+    if say > 0:
+        out[..., _FORCE : _FORCE + say] = action[..., _MOVE : _MOVE + say]
+    return out
 
 
 @functools.cache
@@ -129,10 +175,10 @@ class _ParallelStepper:
 class MPEEnv(Env):
     """One mpe2 env, stepped in parallel, with its learning agents at the interface and its opponents inside."""
 
-    def __init__(self, name: str, opponent: Opponent | None = None) -> None:
+    def __init__(self, name: str, opponent: Opponent | None = None, action_layout: str | None = None) -> None:
         if name not in _MPE_ENVS:
             raise KeyError(f"{name!r} is not an MPE task; MPE tasks: {', '.join(_MPE_ENVS)}")
-        self.spec = task_spec(name)
+        self.spec = task_spec(name, action_layout)
         module_name, kwargs = _MPE_ENVS[name]
         self._env = _ParallelStepper(_raw_env(module_name, **kwargs))
         agents = list(self._env.possible_agents)
@@ -145,7 +191,11 @@ class MPEEnv(Env):
             raise RuntimeError(f"{name}: mpe2 opponents {self.opponent_names} != {self.opponent_spec.names}")
         spaces = {a: self._env.action_space(a) for a in agents}
         self.env_action_bounds = [(spaces[a].low, spaces[a].high) for a in self.agents]
-        self._to_env = BoxMap(*zip(*self.env_action_bounds), width=self.spec.action_dim)  # type: ignore[arg-type]
+        self._to_env: BoxMap | ForceMap
+        if self.spec.action_layout == LEGACY_ACTION_LAYOUT:
+            self._to_env = BoxMap(*zip(*self.env_action_bounds), width=self.spec.action_dim)  # type: ignore[arg-type]
+        else:
+            self._to_env = ForceMap([spaces[a].shape[0] for a in self.agents])
         self._opp_to_env: BoxMap | None = None
         if self.opponent_spec is not None:
             self._opp_to_env = BoxMap(

@@ -21,12 +21,18 @@ from offline_bench.envs.base import Env, TaskSpec
 class VectorEnv:
     """``num_envs`` envs of task ``name``: obs ``[E, N, O]``, actions ``[E, N, A]``, rewards ``[E, N]``."""
 
-    def __init__(self, name: str, num_envs: int, opponent: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        num_envs: int,
+        opponent: Callable[[np.ndarray], np.ndarray] | None = None,
+        action_layout: str | None = None,
+    ) -> None:
         from offline_bench.envs import make_env
 
         if num_envs < 1:
             raise ValueError(f"num_envs must be at least 1, got {num_envs}")
-        self.envs: list[Env] = [make_env(name, opponent=opponent) for _ in range(num_envs)]
+        self.envs: list[Env] = [make_env(name, opponent=opponent, action_layout=action_layout) for _ in range(num_envs)]
         self.spec: TaskSpec = self.envs[0].spec
         self.num_envs = num_envs
         self.terminated = np.ones(num_envs, dtype=bool)  # [E]; nothing runs before the first reset

@@ -254,6 +254,8 @@ def dataset_facts(dataset: Any) -> dict[str, Any]:
         "path": str(getattr(dataset, "path", "") or ""),
         "transitions": manifest.get("transitions"),
         "references": {"random": ref_random, "expert": ref_expert, "source": source},
+        # how actions reach the simulator (the MPE tasks' v0 and v1 differ); evaluation uses the same layout
+        "action_layout": getattr(dataset, "action_layout", None),
     }
 
 
@@ -496,7 +498,8 @@ def _train_locked(
                 row: dict[str, Any] = {"step": step}
                 if do_eval:
                     if evaluator is None:
-                        evaluator = Evaluator(facts["task"], tc.eval_episodes, device, opponent=opponent)
+                        evaluator = Evaluator(facts["task"], tc.eval_episodes, device, opponent=opponent,
+                                              action_layout=facts["action_layout"])
                     res: EvalResult = evaluator(algo.act, eval_seed(tc.seed, step))
                     score = normalized_score(res.mean_return, ref_random, ref_expert) if has_refs else None
                     latest = {"step": step, "return": res.mean_return, "return_std": res.std_return, "score": score}
