@@ -51,10 +51,8 @@ class MATD3:
         self.critic_target = frozen_copy(self.critic)
         self.actor_opt = make_adam(self.actor.parameters(), config.actor_lr)
         self.critic_opt = make_adam(self.critic.parameters(), config.critic_lr)
-        mask = torch.zeros(n, a, device=device)
-        for i, size in enumerate(spec.action_sizes):
-            mask[i, :size] = 1.0
-        self.action_mask = mask  # [N, A]: padded action dims stay 0 everywhere, also in the critics' inputs
+        # [N, A]: padded action dims stay 0 everywhere, also in the critics' inputs
+        self.action_mask = torch.as_tensor(spec.action_mask(), device=device)
         self.updates = 0
 
     def update(self, batch: Batch) -> dict[str, Tensor]:

@@ -50,10 +50,7 @@ class SAC:
             [-config.target_entropy_scale * s for s in spec.action_sizes], device=device
         )  # [N]
         # Padded action dimensions (agents with fewer actions) carry no entropy and no effect.
-        mask = torch.zeros(n, a, device=device)
-        for i, size in enumerate(spec.action_sizes):
-            mask[i, :size] = 1.0
-        self.action_mask = mask  # [N, A]
+        self.action_mask = torch.as_tensor(spec.action_mask(), device=device)  # [N, A]
         self.actor_opt = make_adam(self.actor.parameters(), config.actor_lr)
         self.critic_opt = make_adam(self.critic.parameters(), config.critic_lr)
         self.alpha_opt = make_adam([self.log_alpha], config.alpha_lr)
