@@ -428,3 +428,21 @@ def test_a_wrapped_buffer_refuses_to_give_its_lost_prefix(tmp_path):
     assert default_config("spread", steps=2_000_000).buffer_capacity == 2_000_000
     with pytest.raises(ValueError, match="buffer_capacity=300"):
         BehaviourTrainer(TrainerConfig(task="spread", steps=300, buffer_capacity=200), tmp_path / "run")
+
+
+def test_committed_mpe2_layout_policy_is_measured_in_its_own_layout():
+    """The committed MPE policies were trained in mpe2's 5-dim layout; measuring one (as a re-export does) steps an
+    env of that layout, and its return equals the force-layout conversion's (the same moves)."""
+    from offline_bench.behaviour.export import measure_policy_file
+    from offline_bench.behaviour.policy import load_policy, policy_entry
+    from offline_bench.behaviour.trainer import MEASURE_SEED_BASE, rollout_returns, task_env
+    from offline_bench.envs import task_spec
+    from offline_bench.paths import policies_root
+
+    entry = policy_entry("spread", "expert")
+    measured = measure_policy_file("spread", policies_root() / entry["file"], episodes=3)
+    converted = load_policy("spread", "expert").in_layout(task_spec("spread"))
+    env = task_env("spread")  # the default "force" layout
+    returns = rollout_returns(env, converted.act, [MEASURE_SEED_BASE + i for i in range(3)])
+    env.close()
+    np.testing.assert_allclose(measured["return_mean"], returns.mean(), rtol=1e-4)

@@ -19,6 +19,7 @@ import numpy as np
 from offline_bench.behaviour.policy import file_sha256, load_policy_file, read_index, write_index
 from offline_bench.behaviour.tasks import recipe
 from offline_bench.behaviour.trainer import MEASURE_SEED_BASE, arrays_sha256, rollout_returns, task_env
+from offline_bench.envs.tasks import recorded_action_layout
 from offline_bench.paths import policies_root
 
 log = logging.getLogger(__name__)
@@ -31,9 +32,11 @@ def measure_policy_file(
     from offline_bench.behaviour.policy import load_policy
 
     opponent = load_policy(task, "opponent", root=root) if task in ("tag", "world") else None
-    env = task_env(task, opponent=opponent.as_opponent() if opponent is not None else None)
+    policy = load_policy_file(path)
+    layout = recorded_action_layout(task, policy.meta)  # the layout it was trained in (committed MPE ones: "mpe2")
+    env = task_env(task, opponent.as_opponent() if opponent is not None else None, layout)
     try:
-        returns = rollout_returns(env, load_policy_file(path).act, [MEASURE_SEED_BASE + i for i in range(episodes)])
+        returns = rollout_returns(env, policy.act, [MEASURE_SEED_BASE + i for i in range(episodes)])
     finally:
         env.close()
     return {"return_mean": float(returns.mean()), "return_std": float(returns.std()), "episodes": episodes}
