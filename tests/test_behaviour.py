@@ -446,3 +446,30 @@ def test_committed_mpe2_layout_policy_is_measured_in_its_own_layout():
     returns = rollout_returns(env, converted.act, [MEASURE_SEED_BASE + i for i in range(3)])
     env.close()
     np.testing.assert_allclose(measured["return_mean"], returns.mean(), rtol=1e-4)
+
+
+def test_expert_of_a_second_run_keeps_the_medium_run_for_retrain(tmp_path):
+    """Exporting only the expert of another run (``--keep-medium``) keeps the medium policy, its mixed data and the
+    run that made them (``run``, what ``--retrain`` re-runs); the second run is recorded as ``expert_run``."""
+    from offline_bench.behaviour.export import export_policies
+    from offline_bench.behaviour.policy import read_index
+
+    def train(seed: int, workdir: str) -> None:
+        config = TrainerConfig(task="spread", seed=seed, steps=60, start_steps=20, batch_size=8, buffer_capacity=500,
+                               eval_every=30, eval_episodes=1, measure_episodes=2, checkpoint_every=1000,
+                               medium_target=-1e9)
+        trainer = BehaviourTrainer(config, tmp_path / workdir, algo_overrides={"hidden_sizes": (8, 8)})
+        trainer.run()
+        trainer.finalize()
+
+    train(3, "a")
+    train(4, "b")
+    policies = tmp_path / "policies"
+    first = export_policies("spread", tmp_path / "a", episodes=2, root=policies)
+    export_policies("spread", tmp_path / "a", episodes=2, root=policies, include_medium=False)  # same run again
+    assert "expert_run" not in read_index(policies)["tasks"]["spread"]
+    entry = export_policies("spread", tmp_path / "b", episodes=2, root=policies, include_medium=False)
+    assert entry["run"] == first["run"] and entry["run"]["seed"] == 3 and entry["expert_run"]["seed"] == 4
+    assert entry["medium"] == first["medium"] and entry["mixed"] == first["mixed"] and entry["random"] == first["random"]
+    assert entry["expert"]["sha256"] != first["expert"]["sha256"]
+    assert read_index(policies)["tasks"]["spread"] == entry

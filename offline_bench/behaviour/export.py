@@ -42,6 +42,17 @@ def measure_policy_file(
     return {"return_mean": float(returns.mean()), "return_std": float(returns.std()), "episodes": episodes}
 
 
+def _same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Are two index run records the same training run (at any point: budget and progress may differ)?"""
+    def identity(run: dict[str, Any]) -> tuple[Any, ...]:
+        config = dict(run.get("trainer_config", {}))
+        config["action_layout"] = recorded_action_layout(str(config.get("task")), config)  # older records lack it
+        config = {k: v for k, v in config.items() if k not in ("steps", "checkpoint_minutes")}
+        return run.get("algo"), run.get("seed"), json.dumps(config, sort_keys=True), json.dumps(run.get("algo_overrides"))
+
+    return identity(a) == identity(b)
+
+
 def _copy_in(src: Path, dst: Path) -> str:
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(dst.name + ".tmp")
@@ -63,6 +74,10 @@ def export_policies(
     The best snapshot becomes the ``expert`` policy only when the run has spent its budget, unless
     ``include_expert`` says otherwise (a half-trained "expert" would make mislabelled datasets). Reads only
     immutable snapshot files, so it is safe while the run is still training.
+
+    ``include_medium=False`` keeps the medium policy, its mixed data and the run they came from (``run``, which
+    ``--retrain`` re-runs, and that run's ``random`` return) from the index: the expert of a second run is then
+    recorded with that run as ``expert_run``.
     """
     run_dir = Path(run_dir)
     root = Path(root or policies_root())
@@ -75,8 +90,7 @@ def export_policies(
     r = recipe(task)
     index = read_index(root)
     old = index.setdefault("tasks", {}).get(task, {})
-    entry: dict[str, Any] = {
-        "run": {
+    run = {
             "algo": summary["algo"],
             "seed": summary["seed"],
             "budget_steps": summary["config"]["steps"],
@@ -86,7 +100,9 @@ def export_policies(
             "trainer_config": summary["config"],
             "algo_overrides": summary["algo_overrides"],
             "machine": "2 shared CPU cores, torch 1 thread",
-        },
+    }
+    entry: dict[str, Any] = {
+        "run": run,
         "random": summary["random"],
         "medium_target": summary["medium"]["target"] if summary["medium"] else r.medium_target,
         "expert_reference": r.expert_reference,
@@ -104,6 +120,9 @@ def export_policies(
         for key in ("medium", "mixed", "medium_target"):
             if key in old:
                 entry[key] = old[key]
+        if "medium" in old and "run" in old and not _same_run(old["run"], run):
+            # another run made the medium policy: its record is what --retrain of the mixed data re-runs
+            entry["run"], entry["random"], entry["expert_run"] = old["run"], old.get("random", entry["random"]), run
     if medium is not None:
         dst = root / task / "medium.pt"
         sha = _copy_in(run_dir / "snapshots" / f"actor_{medium['step']:08d}.pt", dst)
@@ -120,7 +139,7 @@ def export_policies(
     entry["best_so_far"] = {"step": best["step"], "eval_return": best["eval_return"],
                             "eval_episodes": summary["config"]["eval_episodes"]}
     if include_expert is None:
-        include_expert = entry["run"]["finished"]
+        include_expert = run["finished"]
     if not include_expert:
         if "medium" not in entry and r.medium_target is not None:
             entry["medium_note"] = f"the run has not reached the medium target {r.medium_target:.0f} yet"

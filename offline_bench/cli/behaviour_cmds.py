@@ -113,7 +113,9 @@ def status(task: str, seed: int, workdir: str | None) -> None:
 @click.option("--policies", type=click.Path(file_okay=False), default=None,
               help="Policy folder to export into (default: the repository's datasets/policies).")
 @click.option("--medium/--keep-medium", default=True, show_default=True,
-              help="Export the run's medium policy, or keep the one already in the index.")
+              help="Export the run's medium policy, or keep the one already in the index together with the run "
+                   "that made it (what --retrain of the mixed data re-runs); this run's expert is then recorded as "
+                   "expert_run.")
 def export(task: str, seed: int, workdir: str | None, episodes: int, expert: bool | None, policies: str | None,
            medium: bool) -> None:
     """Copy a run's medium and best (expert) actors into datasets/policies/TASK/ and record them in the index.
