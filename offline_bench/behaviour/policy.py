@@ -107,15 +107,12 @@ class CheckpointPolicy:
     def in_layout(self, spec: TaskSpec) -> "CheckpointPolicy":
         """Act in ``spec``'s action layout: an "mpe2" actor's actions become the "force" actions that move the
         agents the same way (``offline_bench.envs.mpe.mpe2_to_force``), before the noise is added. In place."""
-        if spec.action_layout == self.action_layout:
-            return self
-        if (self.action_layout, spec.action_layout) != (LEGACY_ACTION_LAYOUT, "force"):
-            raise ValueError(f"a {self.meta.get('task')} policy trained in the {self.action_layout!r} action layout "
-                             f"cannot act in {spec.action_layout!r}")
-        from offline_bench.envs.mpe import mpe2_to_force
+        from offline_bench.envs.mpe import layout_converter
 
-        width = spec.action_dim
-        self.convert = lambda action: torch.from_numpy(mpe2_to_force(action.numpy(), width))  # noqa: E731
+        convert = layout_converter(self.action_layout, spec.action_layout, spec.action_dim)  # ValueError if none
+        if convert is None:
+            return self
+        self.convert = lambda action: torch.from_numpy(convert(action.numpy()))  # noqa: E731
         self.action_sizes, self.action_layout = tuple(spec.action_sizes), spec.action_layout
         self.action_mask = torch.from_numpy(spec.action_mask())  # [N, A]
         return self

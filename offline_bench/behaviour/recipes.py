@@ -36,7 +36,6 @@ from offline_bench.behaviour.trainer import (
 from offline_bench.data.catalog import retrain_cost
 from offline_bench.data.collection import FixedOpponent, Progress
 from offline_bench.envs.base import TaskSpec
-from offline_bench.envs.tasks import LEGACY_ACTION_LAYOUT
 
 log = logging.getLogger(__name__)
 
@@ -142,11 +141,14 @@ def _conversion_note(task: str, entry: dict[str, Any], version: int) -> str | No
     the same); None if the run cannot make that version (only "mpe2" actions convert, to "force")."""
     from offline_bench.data.catalog import ACTION_LAYOUT_VERSIONS
 
+    from offline_bench.envs.mpe import layout_converter
+
     target = ACTION_LAYOUT_VERSIONS.get(task, {}).get(version)
     trained = run_action_layout(task, entry)
-    if target == trained:
-        return ""
-    if (trained, target) != (LEGACY_ACTION_LAYOUT, "force"):
+    try:
+        if layout_converter(trained, target, 1) is None:
+            return ""
+    except ValueError:
         return None
     return f", its {trained}-layout actions written as the {target}-layout actions that move the agents the same way"
 
@@ -340,10 +342,10 @@ def collect_mixed(
         raise ValueError(f"{target.dataset_id} is in the {spec.action_layout} action layout; {task}'s behaviour run "
                          f"trained in {run_action_layout(task, entry)} and cannot make it (collect a newer version)")
     if note:
-        from offline_bench.envs.mpe import mpe2_to_force
+        from offline_bench.envs.mpe import layout_converter
 
-        buffer_arrays = dict(buffer_arrays, actions=mpe2_to_force(buffer_arrays["actions"], spec.action_dim)
-                             * spec.action_mask())
+        convert = layout_converter(run_action_layout(task, entry), spec.action_layout, spec.action_dim)
+        buffer_arrays = dict(buffer_arrays, actions=convert(buffer_arrays["actions"]) * spec.action_mask())
     arrays, facts = mixed_file_arrays(buffer_arrays, entry["run"]["seed"], spec.n_agents)
     catalog = replace(target, recipe=_mixed_recipe(task, entry, note))
     source = _ReplaySource(task, entry, how, reproduced)

@@ -104,6 +104,16 @@ def mpe2_to_force(action: np.ndarray, force_width: int) -> np.ndarray:
     return out
 
 
+def layout_converter(source: str | None, target: str | None, width: int) -> Callable[[np.ndarray], np.ndarray] | None:
+    """What writes actions of layout ``source`` in layout ``target`` (``[..., A'] -> [..., width]``): None when the
+    two are the same; ValueError when no exact conversion exists (only "mpe2" -> "force" does)."""
+    if source == target:
+        return None
+    if (source, target) != (LEGACY_ACTION_LAYOUT, "force"):
+        raise ValueError(f"actions in the {source!r} layout cannot be written in the {target!r} layout")
+    return functools.partial(mpe2_to_force, force_width=width)
+
+
 @functools.cache
 def _mpe_module(module_name: str) -> Any:
     import importlib
