@@ -2,7 +2,7 @@
 ``pytest -m benchmark --benchmark-enable benchmarks/bench_algos.py``).
 
 - single-agent shape: Hopper-sized synthetic data (obs 15, act 3), batch 256, 256x256 networks, every algorithm;
-- multi-agent shapes (multi-agent algorithms): 1, 3 and 6 agents with MPE-sized agents (obs 18, act 5) and 64x64
+- multi-agent shapes (multi-agent algorithms): 1, 3 and 6 agents with MPE-sized agents (obs 18, act 2: the v1 force layout) and 64x64
   networks, and halfcheetah-2x3-sized agents (2 agents, obs 17, act 3) with 256x256 networks;
 - the same networks as N separate single-agent learners updated in a Python loop over agents (what the OMAR
   authors' code does), to compare with our one batched update.
@@ -188,8 +188,8 @@ def test_hopper_sized_updates_per_s(benchmark, algo_id: str) -> None:
 @pytest.mark.parametrize("n_agents", [1, 3, 6])
 @pytest.mark.parametrize("algo_id", MULTI_AGENT)
 def test_mpe_sized_batched_updates_per_s(benchmark, algo_id: str, n_agents: int) -> None:
-    """One batched update for all agents: MPE-sized agents (obs 18, act 5), 64x64 networks, batch 256."""
-    data = SyntheticData(50_000, n_agents, 18, 5)
+    """One batched update for all agents: MPE-sized agents (obs 18, act 2: the v1 force layout), 64x64 networks, batch 256."""
+    data = SyntheticData(50_000, n_agents, 18, 2)
     measure(benchmark, trainer(algo_id, data, (64, 64)), f"{algo_id} mpe N={n_agents} 64x64 batched")
 
 
@@ -197,7 +197,7 @@ def test_mpe_sized_batched_updates_per_s(benchmark, algo_id: str, n_agents: int)
 @pytest.mark.parametrize("algo_id", MULTI_AGENT)
 def test_mpe_sized_per_agent_loop_updates_per_s(benchmark, algo_id: str, n_agents: int) -> None:
     """The same networks as N single-agent learners in a Python loop (rounds per second)."""
-    data = SyntheticData(50_000, n_agents, 18, 5)
+    data = SyntheticData(50_000, n_agents, 18, 2)
     measure(benchmark, loop_trainer(algo_id, data, (64, 64)), f"{algo_id} mpe N={n_agents} 64x64 loop")
 
 
@@ -212,6 +212,6 @@ def test_halfcheetah_2x3_sized_updates_per_s(benchmark, algo_id: str, layout: st
 
 @pytest.mark.parametrize("algo_id", ["omar", "ma-cql"])
 def test_spread_authors_shape_updates_per_s(benchmark, algo_id: str) -> None:
-    """The OMAR authors' MPE setting (3 agents, obs 18, act 5, batch 1024, 64x64): one update round."""
-    data = SyntheticData(50_000, 3, 18, 5)
+    """The OMAR authors' MPE setting (3 agents, obs 18, act 2, batch 1024, 64x64): one update round."""
+    data = SyntheticData(50_000, 3, 18, 2)
     measure(benchmark, trainer(algo_id, data, (64, 64), batch_size=1024), f"{algo_id} spread B=1024 64x64")

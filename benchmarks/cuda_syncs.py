@@ -77,7 +77,7 @@ def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("cuda_syncs.py needs a CUDA device (torch.cuda.is_available() is False)")
     shapes = {"hopper (1 agent, 256x256, B=256)": (SyntheticData(20_000, 1, 15, 3, device="cuda"), (256, 256), 256),
-              "spread (3 agents, 64x64, B=1024)": (SyntheticData(20_000, 3, 18, 5, device="cuda"), (64, 64), 1024)}
+              "spread (3 agents, 64x64, B=1024)": (SyntheticData(20_000, 3, 18, 2, device="cuda"), (64, 64), 1024)}
     total = 0
     for algo_id in [a for a in args.algos.split(",") if a]:
         for shape, (data, hidden, batch) in shapes.items():
