@@ -165,15 +165,16 @@ def test_stacked_critic_step_matches_a_loop_of_single_agent_learners(n_critics: 
                 torch.testing.assert_close(value, expected[key], atol=1e-5, rtol=1e-4, msg=f"critic.{key} agent {i}")
 
 
-@pytest.mark.parametrize("task,quality,alpha", [
-    ("spread", "random", 0.5), ("spread", "mixed", 1.0), ("tag", "medium", 5.0), ("world", "medium", 0.5),
-    ("halfcheetah-2x3", "mixed", 5.0),
+@pytest.mark.parametrize("task,quality,alpha,scale", [
+    ("spread", "random", 0.5, 8.0), ("spread", "mixed", 1.0, 8.0), ("spread", "medium", 5.0, 15.0),
+    ("spread", "expert", 5.0, 22.0), ("tag", "medium", 5.0, 1.0), ("world", "medium", 0.5, 1.0),
+    ("halfcheetah-2x3", "mixed", 5.0, 1.0),
 ])
-def test_shipped_dataset_configs_resolve(task: str, quality: str, alpha: float) -> None:
+def test_shipped_dataset_configs_resolve(task: str, quality: str, alpha: float, scale: float) -> None:
     resolved = resolve_config("ma-cql", get_algorithm("ma-cql").config_cls, f"{task}-{quality}")
     config = resolved.algo_config
     assert config.cql_alpha == alpha
-    assert config.reward_scale == (8.0 if task == "spread" else 1.0)  # spread's reward, scaled to the authors'
+    assert config.reward_scale == scale  # spread's reward, scaled per dataset to the authors'
     if task == "halfcheetah-2x3":
         assert config.hidden_sizes == (256, 256) and config.batch_size == 256 and config.gamma == 0.99
         assert config.cql_policy_actions and config.polyak == 0.005 and config.actor_lr == 3e-4

@@ -128,14 +128,14 @@ def test_stacked_actor_step_matches_a_loop_of_single_agents() -> None:
                 torch.testing.assert_close(value, expected[key], atol=1e-5, rtol=1e-4, msg=f"actor.{key} agent {i}")
 
 
-@pytest.mark.parametrize("dataset,coe,alpha", [
-    ("spread-mixed", 1.0, 1.0), ("tag-medium", 0.7, 5.0), ("world-medium", 0.1, 0.5), ("world-mixed", 0.7, 1.0),
-    ("halfcheetah-2x3-expert", 0.5, 5.0),
+@pytest.mark.parametrize("dataset,coe,alpha,scale", [
+    ("spread-mixed", 1.0, 1.0, 8.0), ("spread-expert", 1.0, 5.0, 22.0), ("tag-medium", 0.7, 5.0, 1.0),
+    ("world-medium", 0.1, 0.5, 1.0), ("world-mixed", 0.7, 1.0, 1.0), ("halfcheetah-2x3-expert", 0.5, 5.0, 1.0),
 ])
-def test_shipped_dataset_configs_resolve(dataset: str, coe: float, alpha: float) -> None:
+def test_shipped_dataset_configs_resolve(dataset: str, coe: float, alpha: float, scale: float) -> None:
     config = resolve_config("omar", get_algorithm("omar").config_cls, dataset).algo_config
     assert (config.omar_coe, config.cql_alpha) == (coe, alpha)
-    assert config.reward_scale == (8.0 if dataset.startswith("spread") else 1.0)
+    assert config.reward_scale == scale
     if dataset.startswith("halfcheetah-2x3"):
         assert (config.omar_iters, config.omar_n_samples, config.omar_n_elites) == (2, 20, 5)
         assert config.hidden_sizes == (256, 256) and config.gamma == 0.99 and config.cql_policy_actions

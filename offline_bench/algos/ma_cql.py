@@ -20,10 +20,11 @@ output layer in +-3e-3, no target policy smoothing and no delayed actor (the aut
 ``cql_alpha`` per dataset and the halfcheetah-2x3 settings live in ``offline_bench/configs/ma-cql/*.yaml``.
 
 Deviations:
-- Rewards are multiplied by ``reward_scale`` in the critic target (1 except on spread, where it is 8; see
-  ``configs/ma-cql/spread.yaml``). The authors rewrote simple_spread's reward (+min(1/d, 10) per landmark, -5 per
-  collision) and chose cql_alpha on that scale; we keep mpe2's standard reward, which is about 8x smaller, and
-  neither the penalty (linear in Q against a quadratic TD error) nor the temperature-1 log-sum-exp is scale-free.
+- Rewards are multiplied by ``reward_scale`` in the critic target (1 except on spread: 8 on its random and mixed
+  data, 15 on medium, 22 on expert; see ``configs/ma-cql/spread*.yaml``). The authors rewrote simple_spread's reward
+  (+min(1/d, 10) per landmark, -5 per collision) and chose cql_alpha per dataset on that scale; we keep mpe2's
+  standard reward, whose per-step std is that many times smaller on each dataset's own states, and neither the
+  penalty (linear in Q against a quadratic TD error) nor the temperature-1 log-sum-exp is scale-free.
   With alpha 1 on the unscaled reward the penalty outgrows the TD term: Q of random actions falls without bound
   below Q of the data, the TD error climbs to hundreds and the policy ends below the random reference.
 - One batch per update round, shared by all agents (the authors draw a fresh batch for each agent).
