@@ -9,10 +9,16 @@ import pytest
 import torch
 
 from offline_bench.algos.td3_bc import TD3BC
-from offline_bench.data import catalog
+from offline_bench.data import catalog, collect, load_dataset
 from offline_bench.data.catalog import task_references
-from offline_bench.data import collect, load_dataset
-from offline_bench.train import TrainConfig, TrainError, prepare, resolve_config, train, train_run
+from offline_bench.train import (
+    TrainConfig,
+    TrainError,
+    prepare,
+    resolve_config,
+    train,
+    train_run,
+)
 from offline_bench.train.config import CONFIG_DIR, split_dataset_id
 
 torch.set_num_threads(1)
