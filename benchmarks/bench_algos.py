@@ -2,8 +2,8 @@
 ``pytest -m benchmark --benchmark-enable benchmarks/bench_algos.py``).
 
 - single-agent shape: Hopper-sized synthetic data (obs 15, act 3), batch 256, 256x256 networks, every algorithm;
-- multi-agent shapes (multi-agent algorithms): 1, 3 and 6 agents with MPE-sized agents (obs 18, act 2: the v1 force layout) and 64x64
-  networks, and halfcheetah-2x3-sized agents (2 agents, obs 17, act 3) with 256x256 networks;
+- multi-agent shapes (multi-agent algorithms): 1, 3 and 6 agents with MPE-sized agents (obs 18, act 2: the v1
+  force layout) and 64x64 networks, and halfcheetah-2x3-sized agents (2 agents, obs 17, act 3) with 256x256 networks;
 - the same networks as N separate single-agent learners updated in a Python loop over agents (what the OMAR
   authors' code does), to compare with our one batched update.
 
@@ -188,7 +188,8 @@ def test_hopper_sized_updates_per_s(benchmark, algo_id: str) -> None:
 @pytest.mark.parametrize("n_agents", [1, 3, 6])
 @pytest.mark.parametrize("algo_id", MULTI_AGENT)
 def test_mpe_sized_batched_updates_per_s(benchmark, algo_id: str, n_agents: int) -> None:
-    """One batched update for all agents: MPE-sized agents (obs 18, act 2: the v1 force layout), 64x64 networks, batch 256."""
+    """One batched update for all agents: MPE-sized agents (obs 18, act 2: the v1 force layout), 64x64 networks,
+    batch 256."""
     data = SyntheticData(50_000, n_agents, 18, 2)
     measure(benchmark, trainer(algo_id, data, (64, 64)), f"{algo_id} mpe N={n_agents} 64x64 batched")
 

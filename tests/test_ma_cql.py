@@ -259,9 +259,9 @@ def test_update_makes_no_host_syncs(algo_id: str, overrides: dict) -> None:
 @pytest.mark.slow
 def test_penalty_stays_bounded_on_spread_expert_v1_and_runs_away_on_v0(tmp_path) -> None:
     """The MPE action layouts (``offline_bench.envs.tasks``): MA-CQL with spread-expert's shipped config (alpha 5,
-    reward x 8), 500 rounds on 100,000 transitions of each version. On v0 (mpe2's 5-dim layout, three free
+    reward x 22), 500 rounds on 100,000 transitions of each version. On v0 (mpe2's 5-dim layout, three free
     dimensions) the conservative penalty runs away below -100 and the TD loss above 200; on v1 (2-D forces) both
-    stay bounded. About 3 minutes on one CPU thread."""
+    stay bounded. About 2 minutes on one CPU thread (114 s here on 2026-12-05)."""
     import csv
 
     from offline_bench.data import collect

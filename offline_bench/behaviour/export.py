@@ -48,7 +48,8 @@ def _same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:
         config = dict(run.get("trainer_config", {}))
         config["action_layout"] = recorded_action_layout(str(config.get("task")), config)  # older records lack it
         config = {k: v for k, v in config.items() if k not in ("steps", "checkpoint_minutes")}
-        return run.get("algo"), run.get("seed"), json.dumps(config, sort_keys=True), json.dumps(run.get("algo_overrides"))
+        overrides = json.dumps(run.get("algo_overrides"))
+        return run.get("algo"), run.get("seed"), json.dumps(config, sort_keys=True), overrides
 
     return identity(a) == identity(b)
 
