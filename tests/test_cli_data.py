@@ -118,12 +118,10 @@ def test_verify_fails_with_one_line_naming_the_fix(root: Path, tmp_path: Path) -
         (["behaviour", "collect-mixed", "tag"], "add --retrain"),
     ],
 )
-def test_errors_are_one_line_without_traceback(args: list[str], message: str, tmp_path: Path) -> None:
-    if "PENDING" in args:  # an id whose behaviour policy does not exist yet (the CLI registers committed ones)
-        pending = [e.dataset_id for e in CATALOG.values() if not e.recipe.collectable]
-        if not pending:
-            pytest.skip("every catalog recipe has a behaviour policy")
-        args = [pending[0] if a == "PENDING" else a for a in args]
+def test_errors_are_one_line_without_traceback(args: list[str], message: str, tmp_path: Path,
+                                              pending_dataset_id: str) -> None:
+    # PENDING: an id whose behaviour policy does not exist (yet, or taken away for the test)
+    args = [pending_dataset_id if a == "PENDING" else a for a in args]
     result = CliRunner().invoke(main, [*args, *(["--root", str(tmp_path)] if "measure-random" not in args else [])],
                                 env={"MINARI_DATASETS_PATH": str(tmp_path / "minari"),
                                      "OFFLINE_BENCH_RUNS": str(tmp_path / "runs")})  # no saved behaviour run there
