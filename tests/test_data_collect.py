@@ -1,7 +1,6 @@
 """Collection with the real envs: file layout, manifest, reproducibility, interruption, Minari round trip."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -147,17 +146,8 @@ def test_v0_mpe_data_keeps_mpe2_layout_and_v1_moves_the_agents_the_same_way(tmp_
 
 
 @pytest.mark.parametrize("kind", ["rollouts", "replay-buffer"])
-def test_datasets_without_a_behaviour_policy_are_not_collectable(kind: str, tmp_path: Path, monkeypatch) -> None:
-    # Which ids still lack a behaviour policy changes as policies are committed: take one that does now, or
-    # (once every task has its policies) take halfcheetah-2x3's away, as before its policies were committed.
-    collection._hook("mixed")  # the committed policies' recipes are registered, as the CLI does
-    pending = [e for e in CATALOG.values() if not e.recipe.collectable and e.recipe.kind == kind]
-    if not pending:
-        quality = "mixed" if kind == "replay-buffer" else "medium"
-        entry = CATALOG[f"halfcheetah-2x3-{quality}-v0"]
-        pending = [dataclasses.replace(entry, recipe=dataclasses.replace(entry.recipe, policy=None))]
-        monkeypatch.setitem(CATALOG, entry.dataset_id, pending[0])
-    entry = pending[0]
+def test_datasets_without_a_behaviour_policy_are_not_collectable(kind: str, tmp_path: Path, pending_entry) -> None:
+    entry = pending_entry(kind)  # the committed policies' recipes are registered first, as the CLI does
     policy = "medium" if entry.quality == "mixed" else entry.quality
     with pytest.raises(NotCollectableError, match=f"cannot be collected yet: {entry.task} has no {policy} behaviour "
                        f"policy.*offline-bench behaviour train {entry.task}`.*collect {entry.task}-random"):
