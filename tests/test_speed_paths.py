@@ -101,3 +101,38 @@ def test_allocator_tuning_is_idempotent() -> None:
     assert tune_cpu_allocator() is first
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert first is True
+
+
+@pytest.mark.parametrize("algo_id", ["td3bc", "cql"])
+def test_matmul_floor_counts_the_products_our_update_computes(algo_id: str) -> None:
+    """benchmarks/matmul_floor.py's floor is only a bound on our update if it times the same matrix products: the
+    FLOPs of its products equal the FLOPs torch counts in one of our updates at that shape (within 1%; our one-column
+    last layer's input gradient is an elementwise product, which the counter does not see)."""
+    import dataclasses
+    import sys
+    from pathlib import Path
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import matmul_floor
+    from bench_algos import SyntheticData, load, sized_config
+
+    data = SyntheticData(5_000, 1, matmul_floor.OBS, matmul_floor.ACT)
+    cls = load(algo_id)
+    config = sized_config(cls, (matmul_floor.HID, matmul_floor.HID), matmul_floor.BATCH)
+    if algo_id == "cql":
+        config = dataclasses.replace(config, bc_steps=0)  # the SAC actor step, as compare_d3rlpy.py measures
+    algo = cls(config, data.problem, torch.device("cpu"))
+    algo.update(data.sample(matmul_floor.BATCH))
+    with FlopCounterMode(display=False) as counter:
+        for _ in range(2):  # TD3+BC's actor step runs every 2nd update
+            algo.update(data.sample(matmul_floor.BATCH))
+    ours = counter.get_total_flops() / 2
+    floor = 0.0
+    for weight, ops in matmul_floor.update_products(algo_id).values():
+        with FlopCounterMode(display=False) as counter:
+            for op in ops:
+                op()
+        floor += weight * counter.get_total_flops()
+    assert floor == pytest.approx(ours, rel=0.01)
