@@ -277,3 +277,36 @@ def test_penalty_stays_bounded_on_spread_expert_v1_and_runs_away_on_v0(tmp_path)
             last[version] = list(csv.DictReader(f))[-1]
     assert float(last["v0"]["cql_penalty"]) < -100 and float(last["v0"]["td_loss"]) > 200, last["v0"]
     assert float(last["v1"]["cql_penalty"]) > -50 and float(last["v1"]["td_loss"]) < 150, last["v1"]
+
+
+@pytest.mark.parametrize("algo_id", ["ma-cql", "omar"])
+def test_lagrange_multiplier_is_per_agent_and_moves_towards_the_target_gap(algo_id: str) -> None:
+    """cql_lagrange: alpha' of every agent falls when the penalty is far below the threshold and rises when far above
+    (the same rule as the single-agent CQL, lagrange_conservative_loss), and the update makes no host syncs."""
+    algo_cls = get_algorithm(algo_id)
+    problem = make_problem(3)
+    batches = [make_batch(problem, 16, torch.Generator().manual_seed(i)) for i in range(5)]
+    for gap, direction in ((1e3, -1.0), (-1e3, 1.0)):
+        config = dataclasses.replace(algo_cls.config_cls(), **TINY, cql_lagrange=True, cql_target_gap=gap)
+        torch.manual_seed(0)
+        algo = algo_cls(config, problem, torch.device("cpu"))
+        with forbid_host_syncs():
+            for batch in batches:
+                metrics = algo.update(batch)
+        alpha_prime = algo.multiplier.log_alpha_prime.detach().exp()  # [N]
+        assert alpha_prime.shape == (3,)
+        assert bool((direction * (alpha_prime - 1.0) > 0.02).all()), (gap, alpha_prime)
+        assert direction * (metrics["cql_alpha_prime"].item() - 1.0) > 0  # the weight the last critic step used
+
+
+def test_lagrange_off_leaves_the_update_and_checkpoint_as_before() -> None:
+    """Without cql_lagrange there is no multiplier and no checkpoint entry for it (older runs still resume);
+    a cql_lagrange run refuses a checkpoint written without it."""
+    problem = make_problem(2)
+    torch.manual_seed(0)
+    plain = MACQL(MACQLConfig(**TINY), problem, torch.device("cpu"))
+    assert plain.multiplier is None and "cql_multiplier" not in plain.state_dict()
+    lagrange = MACQL(MACQLConfig(**TINY, cql_lagrange=True), problem, torch.device("cpu"))
+    assert "cql_multiplier" in lagrange.state_dict()
+    with pytest.raises(ValueError, match="without cql_lagrange"):
+        lagrange.load_state_dict(plain.state_dict())

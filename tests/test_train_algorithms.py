@@ -27,10 +27,11 @@ def metrics(run_dir: Path) -> list[dict[str, str]]:
         return [{k: v for k, v in row.items() if k != "time_s"} for row in csv.DictReader(f)]
 
 
-@pytest.mark.parametrize("algo", list(ALGORITHMS))
-def test_algorithm_trains_and_resumes_exactly(algo, data_root, tmp_path):
+@pytest.mark.parametrize("algo,extra", [(algo, {}) for algo in ALGORITHMS]
+                         + [("ma-cql", {"cql_lagrange": "true"}), ("omar", {"cql_lagrange": "true"})])
+def test_algorithm_trains_and_resumes_exactly(algo, extra, data_root, tmp_path):
     dataset = "spread-random" if get_algorithm(algo).multi_agent else "hopper-random"
-    args = dict(steps=8, sets=SETS, root=data_root)
+    args = dict(steps=8, sets={**SETS, **extra}, root=data_root)
     whole = train(algo, dataset, runs=tmp_path / "whole", **args)
     assert train(algo, dataset, runs=tmp_path / "cut", stop_after=5, **args).status == "stopped"
     resumed = train(algo, dataset, runs=tmp_path / "cut", **args)

@@ -100,6 +100,23 @@ def conservative_penalty(q_sampled: Tensor, log_density: Tensor, q_data: Tensor,
     return soft_max - q_data  # [...]
 
 
+def lagrange_conservative_loss(
+    penalty: Tensor, log_alpha_prime: Tensor, cql_alpha: float, target_gap: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """CQL's Lagrange form (Kumar et al. 2020, Eq. (5) with the dual variable alpha' >= 0).
+
+    penalty ``[N, E]`` (the batch-mean penalty of each agent and critic), log_alpha_prime ``[N]`` -> (the critics'
+    term ``sum alpha'_n * (cql_alpha * penalty - target_gap)``, the multiplier's loss, alpha' ``[N]``). Minimising the
+    multiplier's loss raises alpha' while ``cql_alpha * penalty`` (mean over critics) is above ``target_gap`` and lowers
+    it towards 0 below, so the penalty is held near ``target_gap / cql_alpha`` instead of growing without bound.
+    """
+    gap = cql_alpha * penalty - target_gap  # [N, E]
+    alpha_prime = log_alpha_prime.exp().clamp(0.0, 1e6)  # [N]
+    alpha_prime_loss = -(alpha_prime * gap.detach().mean(-1)).sum()
+    critic_term = (alpha_prime.detach().unsqueeze(-1) * gap).sum()
+    return critic_term, alpha_prime_loss, alpha_prime
+
+
 # Modules and optimizers a checkpoint carries; the entropy and Lagrange multipliers are saved as tensors.
 _STATE_NAMES = ("actor", "critic", "critic_target", "actor_opt", "critic_opt", "alpha_opt", "alpha_prime_opt",
                 "normalizer")
@@ -179,11 +196,10 @@ class CQL:
         td_loss = (q_data - target).square().mean(0).sum()
         penalty = conservative_penalty(q_sampled, log_density, q_data, c.cql_temperature).mean(0)  # [N, E]
         if c.cql_lagrange:
-            gap = c.cql_alpha * penalty - c.cql_target_gap  # [N, E]
-            alpha_prime = self.log_alpha_prime.exp().clamp(0.0, 1e6)  # [N]
-            alpha_prime_loss = -(alpha_prime * gap.detach().mean(-1)).sum()
+            cql_loss, alpha_prime_loss, alpha_prime = lagrange_conservative_loss(
+                penalty, self.log_alpha_prime, c.cql_alpha, c.cql_target_gap
+            )
             optimizer_step(self.alpha_prime_opt, alpha_prime_loss)
-            cql_loss = (alpha_prime.detach().unsqueeze(-1) * gap).sum()
         else:
             cql_loss = c.cql_alpha * penalty.sum()
         critic_loss = td_loss + cql_loss

@@ -38,6 +38,12 @@ Deviations:
 - Twin critics have separate input BatchNorm affine parameters (the authors share one BatchNorm between the heads);
   both see the same inputs, so the normalising statistics are the same.
 
+Option, off by default and not in the authors' code: ``cql_lagrange=true`` replaces the fixed weight by CQL's Lagrange
+form (Kumar et al. 2020), one multiplier alpha' >= 0 per agent tuned by dual descent so that ``cql_alpha * penalty``
+stays near ``cql_target_gap`` (``cql.lagrange_conservative_loss``, shared with the single-agent CQL). It bounds the
+penalty where the fixed weight lets Q of the uniform actions fall without bound below Q of the data (tag-medium and
+tag-expert at cql_alpha 5, world-mixed at 1; see leaderboards/README.md).
+
 Environment (not a deviation of the update): the MPE datasets v1 give each agent the 2-D force action of the
 authors' MPE. On v0 (mpe2's own 5-dim action, three of whose dimensions move nothing or repeat another) the penalty
 runs away on medium and expert data: no transition constrains Q along the free dimensions, so the critic ranks
@@ -57,7 +63,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from offline_bench.algos.base import Problem
 from offline_bench.algos.common import (
@@ -67,13 +73,14 @@ from offline_bench.algos.common import (
     DeterministicActor,
     deterministic_act,
     load_module_states,
+    make_adam,
     module_states,
     optimizer_step,
     td3_networks,
     td_target,
     uniform_actions,
 )
-from offline_bench.algos.cql import conservative_penalty
+from offline_bench.algos.cql import conservative_penalty, lagrange_conservative_loss
 from offline_bench.algos.td3_bc import td3_critic_loss
 from offline_bench.batch import Batch
 from offline_bench.config import cfg
@@ -107,6 +114,8 @@ class MACQLConfig:
     actor_final_init: float = cfg(3e-3, "actor output weights start in U(-x, x) so tanh starts unsaturated (<= 0: default)")
     normalize_obs: bool = cfg(False, "standardise observations with the dataset's statistics (the input BatchNorm already does)")
     reward_scale: float = cfg(1.0, "rewards are multiplied by this in the critic target (the penalty is not scale-free)")
+    cql_lagrange: bool = cfg(False, "tune each agent's penalty weight alpha' by dual descent (CQL's Lagrange variant; off in the OMAR code)")
+    cql_target_gap: float = cfg(5.0, "Lagrange threshold: alpha' grows while cql_alpha * penalty > this, shrinks below")
 
 
 class ConservativeCriticConfig(Protocol):
@@ -122,6 +131,31 @@ class ConservativeCriticConfig(Protocol):
     cql_policy_noise: float
     max_grad_norm: float
     reward_scale: float
+    cql_lagrange: bool
+    cql_target_gap: float
+
+
+class PenaltyMultiplier:
+    """CQL's Lagrange multiplier alpha' >= 0, one per agent (log-parameterised, 1 at the start), with its own Adam at
+    the critics' learning rate, as in the single-agent CQL. Used when ``cql_lagrange`` is on."""
+
+    def __init__(self, n_agents: int, lr: float, device: torch.device) -> None:
+        self.log_alpha_prime = nn.Parameter(torch.zeros(n_agents, device=device))  # [N]
+        self.optimizer = make_adam([self.log_alpha_prime], lr)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"log_alpha_prime": self.log_alpha_prime.detach().clone(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        with torch.no_grad():
+            self.log_alpha_prime.copy_(state["log_alpha_prime"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+def penalty_multiplier(config: ConservativeCriticConfig, n_agents: int, lr: float,
+                       device: torch.device) -> PenaltyMultiplier | None:
+    """The multiplier an MA-CQL-critic algorithm needs: one when ``cql_lagrange`` is on, else None."""
+    return PenaltyMultiplier(n_agents, lr, device) if config.cql_lagrange else None
 
 
 def penalty_proposals(
@@ -161,12 +195,21 @@ def conservative_critic_loss(
     q_data ``[B, N, E]``; q_sampled ``[K, B, N, E]``; log_density ``[K, 1 or B, N]``; target ``[B, N, 1]``.
     Returns (loss, td_loss, penalty) scalars; the penalty is the mean over the batch, summed over agents/critics.
     """
+    td_loss, penalty = conservative_critic_terms(q_data, q_sampled, log_density, target, temperature)
+    penalty = penalty.sum()
+    return td_loss + cql_alpha * penalty, td_loss, penalty
+
+
+def conservative_critic_terms(
+    q_data: Tensor, q_sampled: Tensor, log_density: Tensor, target: Tensor, temperature: float
+) -> tuple[Tensor, Tensor]:
+    """The two terms of Eq. (1): the TD loss (scalar, summed over agents and critics) and the batch-mean penalty of
+    each agent and critic ``[N, E]``. Shapes as in ``conservative_critic_loss``."""
     td_loss = td3_critic_loss(q_data, target)
     q_k_last = q_sampled.permute(1, 2, 3, 0)  # [B, N, E, K]
     density_k_last = log_density.permute(1, 2, 0).unsqueeze(2)  # [1 or B, N, 1, K]
     penalty = conservative_penalty(q_k_last, density_k_last, q_data, temperature)  # [B, N, E]
-    penalty = penalty.mean(0).sum()
-    return td_loss + cql_alpha * penalty, td_loss, penalty
+    return td_loss, penalty.mean(0)  # scalar, [N, E]
 
 
 def conservative_critic_update(
@@ -181,13 +224,17 @@ def conservative_critic_update(
     mask: Tensor,
     config: ConservativeCriticConfig,
     proposals: tuple[Tensor, Tensor] | None = None,
+    multiplier: PenaltyMultiplier | None = None,
 ) -> dict[str, Tensor]:
     """One MA-CQL critic step for all agents at once (obs, next_obs normalised ``[B, N, O]``, mask ``[N, A]``).
 
     ``proposals`` (actions ``[K, B, N, A]``, log-density ``[K, 1 or B, N]``) replaces ``penalty_proposals``' draw,
-    for tests or other proposal schemes.
+    for tests or other proposal schemes. With ``cql_lagrange`` the penalty's weight is ``multiplier``'s alpha' per
+    agent (``lagrange_conservative_loss``), which this step also updates.
     """
     c = config
+    if c.cql_lagrange and multiplier is None:
+        raise ValueError("cql_lagrange=true needs the PenaltyMultiplier (see penalty_multiplier)")
     with torch.no_grad():
         next_action = actor_target(next_obs)  # [B, N, A]
         if c.policy_noise > 0:
@@ -200,8 +247,17 @@ def conservative_critic_update(
         sampled, log_density = proposals  # [K, B, N, A], [K, 1 or B, N]
     q_data = critic(obs, batch.action)  # [B, N, E]
     q_sampled = critic(obs, sampled, others=batch.action)  # [K, B, N, E]
-    loss, td_loss, penalty = conservative_critic_loss(q_data, q_sampled, log_density, target, c.cql_alpha,
-                                                      c.cql_temperature)
+    alpha_prime = None
+    if c.cql_lagrange:
+        td_loss, penalty = conservative_critic_terms(q_data, q_sampled, log_density, target, c.cql_temperature)
+        cql_term, alpha_prime_loss, alpha_prime = lagrange_conservative_loss(
+            penalty, multiplier.log_alpha_prime, c.cql_alpha, c.cql_target_gap
+        )
+        optimizer_step(multiplier.optimizer, alpha_prime_loss)
+        loss, penalty = td_loss + cql_term, penalty.sum()
+    else:
+        loss, td_loss, penalty = conservative_critic_loss(q_data, q_sampled, log_density, target, c.cql_alpha,
+                                                          c.cql_temperature)
     norms = optimizer_step(optimizer, loss, list(critic.parameters()), c.max_grad_norm, critic.n_agents)  # [N]
     metrics = {
         "critic_loss": loss.detach(),
@@ -209,6 +265,8 @@ def conservative_critic_update(
         "cql_penalty": penalty.detach(),
         "q_mean": q_data.detach().mean(),
     }
+    if alpha_prime is not None:
+        metrics["cql_alpha_prime"] = alpha_prime.detach().mean()
     if norms is not None:  # clipping on (the authors' 0.5 by default)
         metrics["critic_grad_norm"] = norms.mean()
     return metrics
@@ -230,6 +288,7 @@ class MACQL:
             actor_final_init=config.actor_final_init,
         )
         adopt_networks(self, nets)
+        self.multiplier = penalty_multiplier(config, problem.n_agents, config.critic_lr, self.device)
         self.updates = 0
         self.last_actor_loss = torch.zeros((), device=self.device)
 
@@ -241,7 +300,7 @@ class MACQL:
         # Critics of all agents: TD error + conservative penalty, one batched step.
         metrics = conservative_critic_update(
             self.critic, self.critic_target, self.actor, self.actor_target, self.critic_opt,
-            obs, next_obs, batch, self.mask, c,
+            obs, next_obs, batch, self.mask, c, multiplier=self.multiplier,
         )
 
         # Actors through their first critic (others' actions from the data if centralized), then the targets.
@@ -263,9 +322,23 @@ class MACQL:
 
     def state_dict(self) -> dict[str, Any]:
         scalars = {"updates": self.updates, "last_actor_loss": self.last_actor_loss}
-        return {**module_states(self, TD3_STATE_NAMES), **scalars}
+        return {**module_states(self, TD3_STATE_NAMES), **scalars, **multiplier_state(self.multiplier)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         load_module_states(self, state, TD3_STATE_NAMES)
+        load_multiplier_state(self.multiplier, state)
         self.updates = int(state["updates"])
         self.last_actor_loss = state["last_actor_loss"].to(self.device)
+
+
+def multiplier_state(multiplier: PenaltyMultiplier | None) -> dict[str, Any]:
+    """The checkpoint entry of a multiplier (none without ``cql_lagrange``, so older checkpoints still load)."""
+    return {} if multiplier is None else {"cql_multiplier": multiplier.state_dict()}
+
+
+def load_multiplier_state(multiplier: PenaltyMultiplier | None, state: dict[str, Any]) -> None:
+    if multiplier is None:
+        return
+    if "cql_multiplier" not in state:
+        raise ValueError("this checkpoint was written without cql_lagrange; resume it with the same settings")
+    multiplier.load_state_dict(state["cql_multiplier"])

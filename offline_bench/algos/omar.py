@@ -18,8 +18,8 @@ Reference implementation checked: github.com/ling-pan/OMAR (``algorithms/maddpg.
 Defaults are its MPE settings (3 iterations, 10 samples, mu0 0, sigma0 2, plus MA-CQL's); ``omar_coe`` and
 ``cql_alpha`` per dataset and the halfcheetah-2x3 settings live in ``offline_bench/configs/omar/*.yaml``.
 
-Deviations: MA-CQL's (see ``ma_cql.py``; its ``reward_scale`` also sets the scale the softmax(beta * Q) weights see),
-and:
+Deviations: MA-CQL's (see ``ma_cql.py``; its ``reward_scale`` also sets the scale the softmax(beta * Q) weights see;
+its opt-in ``cql_lagrange`` applies here too), and:
 - With a centralized critic, agent n's search varies only its own action; the others' come from the dataset.
 - Sampled actions are zeroed on padded action dimensions, like every action the critics see.
 - The search scores samples with critic 0 of each agent only, as the authors do (``critic.Q1``), through a
@@ -48,7 +48,13 @@ from offline_bench.algos.common import (
     optimizer_step,
     td3_networks,
 )
-from offline_bench.algos.ma_cql import CRITIC_KINDS, conservative_critic_update
+from offline_bench.algos.ma_cql import (
+    CRITIC_KINDS,
+    conservative_critic_update,
+    load_multiplier_state,
+    multiplier_state,
+    penalty_multiplier,
+)
 from offline_bench.batch import Batch
 from offline_bench.config import cfg
 from offline_bench.nn import soft_update, stacked_linear
@@ -71,6 +77,8 @@ class OMARConfig:
     cql_temperature: float = cfg(1.0, "temperature of the CQL log-sum-exp")
     cql_policy_actions: bool = cfg(False, "also penalise noisy current- and next-policy actions (halfcheetah-2x3)")
     cql_policy_noise: float = cfg(0.2, "std of the Gaussian noise on the CQL policy proposals")
+    cql_lagrange: bool = cfg(False, "tune each agent's penalty weight alpha' by dual descent (CQL's Lagrange variant; off in the OMAR code)")
+    cql_target_gap: float = cfg(5.0, "Lagrange threshold: alpha' grows while cql_alpha * penalty > this, shrinks below")
     omar_coe: float = cfg(1.0, "tau of Eq. (2): weight of the rectification term vs the Q term (per dataset)")
     omar_iters: int = cfg(3, "iterations J of the sampling search (halfcheetah-2x3: 2)")
     omar_n_samples: int = cfg(10, "actions K sampled per state and iteration (halfcheetah-2x3: 20)")
@@ -207,6 +215,7 @@ class OMAR:
             actor_final_init=config.actor_final_init,
         )
         adopt_networks(self, nets)
+        self.multiplier = penalty_multiplier(config, problem.n_agents, config.critic_lr, self.device)
         self.updates = 0
         self.last_actor_loss = torch.zeros((), device=self.device)
         self.last_rectified = torch.zeros((), device=self.device)
@@ -219,7 +228,7 @@ class OMAR:
         # Critics: MA-CQL's conservative critic step, shared code.
         metrics = conservative_critic_update(
             self.critic, self.critic_target, self.actor, self.actor_target, self.critic_opt,
-            obs, next_obs, batch, self.mask, c,
+            obs, next_obs, batch, self.mask, c, multiplier=self.multiplier,
         )
 
         # Actors: rectify towards the best sampled action (or keep pi(o)), plus the Q term; then the targets.
@@ -250,10 +259,11 @@ class OMAR:
         scalars = {
             "updates": self.updates, "last_actor_loss": self.last_actor_loss, "last_rectified": self.last_rectified,
         }
-        return {**module_states(self, TD3_STATE_NAMES), **scalars}
+        return {**module_states(self, TD3_STATE_NAMES), **scalars, **multiplier_state(self.multiplier)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         load_module_states(self, state, TD3_STATE_NAMES)
+        load_multiplier_state(self.multiplier, state)
         self.updates = int(state["updates"])
         self.last_actor_loss = state["last_actor_loss"].to(self.device)
         self.last_rectified = state["last_rectified"].to(self.device)
