@@ -42,7 +42,9 @@ Option, off by default and not in the authors' code: ``cql_lagrange=true`` repla
 form (Kumar et al. 2020), one multiplier alpha' >= 0 per agent tuned by dual descent so that ``cql_alpha * penalty``
 stays near ``cql_target_gap`` (``cql.lagrange_conservative_loss``, shared with the single-agent CQL). It bounds the
 penalty where the fixed weight lets Q of the uniform actions fall without bound below Q of the data (tag-medium and
-tag-expert at cql_alpha 5, world-mixed at 1; see leaderboards/README.md).
+tag-expert at cql_alpha 5, world-mixed at 1; see leaderboards/README.md), but that runaway is not what costs the
+score there: on tag-medium-v1, seed 0, with the penalty held at its target, MA-CQL scored 37.5 and OMAR 15.0 against
+52.1 and 41.5 with the fixed weight (mean of the last 10 evaluations; one evaluation's spread is 12-17 points).
 
 Environment (not a deviation of the update): the MPE datasets v1 give each agent the 2-D force action of the
 authors' MPE. On v0 (mpe2's own 5-dim action, three of whose dimensions move nothing or repeat another) the penalty
