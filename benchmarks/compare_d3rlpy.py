@@ -78,7 +78,8 @@ def wait_quiet(threshold: float, max_wait: float) -> None:
             return
 
 
-def measure_ours(algo_id: str, phase: str, args: argparse.Namespace, data: SyntheticData, bf16: bool = False) -> dict:
+def make_ours(algo_id: str, phase: str, args: argparse.Namespace, data: SyntheticData, bf16: bool = False) -> object:
+    """Our algorithm at the comparison's shape (256x256, batch 256), in its warm-up ("default") or "main" phase."""
     algo_cls = load(algo_id)
     config = sized_config(algo_cls, (256, 256), 256)
     changes = dict(PAIRS[algo_id][2])
@@ -88,8 +89,55 @@ def measure_ours(algo_id: str, phase: str, args: argparse.Namespace, data: Synth
         changes["warmup_steps"] = 0
     config = dataclasses.replace(config, **changes)
     torch.manual_seed(args.seed)
+    return algo_cls(config, data.problem, torch.device(args.device))
+
+
+def flops_ours(algo_id: str, phase: str, args: argparse.Namespace, data: SyntheticData) -> float:
+    """Matrix-product FLOPs of one of our updates (torch's FlopCounterMode, mean of 2 updates after 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    algo = make_ours(algo_id, phase, args, data)
+    for _ in range(2):
+        algo.update(data.sample(256))
+    with FlopCounterMode(display=False) as counter:
+        for _ in range(2):
+            algo.update(data.sample(256))
+    return counter.get_total_flops() / 2
+
+
+# Run in the peer's interpreter: the same count for d3rlpy's update (argv: folder of d3rlpy_speed.py, algo name).
+_PEER_FLOPS = """
+import sys, torch
+sys.path.insert(0, sys.argv[1])
+import d3rlpy_speed as m
+from torch.utils.flop_counter import FlopCounterMode
+torch.set_num_threads(1)
+dataset = m.make_dataset()
+name = sys.argv[2]
+cfg, algo = m.make_algo(name)
+algo.build_with_dataset(dataset)
+if name == "bear_main":
+    algo.set_grad_step(cfg.warmup_steps)
+batches = [dataset.sample_transition_batch(cfg.batch_size) for _ in range(4)]
+for batch in batches[:2]:
+    algo.update(batch)
+with FlopCounterMode(display=False) as counter:
+    for batch in batches[2:]:
+        algo.update(batch)
+print(counter.get_total_flops() / 2)
+"""
+
+
+def flops_d3rlpy(python: Path, name: str, args: argparse.Namespace) -> float:
+    """Matrix-product FLOPs of one d3rlpy update of ``name``, counted the same way in the peer's interpreter."""
+    cmd = [str(python), "-c", _PEER_FLOPS, str(Path(args.peer_script).parent), name]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return float(out.split()[-1])
+
+
+def measure_ours(algo_id: str, phase: str, args: argparse.Namespace, data: SyntheticData, bf16: bool = False) -> dict:
+    algo = make_ours(algo_id, phase, args, data, bf16)
     device = torch.device(args.device)
-    algo = algo_cls(config, data.problem, device)
     n = args.n_of.get(algo_id, DEFAULT_N.get(algo_id, 300))
     for _ in range(max(20, n // 10)):
         algo.update(data.sample(256))
@@ -174,6 +222,9 @@ def main() -> None:
     p.add_argument("--bf16", action="store_true",
                    help="also measure ours with bf16=True (algorithms that have the option) against the same peer")
     p.add_argument("--skip-d3rlpy", action="store_true", help="measure ours only")
+    p.add_argument("--flops", action="store_true",
+                   help="also count each side's matrix-product FLOPs per update (torch's FlopCounterMode) and print "
+                        "the achieved GFLOP/s and the ratio per FLOP: the two sides' updates need not do equal work")
     p.add_argument("--json", default="", help="append one JSON line per comparison here")
     args = p.parse_args()
     args.n_of = {k: int(v) for k, v in (kv.split("=") for kv in args.n.split(",") if kv)}
@@ -214,10 +265,18 @@ def main() -> None:
                 print(f"{label:<16}{ours['median']:>9.1f}  {peer:<10}"
                       f"{(theirs or {}).get('median', float('nan')):>9.1f}  {ratio:>5.2f}x  {goal:>4.1f}x {verdict}{flag}",
                       flush=True)
-                rows.append({"ours": algo_id, "phase": phase, "bf16": bf16, "peer": peer, "ours_result": ours,
-                             "d3rlpy_result": theirs, "ratio": ratio, "goal": goal, "threads": args.threads,
-                             "torch": torch.__version__, "clock": args.clock, "allocator": args.allocator,
-                             "device": args.device})
+                row = {"ours": algo_id, "phase": phase, "bf16": bf16, "peer": peer, "ours_result": ours,
+                       "d3rlpy_result": theirs, "ratio": ratio, "goal": goal, "threads": args.threads,
+                       "torch": torch.__version__, "clock": args.clock, "allocator": args.allocator,
+                       "device": args.device}
+                if args.flops and theirs is not None and not bf16:
+                    ours_f, theirs_f = flops_ours(algo_id, phase, args, data), flops_d3rlpy(python, peer, args)
+                    ours_g, theirs_g = ours["median"] * ours_f / 1e9, theirs["median"] * theirs_f / 1e9
+                    print(f"{'':<16}flops per update: ours {ours_f / 1e6:.0f} M ({ours_g:.1f} GFLOP/s), d3rlpy "
+                          f"{theirs_f / 1e6:.0f} M ({theirs_g:.1f} GFLOP/s), ratio per FLOP {ours_g / theirs_g:.2f}x",
+                          flush=True)
+                    row.update(ours_flops=ours_f, d3rlpy_flops=theirs_f, ratio_per_flop=ours_g / theirs_g)
+                rows.append(row)
     if args.json:
         with open(args.json, "a") as f:
             for row in rows:
