@@ -299,7 +299,7 @@ def test_lagrange_multiplier_is_per_agent_and_moves_towards_the_target_gap(algo_
         assert direction * (metrics["cql_alpha_prime"].item() - 1.0) > 0  # the weight the last critic step used
 
 
-def test_lagrange_off_leaves_the_update_and_checkpoint_as_before() -> None:
+def test_lagrange_off_has_no_multiplier_and_lagrange_refuses_a_checkpoint_without_one() -> None:
     """Without cql_lagrange there is no multiplier and no checkpoint entry for it (older runs still resume);
     a cql_lagrange run refuses a checkpoint written without it."""
     problem = make_problem(2)

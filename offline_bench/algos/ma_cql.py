@@ -133,6 +133,7 @@ class ConservativeCriticConfig(Protocol):
     cql_policy_noise: float
     max_grad_norm: float
     reward_scale: float
+    critic_lr: float
     cql_lagrange: bool
     cql_target_gap: float
 
@@ -154,10 +155,10 @@ class PenaltyMultiplier:
         self.optimizer.load_state_dict(state["optimizer"])
 
 
-def penalty_multiplier(config: ConservativeCriticConfig, n_agents: int, lr: float,
+def penalty_multiplier(config: ConservativeCriticConfig, n_agents: int,
                        device: torch.device) -> PenaltyMultiplier | None:
-    """The multiplier an MA-CQL-critic algorithm needs: one when ``cql_lagrange`` is on, else None."""
-    return PenaltyMultiplier(n_agents, lr, device) if config.cql_lagrange else None
+    """The multiplier an MA-CQL-critic algorithm needs: one (at ``critic_lr``) when ``cql_lagrange`` is on, else None."""
+    return PenaltyMultiplier(n_agents, config.critic_lr, device) if config.cql_lagrange else None
 
 
 def penalty_proposals(
@@ -290,7 +291,7 @@ class MACQL:
             actor_final_init=config.actor_final_init,
         )
         adopt_networks(self, nets)
-        self.multiplier = penalty_multiplier(config, problem.n_agents, config.critic_lr, self.device)
+        self.multiplier = penalty_multiplier(config, problem.n_agents, self.device)
         self.updates = 0
         self.last_actor_loss = torch.zeros((), device=self.device)
 

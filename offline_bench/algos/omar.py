@@ -215,7 +215,7 @@ class OMAR:
             actor_final_init=config.actor_final_init,
         )
         adopt_networks(self, nets)
-        self.multiplier = penalty_multiplier(config, problem.n_agents, config.critic_lr, self.device)
+        self.multiplier = penalty_multiplier(config, problem.n_agents, self.device)
         self.updates = 0
         self.last_actor_loss = torch.zeros((), device=self.device)
         self.last_rectified = torch.zeros((), device=self.device)
