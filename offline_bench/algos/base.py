@@ -12,6 +12,9 @@ paper's hyperparameters (each field with help text, see ``offline_bench.config.c
 - ``state_dict() -> dict`` / ``load_state_dict(dict)``: everything needed to resume exactly (networks, targets,
   optimizers, step counters, Lagrange multipliers).
 - class attributes ``config_cls`` (the config dataclass) and ``multi_agent: bool`` (True if it accepts N > 1).
+- ``graph_key() -> tuple`` (for ``cuda_graphs=true``): a hashable name of the branch the next ``update`` takes (actor
+  step or not, warm-up or not). ``update`` may then change its Python state only by advancing int counters; tensors
+  it keeps across updates are updated in place (``train.graphs`` checks both).
 """
 from __future__ import annotations
 

@@ -287,6 +287,10 @@ class BEAR:
         self.act_noise = probe_noise(config.n_action_samples, a, self.device)  # [K, A]
         self.step = 0  # Python counter: the warm-up switch never reads a tensor
 
+    def graph_key(self) -> tuple:
+        """The branch the next ``update`` takes (warm-up or not); a CUDA-graph runner captures one graph per key."""
+        return (self.step < self.config.warmup_steps,)
+
     def update(self, batch: Batch) -> dict[str, Tensor]:
         c = self.config
         obs, next_obs = self.obs_norm(batch.obs), self.obs_norm(batch.next_obs)  # [B, N, O]

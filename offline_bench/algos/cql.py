@@ -148,6 +148,10 @@ class CQL:
         self.alpha_prime_opt = make_adam([self.log_alpha_prime], config.critic_lr)
         self.updates = 0
 
+    def graph_key(self) -> tuple:
+        """The branch the next ``update`` takes (behaviour-cloning warm start or not); a CUDA-graph runner captures one graph per key."""
+        return (self.updates + 1 <= self.config.bc_steps,)
+
     def update(self, batch: Batch) -> dict[str, Tensor]:
         c = self.config
         self.updates += 1

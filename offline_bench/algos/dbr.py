@@ -232,6 +232,10 @@ class DBR:
         """bfloat16 autocast around network calls when ``bf16`` is on (a no-op context otherwise)."""
         return bf16_autocast(self.device, self.config.bf16)
 
+    def graph_key(self) -> tuple:
+        """The branch the next ``update`` takes (warm-up or not); a CUDA-graph runner captures one graph per key."""
+        return (self.step < self.config.warmup_steps,)
+
     def update(self, batch: Batch) -> dict[str, Tensor]:
         c = self.config
         obs, next_obs = self.obs_norm(batch.obs), self.obs_norm(batch.next_obs)  # [B, N, O]

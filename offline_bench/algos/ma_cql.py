@@ -293,7 +293,11 @@ class MACQL:
         adopt_networks(self, nets)
         self.multiplier = penalty_multiplier(config, problem.n_agents, self.device)
         self.updates = 0
-        self.last_actor_loss = torch.zeros((), device=self.device)
+        self.last_actor_loss = torch.zeros((), device=self.device)  # updated in place (CUDA graphs read it)
+
+    def graph_key(self) -> tuple:
+        """The branch the next ``update`` takes (actor step or not); a CUDA-graph runner captures one graph per key."""
+        return ((self.updates + 1) % self.config.policy_freq == 0,)
 
     def update(self, batch: Batch) -> dict[str, Tensor]:
         c = self.config
@@ -314,9 +318,9 @@ class MACQL:
             optimizer_step(self.actor_opt, actor_loss, self.actor_params, c.max_grad_norm, self.problem.n_agents)
             soft_update(self.critic_target, self.critic, c.polyak)
             soft_update(self.actor_target, self.actor, c.polyak)
-            self.last_actor_loss = actor_loss.detach()
+            self.last_actor_loss.copy_(actor_loss.detach())
 
-        metrics["actor_loss"] = self.last_actor_loss
+        metrics["actor_loss"] = self.last_actor_loss.clone()
         return metrics
 
     def act(self, obs: Tensor) -> Tensor:
@@ -331,7 +335,7 @@ class MACQL:
         load_module_states(self, state, TD3_STATE_NAMES)
         load_multiplier_state(self.multiplier, state)
         self.updates = int(state["updates"])
-        self.last_actor_loss = state["last_actor_loss"].to(self.device)
+        self.last_actor_loss.copy_(state["last_actor_loss"])
 
 
 def multiplier_state(multiplier: PenaltyMultiplier | None) -> dict[str, Any]:

@@ -128,6 +128,10 @@ class MAICQ:
         adopt_networks(self, nets)
         self.updates = 0
 
+    def graph_key(self) -> tuple:
+        """The branch the next ``update`` takes (always the same); a CUDA-graph runner captures one graph per key."""
+        return ()
+
     def update(self, batch: Batch) -> dict[str, Tensor]:
         c = self.config
         n = self.problem.n_agents

@@ -102,7 +102,11 @@ class MATD3BC:
         )
         adopt_networks(self, nets)
         self.updates = 0
-        self.last_actor_loss = torch.zeros((), device=self.device)
+        self.last_actor_loss = torch.zeros((), device=self.device)  # updated in place (CUDA graphs read it)
+
+    def graph_key(self) -> tuple:
+        """The branch the next ``update`` takes (actor step or not); a CUDA-graph runner captures one graph per key."""
+        return ((self.updates + 1) % self.config.policy_freq == 0,)
 
     def update(self, batch: Batch) -> dict[str, Tensor]:
         c = self.config
@@ -133,11 +137,11 @@ class MATD3BC:
             optimizer_step(self.actor_opt, actor_loss, self.actor_params, c.max_grad_norm, self.problem.n_agents)
             soft_update(self.critic_target, self.critic, c.polyak)
             soft_update(self.actor_target, self.actor, c.polyak)
-            self.last_actor_loss = actor_loss.detach()
+            self.last_actor_loss.copy_(actor_loss.detach())
 
         return {
             "critic_loss": critic_loss.detach(),
-            "actor_loss": self.last_actor_loss,
+            "actor_loss": self.last_actor_loss.clone(),
             "q_mean": q.detach().mean(),
         }
 
@@ -152,4 +156,4 @@ class MATD3BC:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         load_module_states(self, state, TD3_STATE_NAMES)
         self.updates = int(state["updates"])
-        self.last_actor_loss = state["last_actor_loss"].to(self.device)
+        self.last_actor_loss.copy_(state["last_actor_loss"])

@@ -217,8 +217,12 @@ class OMAR:
         adopt_networks(self, nets)
         self.multiplier = penalty_multiplier(config, problem.n_agents, self.device)
         self.updates = 0
-        self.last_actor_loss = torch.zeros((), device=self.device)
+        self.last_actor_loss = torch.zeros((), device=self.device)  # updated in place (CUDA graphs read it)
         self.last_rectified = torch.zeros((), device=self.device)
+
+    def graph_key(self) -> tuple:
+        """The branch the next ``update`` takes (actor step or not); a CUDA-graph runner captures one graph per key."""
+        return ((self.updates + 1) % self.config.policy_freq == 0,)
 
     def update(self, batch: Batch) -> dict[str, Tensor]:
         c = self.config
@@ -244,11 +248,11 @@ class OMAR:
             optimizer_step(self.actor_opt, actor_loss, self.actor_params, c.max_grad_norm, self.problem.n_agents)
             soft_update(self.critic_target, self.critic, c.polyak)
             soft_update(self.actor_target, self.actor, c.polyak)
-            self.last_actor_loss = actor_loss.detach()
-            self.last_rectified = (a_hat != pi.detach()).any(-1).float().mean()
+            self.last_actor_loss.copy_(actor_loss.detach())
+            self.last_rectified.copy_((a_hat != pi.detach()).any(-1).float().mean())
 
-        metrics["actor_loss"] = self.last_actor_loss
-        metrics["rectified_fraction"] = self.last_rectified
+        metrics["actor_loss"] = self.last_actor_loss.clone()
+        metrics["rectified_fraction"] = self.last_rectified.clone()
         return metrics
 
     def act(self, obs: Tensor) -> Tensor:
@@ -265,5 +269,5 @@ class OMAR:
         load_module_states(self, state, TD3_STATE_NAMES)
         load_multiplier_state(self.multiplier, state)
         self.updates = int(state["updates"])
-        self.last_actor_loss = state["last_actor_loss"].to(self.device)
-        self.last_rectified = state["last_rectified"].to(self.device)
+        self.last_actor_loss.copy_(state["last_actor_loss"])
+        self.last_rectified.copy_(state["last_rectified"])

@@ -91,7 +91,11 @@ class TD3BC:
                             config.critic_lr, config.normalize_obs)
         adopt_networks(self, nets)
         self.updates = 0
-        self.last_actor_loss = torch.zeros((), device=self.device)
+        self.last_actor_loss = torch.zeros((), device=self.device)  # updated in place (CUDA graphs read it)
+
+    def graph_key(self) -> tuple:
+        """The branch the next ``update`` takes (actor step or not); a CUDA-graph runner captures one graph per key."""
+        return ((self.updates + 1) % self.config.policy_freq == 0,)
 
     def update(self, batch: Batch) -> dict[str, Tensor]:
         c = self.config
@@ -121,11 +125,11 @@ class TD3BC:
             optimizer_step(self.actor_opt, actor_loss, self.actor_params)
             soft_update(self.critic_target, self.critic, c.polyak)
             soft_update(self.actor_target, self.actor, c.polyak)
-            self.last_actor_loss = actor_loss.detach()
+            self.last_actor_loss.copy_(actor_loss.detach())
 
         return {
             "critic_loss": critic_loss.detach(),
-            "actor_loss": self.last_actor_loss,
+            "actor_loss": self.last_actor_loss.clone(),
             "q_mean": q.detach().mean(),
         }
 
@@ -140,4 +144,4 @@ class TD3BC:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         load_module_states(self, state, TD3_STATE_NAMES)
         self.updates = int(state["updates"])
-        self.last_actor_loss = state["last_actor_loss"].to(self.device)
+        self.last_actor_loss.copy_(state["last_actor_loss"])

@@ -44,9 +44,10 @@ class DeviceSampler:
         """``batch_size`` rows drawn uniformly with replacement from the sampler's generator."""
         return self.batch_at(self.sample_indices(batch_size))
 
-    def sample_indices(self, batch_size: int) -> Tensor:
-        """``[B]`` int64 row indices on the device, from the sampler's generator."""
-        return torch.randint(self.size, (batch_size,), device=self.device, generator=self.generator)  # [B]
+    def sample_indices(self, batch_size: int, out: Tensor | None = None) -> Tensor:
+        """``[B]`` int64 row indices on the device, from the sampler's generator (written into ``out`` if given, as
+        the CUDA-graph runner's static index)."""
+        return torch.randint(self.size, (batch_size,), device=self.device, generator=self.generator, out=out)  # [B]
 
     def batch_at(self, idx: Tensor) -> Batch:
         """The batch of rows ``idx`` (``[B]`` int64 on the device)."""
