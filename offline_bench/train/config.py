@@ -49,6 +49,7 @@ class TrainConfig:
     last_k: int = cfg(10, "result.json's table statistic is the mean normalized score of the last k evaluations")
     seed: int = cfg(0, "run seed: network init, batch sampling and evaluation episodes all derive from it")
     device: str = cfg("auto", "auto (cuda if available, else cpu), cpu, or cuda[:i]")
+    cuda_graphs: bool = cfg(False, "on CUDA, replay each kind of update as a CUDA graph (train.graphs; not on CPU)")
 
     def __post_init__(self) -> None:
         for name in ("steps", "eval_every", "eval_episodes", "log_every", "checkpoint_every", "last_k"):

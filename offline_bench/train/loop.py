@@ -55,11 +55,13 @@ from offline_bench import __version__
 from offline_bench.evaluate import EvalResult, Evaluator, eval_seed, normalized_score, reference_returns
 from offline_bench.paths import runs_root
 from offline_bench.train.config import ResolvedConfig, TrainConfig, resolve_config, split_dataset_id
+from offline_bench.train.graphs import GraphedUpdates
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
 TABLE_STATISTIC = "last_k_mean"
+_EXECUTION_KEYS = ("device", "cuda_graphs")  # how a run executes, not what it computes: may change on resume
 _FIXED_COLUMNS = ("step", "time_s", "eval_return", "eval_return_std", "normalized_score")
 _VERSIONED_PACKAGES = (
     "torch", "numpy", "h5py", "gymnasium", "pybullet", "mpe2", "pettingzoo", "gymnasium-robotics", "mujoco",
@@ -329,7 +331,7 @@ def _same_run(stored: dict[str, Any], record: dict[str, Any]) -> list[str]:
     for section in ("algo_config", "train_config"):
         old, new = stored.get(section, {}), record[section]
         for key in sorted(set(old) | set(new)):
-            if key != "device" and old.get(key) != new.get(key):
+            if key not in _EXECUTION_KEYS and old.get(key) != new.get(key):
                 diffs.append(f"{key} {old.get(key)!r} vs {new.get(key)!r}")
     return diffs
 
@@ -372,6 +374,10 @@ def train_run(
     batch_size = getattr(resolved.algo_config, "batch_size", None)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise TrainError(f"{resolved.algo_id}'s config has no positive integer batch_size field; the loop needs one")
+    if tc.cuda_graphs and device.type != "cuda":
+        raise TrainError(f"cuda_graphs=true needs a CUDA device, but this run is on {device}; leave it off on CPU")
+    if tc.cuda_graphs and not callable(getattr(algo_cls, "graph_key", None)):
+        raise TrainError(f"{resolved.algo_id} defines no graph_key(), so it cannot run with cuda_graphs=true")
 
     if result_path.exists():
         return _finished(run_dir, resolved, facts["sha256"])
@@ -479,6 +485,7 @@ def _train_locked(
         start, elapsed, evals = int(ckpt["step"]), float(ckpt["time_s"]), list(ckpt["evals"])
         log.info("resuming %s from step %d", run_dir, start)
     metrics = MetricsCSV(run_dir / "metrics.csv", keep_until_step=start if resuming else None)
+    graphed = GraphedUpdates(algo, sampler, batch_size, device) if tc.cuda_graphs else None
 
     evaluator: Evaluator | None = None
     buffer: dict[str, list[Tensor]] = {}
@@ -487,8 +494,8 @@ def _train_locked(
     t0 = time.perf_counter() - elapsed
     try:
         for step in range(start + 1, tc.steps + 1):
-            batch = sampler.sample(batch_size)
-            for key, value in algo.update(batch).items():
+            update_metrics = graphed.step() if graphed is not None else algo.update(sampler.sample(batch_size))
+            for key, value in update_metrics.items():
                 buffer.setdefault(key, []).append(value)
 
             last = step == tc.steps
