@@ -13,7 +13,8 @@ memory, like ``DeviceSampler``); ``extra_info`` holds ``updates_per_s`` (wall cl
 in a CPU training run (``train.loop.tune_cpu_allocator``) unless ``OFFLINE_BENCH_TUNE_ALLOCATOR=0``.
 ``OFFLINE_BENCH_DEVICE=cuda`` puts the data and the networks on the GPU (default ``cpu``); a round then ends with
 ``torch.cuda.synchronize()``, so the wall-clock rate counts the queued GPU work (the CPU-time rate does not).
-- the OMAR authors' MPE budget shape (3 agents, batch 1024, 64x64): OMAR and MA-CQL, whose ratio the issue bounds.
+- the OMAR authors' MPE budget shape (3 agents, batch 1024, 64x64): OMAR and MA-CQL, whose ratio the issue bounds;
+- on CUDA, the Hopper and MPE shapes again with every update replayed as a CUDA graph (``train.graphs``).
 """
 from __future__ import annotations
 
@@ -73,8 +74,14 @@ class SyntheticData:
         )
 
     def sample(self, batch_size: int) -> Batch:
+        return self.batch_at(self.sample_indices(batch_size))
+
+    def sample_indices(self, batch_size: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B]`` row indices (into ``out`` if given), as ``DeviceSampler.sample_indices``."""
+        return torch.randint(self.size, (batch_size,), device=self.device, generator=self.generator, out=out)
+
+    def batch_at(self, idx: torch.Tensor) -> Batch:
         """The same gathers as ``DeviceSampler.batch_at`` (``index_select``, several times faster than ``t[idx]``)."""
-        idx = torch.randint(self.size, (batch_size,), device=self.device, generator=self.generator)  # [B]
         valid = self.next_valid.index_select(0, idx)  # [B, 1]
         next_idx = (idx + 1).clamp_max(self.size - 1)  # [B]
         return Batch(
@@ -111,6 +118,27 @@ def trainer(algo_id: str, data: SyntheticData, hidden: tuple[int, ...], batch_si
     def run(k: int) -> None:
         for _ in range(k):
             algo.update(data.sample(batch_size))
+
+    return run
+
+
+def graphed_trainer(algo_id: str, data: SyntheticData, hidden: tuple[int, ...], batch_size: int = 256,
+                    device: str | torch.device = DEVICE) -> Callable[[int], None]:
+    """``trainer`` with every kind of update captured as a CUDA graph (``train.graphs``); CUDA only."""
+    from offline_bench.train.graphs import GraphedUpdates
+
+    if torch.device(device).type != "cuda":
+        pytest.skip("CUDA graphs need a GPU (OFFLINE_BENCH_DEVICE=cuda)")
+    algo_cls = load(algo_id)
+    torch.manual_seed(0)
+    algo = algo_cls(sized_config(algo_cls, hidden, batch_size), data.problem, torch.device(device))
+    runner = GraphedUpdates(algo, data, batch_size, device)
+    for _ in range(10):  # the warm-up updates and captures of the first keys, outside the timed rounds
+        runner.step()
+
+    def run(k: int) -> None:
+        for _ in range(k):
+            runner.step()
 
     return run
 
@@ -183,6 +211,20 @@ def hopper_data() -> SyntheticData:
 def test_hopper_sized_updates_per_s(benchmark, algo_id: str) -> None:
     """Every algorithm, batch 256, 256x256 networks, obs 15 / act 3."""
     measure(benchmark, trainer(algo_id, hopper_data(), (256, 256)), f"{algo_id} hopper 256x256")
+
+
+@pytest.mark.parametrize("algo_id", list(ALGORITHMS))
+def test_hopper_sized_graphed_updates_per_s(benchmark, algo_id: str) -> None:
+    """The same, each update replayed as a CUDA graph (``cuda_graphs=true``; skipped without CUDA)."""
+    measure(benchmark, graphed_trainer(algo_id, hopper_data(), (256, 256)), f"{algo_id} hopper 256x256 graphed")
+
+
+@pytest.mark.parametrize("n_agents", [1, 3, 6])
+@pytest.mark.parametrize("algo_id", MULTI_AGENT)
+def test_mpe_sized_graphed_updates_per_s(benchmark, algo_id: str, n_agents: int) -> None:
+    """MPE-sized agents as CUDA graphs (skipped without CUDA)."""
+    data = SyntheticData(50_000, n_agents, 18, 2)
+    measure(benchmark, graphed_trainer(algo_id, data, (64, 64)), f"{algo_id} mpe N={n_agents} 64x64 graphed")
 
 
 @pytest.mark.parametrize("n_agents", [1, 3, 6])

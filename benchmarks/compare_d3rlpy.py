@@ -135,12 +135,22 @@ def flops_d3rlpy(python: Path, name: str, args: argparse.Namespace) -> float:
     return float(out.split()[-1])
 
 
-def measure_ours(algo_id: str, phase: str, args: argparse.Namespace, data: SyntheticData, bf16: bool = False) -> dict:
+def measure_ours(algo_id: str, phase: str, args: argparse.Namespace, data: SyntheticData, bf16: bool = False,
+                 graphs: bool = False) -> dict:
+    """Updates/s of ours; ``graphs``: through ``GraphedUpdates`` (each kind of update a CUDA graph, captured during
+    the untimed warm-up)."""
     algo = make_ours(algo_id, phase, args, data, bf16)
     device = torch.device(args.device)
+    if graphs:
+        from offline_bench.train.graphs import GraphedUpdates
+
+        step = GraphedUpdates(algo, data, 256, device).step
+    else:
+        def step() -> None:
+            algo.update(data.sample(256))
     n = args.n_of.get(algo_id, DEFAULT_N.get(algo_id, 300))
     for _ in range(max(20, n // 10)):
-        algo.update(data.sample(256))
+        step()
     synchronize(device)
     clean, dirty = [], []
     while len(clean) < args.reps and len(clean) + len(dirty) < args.max_reps:
@@ -148,7 +158,7 @@ def measure_ours(algo_id: str, phase: str, args: argparse.Namespace, data: Synth
             wait_quiet(args.quiet_threshold, args.max_wait)
         a = _snap()
         for _ in range(n):
-            algo.update(data.sample(256))
+            step()
         synchronize(device)
         b = _snap()
         rate, other = n / (b[0] - a[0]), _others(a, b)
@@ -221,12 +231,16 @@ def main() -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:i], for both sides")
     p.add_argument("--bf16", action="store_true",
                    help="also measure ours with bf16=True (algorithms that have the option) against the same peer")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="also measure ours with each update replayed as a CUDA graph (train.graphs; CUDA only)")
     p.add_argument("--skip-d3rlpy", action="store_true", help="measure ours only")
     p.add_argument("--flops", action="store_true",
                    help="also count each side's matrix-product FLOPs per update (torch's FlopCounterMode) and print "
                         "the achieved GFLOP/s and the ratio per FLOP: the two sides' updates need not do equal work")
     p.add_argument("--json", default="", help="append one JSON line per comparison here")
     args = p.parse_args()
+    if args.cuda_graphs and not args.device.startswith("cuda"):
+        p.error("--cuda-graphs needs --device cuda")
     args.n_of = {k: int(v) for k, v in (kv.split("=") for kv in args.n.split(",") if kv)}
     torch.set_num_threads(args.threads)
     global _clock
@@ -254,22 +268,24 @@ def main() -> None:
         for peer in peers:
             phase = "main" if peer.endswith("_main") else "default"
             has_bf16 = "bf16" in {f.name for f in dataclasses.fields(load(algo_id).config_cls)}
-            variants = [False, True] if args.bf16 and has_bf16 else [False]
-            results = [(bf16, measure_ours(algo_id, phase, args, data, bf16)) for bf16 in variants]
+            variants = [(False, False)] + ([(True, False)] if args.bf16 and has_bf16 else [])
+            variants += [(False, True)] if args.cuda_graphs else []
+            results = [((bf16, graphs), measure_ours(algo_id, phase, args, data, bf16, graphs))
+                       for bf16, graphs in variants]
             theirs = measure_d3rlpy(python, peer, args) if python else None
-            for bf16, ours in results:
+            for (bf16, graphs), ours in results:
                 ratio = ours["median"] / theirs["median"] if theirs else float("nan")
-                label = algo_id + ("(main)" if phase == "main" else "") + ("+bf16" if bf16 else "")
+                label = algo_id + ("(main)" if phase == "main" else "") + ("+bf16" if bf16 else "") + ("+graphs" if graphs else "")
                 flag = "" if ours["clean"] and (theirs is None or theirs["clean"]) else "  [contended]"
                 verdict = "" if theirs is None else ("ok" if ratio >= goal else "below goal")
                 print(f"{label:<16}{ours['median']:>9.1f}  {peer:<10}"
                       f"{(theirs or {}).get('median', float('nan')):>9.1f}  {ratio:>5.2f}x  {goal:>4.1f}x {verdict}{flag}",
                       flush=True)
-                row = {"ours": algo_id, "phase": phase, "bf16": bf16, "peer": peer, "ours_result": ours,
+                row = {"ours": algo_id, "phase": phase, "bf16": bf16, "cuda_graphs": graphs, "peer": peer, "ours_result": ours,
                        "d3rlpy_result": theirs, "ratio": ratio, "goal": goal, "threads": args.threads,
                        "torch": torch.__version__, "clock": args.clock, "allocator": args.allocator,
                        "device": args.device}
-                if args.flops and theirs is not None and not bf16:
+                if args.flops and theirs is not None and not bf16 and not graphs:
                     ours_f, theirs_f = flops_ours(algo_id, phase, args, data), flops_d3rlpy(python, peer, args)
                     ours_g, theirs_g = ours["median"] * ours_f / 1e9, theirs["median"] * theirs_f / 1e9
                     print(f"{'':<16}flops per update: ours {ours_f / 1e6:.0f} M ({ours_g:.1f} GFLOP/s), d3rlpy "
