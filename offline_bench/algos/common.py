@@ -423,8 +423,10 @@ def optimizer_step(optimizer: torch.optim.Optimizer, loss: Tensor, params: Seque
 def bf16_autocast(device: torch.device, enabled: bool) -> torch.autocast:
     """Network matmuls in bfloat16 (parameters, gradients and optimizer state stay float32). About 3x faster
     matmuls on CPUs with AVX512-BF16/AMX and on recent GPUs, at bfloat16's ~3 significant digits; cast network
-    outputs back with ``.float()`` before losses (autocast keeps reductions such as logsumexp in bfloat16)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+    outputs back with ``.float()`` before losses (autocast keeps reductions such as logsumexp in bfloat16).
+    While a CUDA graph is being captured (``train.graphs``) the cast-weight cache is off, as CUDA graphs require."""
+    capturing = enabled and device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled, cache_enabled=not capturing)
 
 
 def uniform_actions(shape: Sequence[int], device: torch.device, dtype: torch.dtype = torch.float32) -> Tensor:
