@@ -9,7 +9,7 @@ TORCH  ?= torch==2.13.0
 DATA   ?= datasets
 RUNS   ?= runs
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test bench gpu-prep clean
 
 setup: $(BIN)/.installed
 
@@ -41,6 +41,16 @@ test: setup
 
 bench: setup
 	$(BIN)/python -m pytest -q -m benchmark --benchmark-enable benchmarks
+
+# What a lent GPU session carries for benchmarks/gpu_check.sh (device run with carry [".gpu"]): d3rlpy 2.8.1 and the
+# pure-Python dependencies the GPU image lacks (wheels for its Python 3.12), and the shared d3rlpy_speed.py.
+GPU_WHEELS := d3rlpy==2.8.1 structlog dataclasses-json "marshmallow<4" gymnasium==1.0.0 farama-notifications gym-notices
+gpu-prep:
+	mkdir -p .gpu
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .gpu $(GPU_WHEELS)
+	$(PYTHON) -m pip wheel --quiet --no-deps -w .gpu gym==0.26.2
+	cp ../shared/bench/d3rlpy_speed.py .gpu/
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks
