@@ -195,3 +195,16 @@ def test_the_prepared_gpu_session_script_runs_here_in_smoke_mode(tmp_path: Path)
     rows = [json.loads(line) for line in (tmp_path / "graphs.jsonl").read_text().splitlines()]
     assert {r["algo"] for r in rows} == {"td3bc", "omar"} and all(r["max_rel_param_diff"] == 0.0 for r in rows)
     assert (tmp_path / "d3rlpy.txt").exists()  # the comparison ran, or says why it was skipped
+
+
+def test_cuda_graphs_like_device_may_change_on_resume() -> None:
+    """How a run executes is not what it computes: a run begun with CUDA graphs on a GPU resumes on CPU without."""
+    from offline_bench.train.loop import _same_run
+
+    stored = {"algo": "td3bc", "dataset": {"sha256": "x"},
+              "algo_config": {"alpha": 2.5}, "train_config": {"device": "cuda", "cuda_graphs": True, "steps": 10}}
+    record = {"algo": "td3bc", "dataset": {"sha256": "x"},
+              "algo_config": {"alpha": 2.5}, "train_config": {"device": "cpu", "cuda_graphs": False, "steps": 10}}
+    assert _same_run(stored, record) == []
+    record["train_config"]["steps"] = 20
+    assert _same_run(stored, record) == ["steps 10 vs 20"]
