@@ -3,7 +3,8 @@
 Per update: ``DeviceSampler.sample(batch_size) -> algo.update(batch) -> metrics`` (0-dim tensors, kept on the device).
 The metrics of all updates since the last row are averaged and copied to the host in one go when a row is written,
 so an update never waits on the device. Every ``eval_every`` updates the policy plays ``eval_episodes`` episodes side
-by side (``offline_bench.evaluate.Evaluator``).
+by side (``offline_bench.evaluate.Evaluator``). With ``cuda_graphs=true`` (CUDA only) sampling and update go through
+``train.graphs.GraphedUpdates``: each kind of update is captured once as a CUDA graph and replayed.
 
 Run directory ``<runs>/<dataset-id>/<algo-id>/seed<k>/``:
 
