@@ -108,12 +108,18 @@ def sized_config(algo_cls: type, hidden: tuple[int, ...], batch_size: int) -> ob
     return dataclasses.replace(config, **changes)
 
 
+def make_algo(algo_id: str, data: SyntheticData, hidden: tuple[int, ...], batch_size: int = 256,
+              device: str | torch.device = DEVICE, seed: int = 0) -> object:
+    """A fresh ``algo_id`` instance at the given size (``sized_config``), its networks drawn from ``seed``."""
+    algo_cls = load(algo_id)
+    torch.manual_seed(seed)
+    return algo_cls(sized_config(algo_cls, hidden, batch_size), data.problem, torch.device(device))
+
+
 def trainer(algo_id: str, data: SyntheticData, hidden: tuple[int, ...], batch_size: int = 256,
             device: str | torch.device = DEVICE) -> Callable[[int], None]:
     """A function running k sampled updates of a fresh ``algo_id`` instance."""
-    algo_cls = load(algo_id)
-    torch.manual_seed(0)
-    algo = algo_cls(sized_config(algo_cls, hidden, batch_size), data.problem, torch.device(device))
+    algo = make_algo(algo_id, data, hidden, batch_size, device)
 
     def run(k: int) -> None:
         for _ in range(k):
@@ -129,9 +135,7 @@ def graphed_trainer(algo_id: str, data: SyntheticData, hidden: tuple[int, ...], 
 
     if torch.device(device).type != "cuda":
         pytest.skip("CUDA graphs need a GPU (OFFLINE_BENCH_DEVICE=cuda)")
-    algo_cls = load(algo_id)
-    torch.manual_seed(0)
-    algo = algo_cls(sized_config(algo_cls, hidden, batch_size), data.problem, torch.device(device))
+    algo = make_algo(algo_id, data, hidden, batch_size, device)
     runner = GraphedUpdates(algo, data, batch_size, device)
     for _ in range(10):  # the warm-up updates and captures of the first keys, outside the timed rounds
         runner.step()

@@ -4,15 +4,15 @@ For every algorithm and shape: two instances from the same seed on the same synt
 (``algo.update(data.sample(B))``), one through ``GraphedUpdates`` (captured after its warm-up updates). Prints
 
 - the largest parameter difference after ``--updates`` updates, relative to the parameter's scale (the two take the
-  same batches and, the default CUDA generator advancing the same way in a replay, the same random draws; what is
-  left is kernel-order rounding, so expect ~1e-6 to 1e-4, growing with the number of updates);
+  same batches and, the default CUDA generator advancing the same way in a replay, the same random draws, so only
+  rounding should separate them; not yet measured on a GPU);
 - whether the metrics agree, and the eager and graphed updates/s (median of ``--reps`` timed rounds) with the speed-up.
 
 Shapes: Hopper-sized single-agent (obs 15, act 3, 256x256, batch 256: the d3rlpy comparison's) for every
 algorithm; 3 MPE-sized agents (obs 18, act 2, 64x64) at batch 256 and at the OMAR authors' 1024 for the multi-agent
 ones.
 
-On a GPU: ``python3 benchmarks/cuda_graphs_check.py`` (about a minute per algorithm). ``--device cpu`` runs the same
+On a GPU: ``python3 benchmarks/cuda_graphs_check.py`` (not yet run on one; its duration is unmeasured). ``--device cpu`` runs the same
 steps without the capture (``capture=False``): the test suite uses it to check this script, not to measure.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_algos import MULTI_AGENT, SyntheticData, load, sized_config  # noqa: E402
+from bench_algos import MULTI_AGENT, SyntheticData, make_algo  # noqa: E402
 
 from offline_bench.algos import ALGORITHMS  # noqa: E402
 from offline_bench.train.graphs import GraphedUpdates  # noqa: E402
@@ -37,13 +37,6 @@ SHAPES = {  # name: (agents, obs, action, hidden, batch, algorithms)
     "mpe3": (3, 18, 2, (64, 64), 256, MULTI_AGENT),
     "mpe3-b1024": (3, 18, 2, (64, 64), 1024, ["ma-cql", "omar"]),
 }
-
-
-def build(algo_id: str, data: SyntheticData, hidden: tuple[int, ...], batch: int, device: torch.device,
-          seed: int) -> object:
-    cls = load(algo_id)
-    torch.manual_seed(seed)
-    return cls(sized_config(cls, hidden, batch), data.problem, device)
 
 
 def params(algo: object) -> dict[str, torch.Tensor]:
@@ -78,8 +71,8 @@ def check(algo_id: str, shape: str, args: argparse.Namespace) -> dict:
     capture = device.type == "cuda"
     eager_data = SyntheticData(50_000, n_agents, obs, act, seed=args.seed, device=device)
     graph_data = SyntheticData(50_000, n_agents, obs, act, seed=args.seed, device=device)
-    eager = build(algo_id, eager_data, hidden, batch, device, args.seed)
-    graphed = build(algo_id, graph_data, hidden, batch, device, args.seed)
+    eager = make_algo(algo_id, eager_data, hidden, batch, device, args.seed)
+    graphed = make_algo(algo_id, graph_data, hidden, batch, device, args.seed)
     runner = GraphedUpdates(graphed, graph_data, batch, device, capture=capture)
 
     # Agreement: the same batches and (same generator offsets) the same random draws, update by update.

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Every GPU measurement the open issues ask for, as ONE device call (about 8 minutes on an H100 or H200).
+# Every GPU measurement the open issues ask for, as ONE device call (never run on a GPU yet; estimated at under 10 minutes on an H100 or H200).
 #
 # Before the call, here: `make gpu-prep` (puts d3rlpy 2.8.1's wheels, the dependencies the GPU image lacks and the
 # shared d3rlpy_speed.py into the ignored folder .gpu/). Then, on the GPU machine, from the repo root, carrying .gpu:
