@@ -284,6 +284,27 @@ def test_update_makes_no_host_syncs(warmup_steps: int) -> None:
     assert all(torch.isfinite(v) for v in metrics.values())
 
 
+@pytest.mark.parametrize("warmup_steps", [0, 10])
+def test_bf16_update_is_finite_makes_no_host_syncs_and_tracks_float32(warmup_steps: int) -> None:
+    p = problem()
+    batches = [random_batch(p, 32, torch.Generator().manual_seed(i)) for i in range(3)]
+    runs = {}
+    for bf16 in (False, True):
+        torch.manual_seed(0)
+        algo = BEAR(BEARConfig(warmup_steps=warmup_steps, bf16=bf16, **TINY), p, torch.device("cpu"))
+        with forbid_host_syncs():
+            runs[bf16] = [algo.update(batch) for batch in batches]
+        assert all(v.dtype == torch.float32 and torch.isfinite(v) for m in runs[bf16] for v in m.values())
+        for module in (algo.actor, algo.critic, algo.vae):  # parameters (and so Adam's state) stay float32
+            assert all(q.dtype == torch.float32 for q in module.parameters())
+    # Same initial networks, so the first update's outputs differ only by bfloat16 rounding (and the noise, which
+    # autocast draws in bfloat16 for the actor's samples: the MMD is compared loosely).
+    for key in ("q_data", "target", "vae_loss"):
+        torch.testing.assert_close(runs[True][0][key], runs[False][0][key], rtol=3e-2, atol=3e-2)
+    torch.testing.assert_close(runs[True][0]["mmd"], runs[False][0]["mmd"], rtol=0.2, atol=0.05)
+    assert not torch.equal(runs[True][0]["q_data"], runs[False][0]["q_data"]), "bf16=True ran in float32"
+
+
 # ---------------------------------------------------------------------------------------------- learning check
 
 def two_mode_bandit(b: int, gen: torch.Generator, obs_dim: int = 2) -> Batch:
@@ -312,9 +333,10 @@ def _bandit_run(config: BEARConfig, updates: int = 500) -> tuple[BEAR, dict[str,
 
 
 @pytest.mark.slow
-def test_mmd_constraint_keeps_the_policy_nearer_the_data_than_no_constraint() -> None:
+@pytest.mark.parametrize("bf16", [False, True])
+def test_mmd_constraint_keeps_the_policy_nearer_the_data_than_no_constraint(bf16: bool) -> None:
     common = dict(hidden_sizes=(32, 32), vae_hidden_sizes=(32, 32), warmup_steps=100, actor_lr=1e-3,
-                  critic_lr=1e-3, vae_lr=1e-3)
+                  critic_lr=1e-3, vae_lr=1e-3, bf16=bf16)
     constrained, m_on = _bandit_run(BEARConfig(lagrange_lr=0.05, **common))
     free, m_off = _bandit_run(BEARConfig(log_lagrange_min=-20.0, log_lagrange_max=-20.0, **common))
     probe = torch.randn(256, 1, 2, generator=torch.Generator().manual_seed(1))
