@@ -43,7 +43,8 @@ Deviations from the authors' code:
 - observations are normalised with the dataset statistics (``normalize_obs``; the authors use raw observations).
 
 Optional ``bf16=true`` (off by default, as in TD3+BC, CQL and DBR): the network calls (VAE, actor, critics, targets)
-run under bfloat16 autocast, about 1.3-1.6x faster updates on CPUs with AVX512-BF16/AMX; parameters, gradients, Adam,
+run under bfloat16 autocast: 1.4-1.6x faster updates at 256x256 on this project's CPU (AMX), 1.8x on the hopper-medium
+learning check, which scored like float32 (``leaderboards/README.md``); parameters, gradients, Adam,
 the losses, the MMD and the multiplier stay float32 (the MMD subtracts kernel means of similar size, which bfloat16
 could not resolve).
 

@@ -84,9 +84,11 @@ Choices the paper leaves open, and ours:
 - **Cost**: per update DBR does BEAR's work plus a second VAE (trained and sampled), the value network and, after
   warm-up, one more critic row per state; at 256x256 networks that is ~1.0 GMAC in warm-up (BEAR ~0.75) and
   ~1.4 GMAC after it (BEAR ~1.1), against ~0.75-0.8 for d3rlpy's BEAR (one Q sample for the actor), so in
-  float32 DBR cannot be much faster than d3rlpy. ``bf16=True`` (off by default, as in TD3+BC and CQL) runs the
-  network calls under bfloat16 autocast, about 2x faster on CPUs with AVX512-BF16; the MMDs, losses, Adam and
-  the multiplier stay float32 (the MMD subtracts kernel means of similar size, which bfloat16 could not resolve).
+  float32 DBR cannot be much faster than d3rlpy. ``bf16=True`` (off by default, as in TD3+BC, CQL and BEAR) runs
+  the network calls under bfloat16 autocast: 1.4-1.7x faster updates at 256x256 on this project's CPU (AMX), 1.7x
+  on the hopper-medium learning check, which scored like float32 (``leaderboards/README.md``); the MMDs, losses,
+  Adam and the multiplier stay float32 (the MMD subtracts kernel means of similar size, which bfloat16 could not
+  resolve).
 - The paper's optional Munchausen reward ``r + tau log beta+(a|s)`` is not implemented (it needs a density of
   beta+, which a VAE does not give in closed form).
 """
