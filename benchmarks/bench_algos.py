@@ -109,17 +109,20 @@ def sized_config(algo_cls: type, hidden: tuple[int, ...], batch_size: int) -> ob
 
 
 def make_algo(algo_id: str, data: SyntheticData, hidden: tuple[int, ...], batch_size: int = 256,
-              device: str | torch.device = DEVICE, seed: int = 0) -> object:
-    """A fresh ``algo_id`` instance at the given size (``sized_config``), its networks drawn from ``seed``."""
+              device: str | torch.device = DEVICE, seed: int = 0, **overrides: object) -> object:
+    """A fresh ``algo_id`` instance at the given size (``sized_config``, then ``overrides``), its networks drawn
+    from ``seed``."""
     algo_cls = load(algo_id)
     torch.manual_seed(seed)
-    return algo_cls(sized_config(algo_cls, hidden, batch_size), data.problem, torch.device(device))
+    config = dataclasses.replace(sized_config(algo_cls, hidden, batch_size), **overrides)
+    return algo_cls(config, data.problem, torch.device(device))
 
 
 def trainer(algo_id: str, data: SyntheticData, hidden: tuple[int, ...], batch_size: int = 256,
-            device: str | torch.device = DEVICE) -> Callable[[int], None]:
-    """A function running k sampled updates of a fresh ``algo_id`` instance."""
-    algo = make_algo(algo_id, data, hidden, batch_size, device)
+            device: str | torch.device = DEVICE, **overrides: object) -> Callable[[int], None]:
+    """A function running k sampled updates of a fresh ``algo_id`` instance (config ``overrides`` as in
+    ``make_algo``)."""
+    algo = make_algo(algo_id, data, hidden, batch_size, device, **overrides)
 
     def run(k: int) -> None:
         for _ in range(k):
@@ -215,6 +218,16 @@ def hopper_data() -> SyntheticData:
 def test_hopper_sized_updates_per_s(benchmark, algo_id: str) -> None:
     """Every algorithm, batch 256, 256x256 networks, obs 15 / act 3."""
     measure(benchmark, trainer(algo_id, hopper_data(), (256, 256)), f"{algo_id} hopper 256x256")
+
+
+BF16 = [a for a in ALGORITHMS if a in {"td3bc", "cql", "bear", "dbr", "ma-td3bc"}]  # the ones with ``bf16``
+
+
+@pytest.mark.parametrize("algo_id", BF16)
+def test_hopper_sized_bf16_updates_per_s(benchmark, algo_id: str) -> None:
+    """The same with ``bf16=true`` (network matmuls in bfloat16 autocast; fast on CPUs with AMX)."""
+    assert "bf16" in {f.name for f in dataclasses.fields(load(algo_id).config_cls)}, f"{algo_id} has no bf16"
+    measure(benchmark, trainer(algo_id, hopper_data(), (256, 256), bf16=True), f"{algo_id} hopper 256x256 bf16")
 
 
 @pytest.mark.parametrize("algo_id", list(ALGORITHMS))
