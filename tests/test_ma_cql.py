@@ -256,6 +256,31 @@ def test_update_makes_no_host_syncs(algo_id: str, overrides: dict) -> None:
     assert all(torch.isfinite(v) for v in metrics.values())
 
 
+@pytest.mark.parametrize("algo_id,overrides", [
+    ("ma-cql", {}),
+    ("ma-cql", {"cql_policy_actions": True, "critic": "centralized", "policy_noise": 0.2, "input_norm": False}),
+    ("omar", {}),
+    ("omar", {"omar_n_elites": 3, "critic": "centralized", "cql_policy_actions": True, "input_norm": False}),
+])
+def test_bf16_update_is_finite_makes_no_host_syncs_and_tracks_float32(algo_id: str, overrides: dict) -> None:
+    algo_cls = get_algorithm(algo_id)
+    problem = make_problem(3)
+    batches = [make_batch(problem, 32, torch.Generator().manual_seed(i)) for i in range(3)]
+    runs = {}
+    for bf16 in (False, True):
+        torch.manual_seed(0)
+        config = dataclasses.replace(algo_cls.config_cls(), **TINY, **overrides, bf16=bf16)
+        algo = algo_cls(config, problem, torch.device("cpu"))
+        with forbid_host_syncs():
+            runs[bf16] = [algo.update(batch) for batch in batches]
+        assert all(v.dtype == torch.float32 and torch.isfinite(v) for m in runs[bf16] for v in m.values())
+        assert all(p.dtype == torch.float32 for p in [*algo.actor.parameters(), *algo.critic.parameters()])
+    # Same networks and draws: the first update's outputs differ only by bfloat16 rounding.
+    for key in ("q_mean", "td_loss", "cql_penalty"):
+        torch.testing.assert_close(runs[True][0][key], runs[False][0][key], rtol=5e-2, atol=5e-2)
+    assert not torch.equal(runs[True][0]["q_mean"], runs[False][0]["q_mean"]), "bf16=True ran in float32"
+
+
 @pytest.mark.slow
 def test_penalty_stays_bounded_on_spread_expert_v1_and_runs_away_on_v0(tmp_path) -> None:
     """The MPE action layouts (``offline_bench.envs.tasks``): MA-CQL with spread-expert's shipped config (alpha 5,

@@ -73,6 +73,7 @@ from offline_bench.algos.common import (
     TD3_STATE_NAMES,
     AgentCritics,
     DeterministicActor,
+    bf16_autocast,
     deterministic_act,
     load_module_states,
     make_adam,
@@ -118,6 +119,8 @@ class MACQLConfig:
     reward_scale: float = cfg(1.0, "rewards are multiplied by this in the critic target (the penalty is not scale-free)")
     cql_lagrange: bool = cfg(False, "tune each agent's penalty weight alpha' by dual descent (CQL's Lagrange variant; off in the OMAR code)")
     cql_target_gap: float = cfg(5.0, "Lagrange threshold: alpha' grows while cql_alpha * penalty > this, shrinks below")
+    bf16: bool = cfg(False, "network matmuls in bfloat16 autocast (~2.5x faster at 256x256 on CPUs with AMX; "
+                            "losses and optimizers stay float32)")
 
 
 class ConservativeCriticConfig(Protocol):
@@ -136,6 +139,7 @@ class ConservativeCriticConfig(Protocol):
     critic_lr: float
     cql_lagrange: bool
     cql_target_gap: float
+    bf16: bool
 
 
 class PenaltyMultiplier:
@@ -177,9 +181,9 @@ def penalty_proposals(
     if not config.cql_policy_actions:
         return uniform, uniform_log_density
     sigma = config.cql_policy_noise
-    with torch.no_grad():
-        pi_now = actor(obs)  # [B, N, A]
-        pi_next = actor(next_obs)  # [B, N, A]
+    with torch.no_grad(), bf16_autocast(obs.device, config.bf16):
+        pi_now = actor(obs).float()  # [B, N, A]
+        pi_next = actor(next_obs).float()  # [B, N, A]
     centres = torch.stack([pi_now, pi_next]).repeat_interleave(k, dim=0)  # [2K, B, N, A]
     noise = torch.randn_like(centres) * sigma  # [2K, B, N, A]
     policy = (centres + noise).clamp(-1.0, 1.0) * mask  # [2K, B, N, A]
@@ -238,18 +242,24 @@ def conservative_critic_update(
     c = config
     if c.cql_lagrange and multiplier is None:
         raise ValueError("cql_lagrange=true needs the PenaltyMultiplier (see penalty_multiplier)")
+    def amp() -> torch.autocast:
+        return bf16_autocast(obs.device, c.bf16)
+
     with torch.no_grad():
-        next_action = actor_target(next_obs)  # [B, N, A]
+        with amp():
+            next_action = actor_target(next_obs).float()  # [B, N, A]
         if c.policy_noise > 0:
             noise = (torch.randn_like(next_action) * c.policy_noise).clamp(-c.noise_clip, c.noise_clip)
             next_action = (next_action + noise).clamp(-1.0, 1.0)
-        next_q = critic_target(next_obs, next_action * mask).amin(-1, keepdim=True)  # [B, N, 1]
+        with amp():
+            next_q = critic_target(next_obs, next_action * mask).float().amin(-1, keepdim=True)  # [B, N, 1]
         target = td_target(batch.reward * c.reward_scale, batch.done, next_q, c.gamma)  # [B, N, 1]
         if proposals is None:
             proposals = penalty_proposals(obs, next_obs, actor, mask, c)
         sampled, log_density = proposals  # [K, B, N, A], [K, 1 or B, N]
-    q_data = critic(obs, batch.action)  # [B, N, E]
-    q_sampled = critic(obs, sampled, others=batch.action)  # [K, B, N, E]
+    with amp():
+        q_data = critic(obs, batch.action).float()  # [B, N, E]
+        q_sampled = critic(obs, sampled, others=batch.action).float()  # [K, B, N, E]
     alpha_prime = None
     if c.cql_lagrange:
         td_loss, penalty = conservative_critic_terms(q_data, q_sampled, log_density, target, c.cql_temperature)
@@ -312,8 +322,9 @@ class MACQL:
 
         # Actors through their first critic (others' actions from the data if centralized), then the targets.
         if self.updates % c.policy_freq == 0:
-            pi = self.actor(obs) * self.mask  # [B, N, A]
-            q_pi = self.critic.first(obs, pi, others=batch.action)  # [B, N]
+            with bf16_autocast(self.device, c.bf16):
+                pi = self.actor(obs).float() * self.mask  # [B, N, A]
+                q_pi = self.critic.first(obs, pi, others=batch.action).float()  # [B, N]
             actor_loss = (-q_pi.mean(0) + c.action_l2 * pi.square().mean(dim=(0, 2))).sum()
             optimizer_step(self.actor_opt, actor_loss, self.actor_params, c.max_grad_norm, self.problem.n_agents)
             soft_update(self.critic_target, self.critic, c.polyak)
