@@ -220,7 +220,7 @@ def test_hopper_sized_updates_per_s(benchmark, algo_id: str) -> None:
     measure(benchmark, trainer(algo_id, hopper_data(), (256, 256)), f"{algo_id} hopper 256x256")
 
 
-BF16 = [a for a in ALGORITHMS if a in {"td3bc", "cql", "bear", "dbr", "ma-td3bc"}]  # the ones with ``bf16``
+BF16 = [a for a in ALGORITHMS if a in {"td3bc", "cql", "bear", "dbr", "ma-td3bc", "ma-cql", "omar"}]  # with ``bf16``
 
 
 @pytest.mark.parametrize("algo_id", BF16)
@@ -268,6 +268,13 @@ def test_halfcheetah_2x3_sized_updates_per_s(benchmark, algo_id: str, layout: st
     data = SyntheticData(50_000, 2, 17, 3)
     make = trainer if layout == "batched" else loop_trainer
     measure(benchmark, make(algo_id, data, (256, 256)), f"{algo_id} halfcheetah-2x3 256x256 {layout}")
+
+
+@pytest.mark.parametrize("algo_id", [a for a in MULTI_AGENT if a in BF16])
+def test_halfcheetah_2x3_sized_bf16_updates_per_s(benchmark, algo_id: str) -> None:
+    """The batched halfcheetah-2x3-sized update with ``bf16=true``."""
+    data = SyntheticData(50_000, 2, 17, 3)
+    measure(benchmark, trainer(algo_id, data, (256, 256), bf16=True), f"{algo_id} halfcheetah-2x3 256x256 bf16")
 
 
 @pytest.mark.parametrize("algo_id", ["omar", "ma-cql"])
