@@ -277,8 +277,10 @@ def test_halfcheetah_2x3_sized_bf16_updates_per_s(benchmark, algo_id: str) -> No
     measure(benchmark, trainer(algo_id, data, (256, 256), bf16=True), f"{algo_id} halfcheetah-2x3 256x256 bf16")
 
 
+@pytest.mark.parametrize("bf16", [False, True], ids=["float32", "bf16"])
 @pytest.mark.parametrize("algo_id", ["omar", "ma-cql"])
-def test_spread_authors_shape_updates_per_s(benchmark, algo_id: str) -> None:
+def test_spread_authors_shape_updates_per_s(benchmark, algo_id: str, bf16: bool) -> None:
     """The OMAR authors' MPE setting (3 agents, obs 18, act 2, batch 1024, 64x64): one update round."""
     data = SyntheticData(50_000, 3, 18, 2)
-    measure(benchmark, trainer(algo_id, data, (64, 64), batch_size=1024), f"{algo_id} spread B=1024 64x64")
+    label = f"{algo_id} spread B=1024 64x64" + (" bf16" if bf16 else "")
+    measure(benchmark, trainer(algo_id, data, (64, 64), batch_size=1024, bf16=bf16), label)
