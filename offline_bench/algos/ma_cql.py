@@ -124,7 +124,7 @@ class MACQLConfig:
     reward_scale: float = cfg(1.0, "rewards are multiplied by this in the critic target (the penalty is not scale-free)")
     cql_lagrange: bool = cfg(False, "tune each agent's penalty weight alpha' by dual descent (CQL's Lagrange variant; off in the OMAR code)")
     cql_target_gap: float = cfg(5.0, "Lagrange threshold: alpha' grows while cql_alpha * penalty > this, shrinks below")
-    bf16: bool = cfg(False, "network matmuls in bfloat16 autocast (~2.5x faster at 256x256 on CPUs with AMX; "
+    bf16: bool = cfg(False, "network matmuls in bfloat16 autocast (~2.3x faster at 256x256 on CPUs with AMX; "
                             "losses and optimizers stay float32)")
 
 
@@ -247,6 +247,7 @@ def conservative_critic_update(
     c = config
     if c.cql_lagrange and multiplier is None:
         raise ValueError("cql_lagrange=true needs the PenaltyMultiplier (see penalty_multiplier)")
+
     def amp() -> torch.autocast:
         return bf16_autocast(obs.device, c.bf16)
 

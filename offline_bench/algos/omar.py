@@ -87,7 +87,7 @@ class OMARConfig:
     cql_lagrange: bool = cfg(False, "tune each agent's penalty weight alpha' by dual descent (CQL's Lagrange variant; off in the OMAR code)")
     cql_target_gap: float = cfg(5.0, "Lagrange threshold: alpha' grows while cql_alpha * penalty > this, shrinks below")
     bf16: bool = cfg(False, "network matmuls in bfloat16 autocast (~2x faster at 256x256 on CPUs with AMX; the "
-                            "search's scores, losses and optimizers stay float32)")
+                            "search's statistics, losses and optimizers stay float32)")
     omar_coe: float = cfg(1.0, "tau of Eq. (2): weight of the rectification term vs the Q term (per dataset)")
     omar_iters: int = cfg(3, "iterations J of the sampling search (halfcheetah-2x3: 2)")
     omar_n_samples: int = cfg(10, "actions K sampled per state and iteration (halfcheetah-2x3: 20)")
