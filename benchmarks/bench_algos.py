@@ -100,6 +100,16 @@ def load(algo_id: str) -> type:
         pytest.fail(f"{algo_id}: {ALGORITHMS[algo_id]} is not importable ({exc})")
 
 
+def config_fields(algo_id: str) -> set[str]:
+    """The names of ``algo_id``'s config fields (which options it has, e.g. ``bf16``)."""
+    return {f.name for f in dataclasses.fields(load(algo_id).config_cls)}
+
+
+def skip_without_bf16(algo_id: str) -> None:
+    if "bf16" not in config_fields(algo_id):
+        pytest.skip(f"{algo_id} has no bf16 option")
+
+
 def sized_config(algo_cls: type, hidden: tuple[int, ...], batch_size: int) -> object:
     """Default config with every ``*hidden_sizes`` field set to ``hidden`` and the given batch size."""
     config = algo_cls.config_cls()
@@ -220,13 +230,10 @@ def test_hopper_sized_updates_per_s(benchmark, algo_id: str) -> None:
     measure(benchmark, trainer(algo_id, hopper_data(), (256, 256)), f"{algo_id} hopper 256x256")
 
 
-BF16 = [a for a in ALGORITHMS if a in {"td3bc", "cql", "bear", "dbr", "ma-td3bc", "ma-cql", "omar"}]  # with ``bf16``
-
-
-@pytest.mark.parametrize("algo_id", BF16)
+@pytest.mark.parametrize("algo_id", list(ALGORITHMS))
 def test_hopper_sized_bf16_updates_per_s(benchmark, algo_id: str) -> None:
     """The same with ``bf16=true`` (network matmuls in bfloat16 autocast; fast on CPUs with AMX)."""
-    assert "bf16" in {f.name for f in dataclasses.fields(load(algo_id).config_cls)}, f"{algo_id} has no bf16"
+    skip_without_bf16(algo_id)
     measure(benchmark, trainer(algo_id, hopper_data(), (256, 256), bf16=True), f"{algo_id} hopper 256x256 bf16")
 
 
@@ -270,9 +277,10 @@ def test_halfcheetah_2x3_sized_updates_per_s(benchmark, algo_id: str, layout: st
     measure(benchmark, make(algo_id, data, (256, 256)), f"{algo_id} halfcheetah-2x3 256x256 {layout}")
 
 
-@pytest.mark.parametrize("algo_id", [a for a in MULTI_AGENT if a in BF16])
+@pytest.mark.parametrize("algo_id", MULTI_AGENT)
 def test_halfcheetah_2x3_sized_bf16_updates_per_s(benchmark, algo_id: str) -> None:
     """The batched halfcheetah-2x3-sized update with ``bf16=true``."""
+    skip_without_bf16(algo_id)
     data = SyntheticData(50_000, 2, 17, 3)
     measure(benchmark, trainer(algo_id, data, (256, 256), bf16=True), f"{algo_id} halfcheetah-2x3 256x256 bf16")
 

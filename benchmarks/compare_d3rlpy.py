@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_algos import SyntheticData, load, sized_config, synchronize  # noqa: E402
+from bench_algos import SyntheticData, config_fields, load, sized_config, synchronize  # noqa: E402
 
 from offline_bench.algos import ALGORITHMS  # noqa: E402
 
@@ -267,7 +267,7 @@ def main() -> None:
             goal = GPU_GOAL
         for peer in peers:
             phase = "main" if peer.endswith("_main") else "default"
-            has_bf16 = "bf16" in {f.name for f in dataclasses.fields(load(algo_id).config_cls)}
+            has_bf16 = "bf16" in config_fields(algo_id)
             variants = [(False, False)] + ([(True, False)] if args.bf16 and has_bf16 else [])
             variants += [(False, True)] if args.cuda_graphs else []
             results = [((bf16, graphs), measure_ours(algo_id, phase, args, data, bf16, graphs))
