@@ -1,7 +1,10 @@
 """MA-ICQ's math: implicit weights in [0, 1] and zero without a next action, the target, the AWR weights, rows
-without a usable target left out, a stacked step equal to a per-agent loop, and the task config."""
+without a usable target left out, a stacked step equal to a per-agent loop, bf16, and the task config."""
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
 import torch
 
 from offline_bench.algos import get_algorithm
@@ -17,7 +20,7 @@ from offline_bench.batch import Batch
 from offline_bench.train.config import resolve_config
 
 from test_algorithms import make_batch, make_problem
-from test_ma_cql import _slice_state, agent_batch, split_into_singles
+from test_ma_cql import _slice_state, agent_batch, forbid_host_syncs, split_into_singles
 
 torch.set_num_threads(1)
 TINY = dict(hidden_sizes=(16, 16))
@@ -131,6 +134,24 @@ def test_actor_imitates_the_higher_advantage_action() -> None:
     for _ in range(300):
         algo.update(batch)
     assert algo.act(obs[:1]).item() > 0.4
+
+
+@pytest.mark.parametrize("overrides", [{}, {"critic": "centralized", "input_norm": False, "n_critics": 2}])
+def test_bf16_update_is_finite_makes_no_host_syncs_and_tracks_float32(overrides: dict) -> None:
+    problem = make_problem(3)
+    batches = [make_batch(problem, 64, torch.Generator().manual_seed(i)) for i in range(3)]
+    runs = {}
+    for bf16 in (False, True):
+        torch.manual_seed(0)
+        algo = MAICQ(dataclasses.replace(MAICQConfig(), **TINY, **overrides, bf16=bf16), problem, torch.device("cpu"))
+        with forbid_host_syncs():
+            runs[bf16] = [algo.update(batch) for batch in batches]
+        assert all(v.dtype == torch.float32 and torch.isfinite(v) for m in runs[bf16] for v in m.values())
+        assert all(p.dtype == torch.float32 for p in [*algo.actor.parameters(), *algo.critic.parameters()])
+    # Same networks and draws: the first update's outputs differ only by bfloat16 rounding.
+    for key in ("critic_loss", "actor_loss", "q_mean", "icq_weight_mean"):
+        torch.testing.assert_close(runs[True][0][key], runs[False][0][key], rtol=5e-2, atol=5e-2)
+    assert not torch.equal(runs[True][0]["q_mean"], runs[False][0]["q_mean"]), "bf16=True ran in float32"
 
 
 def test_task_config_resolves() -> None:

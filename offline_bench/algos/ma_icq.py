@@ -30,6 +30,11 @@ Deviations:
 
 As in the reference, the "advantage" is the one-step TD residual of the dataset transition (not Q(o, a) - V(o)); once
 the critic fits the data it is near zero, and with beta 600 the actor loss is close to behaviour cloning.
+
+``bf16=True`` (off by default; not in the paper) runs the network calls under bfloat16 autocast; the network outputs
+are cast back to float32 before both batch softmaxes and the losses, and parameters and Adam stay float32. Measured
+on this project's CPU: 1.31x faster updates at 2 agents x 256x256 (halfcheetah-2x3), 1.06x at the authors' MPE
+shape; on spread-medium-v1 and spread-expert-v1 it scored like float32 (``leaderboards/README.md``).
 """
 from __future__ import annotations
 
@@ -42,6 +47,7 @@ from torch import Tensor
 from offline_bench.algos.base import Problem
 from offline_bench.algos.common import (
     adopt_networks,
+    bf16_autocast,
     deterministic_act,
     load_module_states,
     module_states,
@@ -74,6 +80,8 @@ class MAICQConfig:
     actor_weight_decay: float = cfg(1e-4, "Adam weight decay of the actors (the ICQ code's 1e-4)")
     actor_final_init: float = cfg(3e-3, "actor output weights start in U(-x, x) so tanh starts unsaturated (<= 0: default)")
     normalize_obs: bool = cfg(False, "standardise observations with the dataset's statistics (the input BatchNorm already does)")
+    bf16: bool = cfg(False, "network matmuls in bfloat16 autocast (faster on CPUs with AVX512-BF16, less precise); "
+                            "the softmaxes, losses and Adam stay float32")
 
 
 def masked_batch_softmax(values: Tensor, rows: Tensor, temperature: float) -> Tensor:
@@ -128,6 +136,10 @@ class MAICQ:
         adopt_networks(self, nets)
         self.updates = 0
 
+    def _amp(self) -> torch.autocast:
+        """bfloat16 autocast around network calls when ``bf16`` is on (a no-op context otherwise)."""
+        return bf16_autocast(self.device, self.config.bf16)
+
     def graph_key(self) -> tuple:
         """The branch the next ``update`` takes (always the same); a CUDA-graph runner captures one graph per key."""
         return ()
@@ -143,19 +155,23 @@ class MAICQ:
 
         # Critics: regress onto the implicitly weighted target built from the dataset's next action.
         with torch.no_grad():
-            next_q = self.critic_target(next_obs, batch.next_action).amin(-1)  # [B, N]
+            with self._amp():
+                next_q = self.critic_target(next_obs, batch.next_action).float().amin(-1)  # [B, N]
             target, weights = icq_critic_target(batch, next_q, c.gamma, c.icq_beta, c.icq_alpha)  # [B, N, 1]
-        q = self.critic(obs, batch.action)  # [B, N, E]
+        with self._amp():
+            q = self.critic(obs, batch.action).float()  # [B, N, E]
         critic_loss = ((q - target).square() * rows.unsqueeze(-1)).sum(0).sum() / n_rows
         optimizer_step(self.critic_opt, critic_loss, self.critic_params, c.max_grad_norm, n)
 
         # Actors: advantage-weighted regression onto the dataset actions, advantages from the updated critic.
         with torch.no_grad():
-            q_now = self.critic.first(obs, batch.action)  # [B, N]
-            q_next = self.critic.first(next_obs, batch.next_action)  # [B, N]
+            with self._amp():
+                q_now = self.critic.first(obs, batch.action).float()  # [B, N]
+                q_next = self.critic.first(next_obs, batch.next_action).float()  # [B, N]
             not_done = 1.0 - batch.done  # [B, 1]
             advantage = batch.reward.squeeze(-1) + c.gamma * not_done * q_next * batch.next_action_valid - q_now
-        pi = self.actor(obs) * self.mask  # [B, N, A]
+        with self._amp():
+            pi = self.actor(obs).float() * self.mask  # [B, N, A]
         actor_loss = awr_actor_loss(pi, batch.action, advantage, rows, c.icq_beta)
         optimizer_step(self.actor_opt, actor_loss, self.actor_params, c.max_grad_norm, n)
 
