@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from typing import Any, TypeVar
 
@@ -10,54 +11,155 @@ import yaml
 C = TypeVar("C")
 
 
-def cfg(default: Any, help: str) -> Any:  # noqa: A002 - `help` reads best at the call site
-    """A config field with a help string: ``gamma: float = cfg(0.99, "discount factor")``."""
+def cfg(default: Any, help: str, minimum: int | None = None) -> Any:  # noqa: A002 - `help` reads best at the call site
+    """A config field with a help string: ``gamma: float = cfg(0.99, "discount factor")``.
+
+    ``minimum`` is the smallest value an integer field accepts; without it the count rule applies (``minimum_of``).
+    """
     if isinstance(default, (list, dict, set)):
         raise TypeError("use tuples for sequence defaults so configs stay frozen and hashable")
-    return dataclasses.field(default=default, metadata={"help": help})
+    metadata: dict[str, Any] = {"help": help}
+    if minimum is not None:
+        metadata["minimum"] = minimum
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def field_help(config_cls: type) -> dict[str, str]:
     return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(config_cls)}
 
 
-def _coerce(value: Any, annotation: Any, name: str) -> Any:
-    """Turn a YAML/CLI value into the field's declared type, or raise a clear error."""
+# Integer fields count things, so none may be negative. A count that every update sizes a tensor with or divides by
+# (n_critics, cql_n_actions, omar_n_samples, policy_freq, omar_iters, latent_factor, batch_size) must also be >= 1:
+# zero crashes deep inside torch (an empty ensemble, a modulo by zero) instead of saying what is wrong. Counts where
+# 0 is meaningful are not named like that (warmup_steps, bc_steps: no warm-up phase), or say what 0 means at the
+# start of their help text (omar_n_elites, "0: softmax-weighted refinement"); a field may also declare its bound
+# with ``cfg(..., minimum=k)``.
+_AT_LEAST_ONE = re.compile(r"(^|_)n_|_freq$|_iters$|_factor$|^batch_size$")
+
+
+def minimum_of(field: dataclasses.Field, annotation: Any) -> int | None:
+    """The smallest value an integer field accepts (None for other types): declared, or the count rule above."""
+    if "minimum" in field.metadata:
+        return int(field.metadata["minimum"])
+    if annotation not in (int, "int"):
+        return None
+    zero_documented = str(field.metadata.get("help", "")).startswith("0:")
+    return 1 if _AT_LEAST_ONE.search(field.name) and not zero_documented else 0
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _as_int(value: Any) -> int | None:
+    """``value`` as an int when it is one (also ``64.0`` and ``"1e6"``), else None; booleans are not integers."""
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            try:
+                value = float(value)
+            except ValueError:
+                return None
+    if _is_int(value):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _parse_sequence(value: str) -> Any:
+    """``"[64, 64]"``, ``"(64, 64)"`` (as --show-config prints tuples) and ``"64,64"`` -> a YAML list."""
+    text = value.strip()
+    if text.startswith("(") and text.endswith(")"):
+        text = text[1:-1]
+    try:
+        return yaml.safe_load(text if text.startswith("[") else f"[{text}]")
+    except yaml.YAMLError:
+        return value
+
+
+def coerce_value(value: Any, annotation: Any, name: str, minimum: int | None = None) -> Any:
+    """Turn a YAML/CLI value into the field's declared type, or raise ValueError naming ``name`` and what it takes.
+
+    ``name`` is how the message calls the field (``gamma``, or ``--seed`` for a value from that option).
+    """
     origin = typing.get_origin(annotation)
     if annotation in (float, "float"):
-        return float(value)
+        number: Any = value
+        if isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                pass
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            raise ValueError(f"{name} must be a number, got {value!r}")
+        return float(number)
     if annotation in (int, "int"):
-        if isinstance(value, float) and not value.is_integer():
+        integer = _as_int(value)
+        if integer is None:
             raise ValueError(f"{name} must be an integer, got {value!r}")
-        return int(value)
+        if minimum is not None and integer < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {integer}")
+        return integer
     if annotation in (bool, "bool"):
         if isinstance(value, str):
             if value.lower() in ("1", "true", "yes", "on"):
                 return True
             if value.lower() in ("0", "false", "no", "off"):
                 return False
-            raise ValueError(f"{name} must be true or false, got {value!r}")
-        return bool(value)
+        elif isinstance(value, bool) or (_is_int(value) and value in (0, 1)):
+            return bool(value)
+        raise ValueError(f"{name} must be true or false, got {value!r}")
     if annotation in (str, "str"):
+        if isinstance(value, (list, tuple, dict, set)):
+            raise ValueError(f"{name} must be a single value, got {value!r}")
         return str(value)
     if origin is tuple or (isinstance(annotation, str) and annotation.startswith("tuple")):
-        if isinstance(value, str):
-            value = yaml.safe_load(value if value.startswith("[") else f"[{value}]")
-        return tuple(value)
+        # Every sequence field is tuple[int, ...] (layer sizes); a bare number is a one-element tuple.
+        items = _parse_sequence(value) if isinstance(value, str) else value
+        if _is_int(items):
+            items = [items]
+        if not isinstance(items, (list, tuple)):
+            raise ValueError(f"{name} must be a list of positive integers like [64, 64], got {value!r}")
+        sizes = [_as_int(v) if not isinstance(v, str) else None for v in items]
+        if any(size is None or size < 1 for size in sizes):
+            shown = value if isinstance(value, str) else list(items)
+            raise ValueError(f"{name} must be a list of positive integers like [64, 64], got {shown!r}")
+        return tuple(sizes)
     return value
+
+
+def coerce_field(config_cls: type, key: str, value: Any, name: str | None = None) -> Any:
+    """``value`` (a YAML value, or a ``--set`` string) checked and converted for field ``key`` of ``config_cls``."""
+    field = {f.name: f for f in dataclasses.fields(config_cls)}[key]
+    annotation = typing.get_type_hints(config_cls)[key]
+    if isinstance(value, str) and annotation is not str:
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            pass  # left a string: the type check below says what was expected
+    return coerce_value(value, annotation, name or key, minimum_of(field, annotation))
+
+
+def check_minimums(config: Any) -> None:
+    """Raise ValueError for an integer field below its minimum (``minimum_of``); for ``__post_init__``."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        lowest = minimum_of(f, hints[f.name])
+        value = getattr(config, f.name)
+        if lowest is not None and _is_int(value) and value < lowest:
+            raise ValueError(f"{f.name} must be >= {lowest}, got {value}")
 
 
 def replace(config: C, overrides: dict[str, Any]) -> C:
     """Return a copy of ``config`` with ``overrides`` applied; unknown keys raise with the valid ones listed."""
-    fields = {f.name: f for f in dataclasses.fields(config)}  # type: ignore[arg-type]
-    hints = typing.get_type_hints(type(config))
+    fields = {f.name for f in dataclasses.fields(config)}  # type: ignore[arg-type]
     clean: dict[str, Any] = {}
     for key, value in overrides.items():
         if key not in fields:
             raise KeyError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(fields))}")
-        if isinstance(value, str) and hints[key] is not str:
-            value = yaml.safe_load(value)
-        clean[key] = _coerce(value, hints[key], key)
+        clean[key] = coerce_field(type(config), key, value)
     return dataclasses.replace(config, **clean)  # type: ignore[type-var]
 
 

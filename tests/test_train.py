@@ -318,3 +318,57 @@ def test_references_come_as_one_pair_from_the_manifest_or_the_catalog():
     complete = SimpleNamespace(dataset_id="spread-mixed-v0", references=catalog,
                                manifest={"references": {"random": -24.7, "expert": -12.0}})
     assert dataset_facts(complete)["references"] == {"random": -24.7, "expert": -12.0, "source": "manifest"}
+
+
+def test_finished_run_with_a_different_config_is_refused(data_root, tmp_path):
+    done = train("td3bc", "hopper-random", steps=10, sets=TINY, root=data_root, runs=tmp_path)
+    with pytest.raises(TrainError, match=r"holds a finished run with a different config \(gamma 0.99 vs 0.5\)"):
+        train("td3bc", "hopper-random", steps=10, sets={**TINY, "gamma": 0.5}, root=data_root, runs=tmp_path)
+    loaded = load_dataset("hopper-random", root=data_root)  # train_run (a loaded dataset) refuses it the same way
+    _, resolved = prepare("td3bc", "hopper-random", steps=20, sets=TINY)
+    with pytest.raises(TrainError, match="finished run with a different config .*steps 10 vs 20"):
+        train_run(loaded, TD3BC, resolved, runs=tmp_path)
+    assert train("td3bc", "hopper-random", steps=10, sets=TINY, root=data_root, runs=tmp_path).result == done.result
+
+
+def test_config_values_are_typed_and_counts_checked():
+    from offline_bench.algos import get_algorithm
+    from offline_bench.algos.td3_bc import TD3BCConfig
+
+    def resolved(algo, **sets):
+        return resolve_config(algo, get_algorithm(algo).config_cls, "hopper-random", sets=sets).algo_config
+
+    config = resolve_config("td3bc", TD3BCConfig, "hopper-random", flags={"steps": "1e3"},
+                            sets={"hidden_sizes": "(8, 8)", "alpha": "1e-1", "policy_freq": "3.0", "bf16": "yes"})
+    assert (config.algo_config.hidden_sizes, config.algo_config.alpha, config.algo_config.policy_freq) == (
+        (8, 8), 0.1, 3)
+    assert config.algo_config.bf16 is True and config.train_config.steps == 1000
+    assert resolved("td3bc", hidden_sizes="8").hidden_sizes == (8,)  # one layer
+    assert resolved("td3bc", hidden_sizes="[]").hidden_sizes == ()  # a linear network
+    # Zero is legitimate where it means "none" or names a mode: no warm-up / BC phase, OMAR's softmax refinement.
+    assert resolved("bear", warmup_steps="0").warmup_steps == 0
+    assert resolved("cql", bc_steps="0").bc_steps == 0
+    assert resolved("omar", omar_n_elites="0").omar_n_elites == 0
+    for algo, key in [("bear", "latent_factor"), ("bear", "n_mmd_samples"), ("cql", "cql_n_actions"),
+                      ("omar", "omar_iters"), ("omar", "omar_n_samples"), ("ma-icq", "n_critics")]:
+        with pytest.raises(ValueError, match=rf"^{key} must be >= 1, got 0 \(from --set\)$"):
+            resolved(algo, **{key: "0"})
+    with pytest.raises(ValueError, match=r"^warmup_steps must be >= 0, got -1"):
+        resolved("bear", warmup_steps="-1")
+    with pytest.raises(ValueError, match="^steps must be >= 1, got 0"):
+        TrainConfig(steps=0)
+
+
+class BrokenTD3BC(TD3BC):
+    """Fails inside construction the way a bad size does deep in torch."""
+
+    def __init__(self, config, problem, device):
+        raise IndexError("amin(): Expected reduction dim 0 to have non-zero size.")
+
+
+def test_algorithm_that_cannot_be_built_is_a_train_error_without_a_run_directory(data_root, tmp_path):
+    _, resolved = prepare("td3bc", "hopper-random", steps=3, sets=TINY)
+    dataset = load_dataset("hopper-random", root=data_root)
+    with pytest.raises(TrainError, match=r"^cannot build td3bc with this config \(IndexError: amin\(\).*--set"):
+        train_run(dataset, BrokenTD3BC, resolved, runs=tmp_path)
+    assert not any(tmp_path.iterdir())

@@ -147,3 +147,133 @@ def test_resume_after_sigkill_matches_uninterrupted_run(data_root, tmp_path):
     for result in (a, b):
         result.pop("wall_time_s")
     assert a == b
+
+
+def test_sigterm_stops_a_run_like_ctrl_c(data_root, tmp_path):
+    """SIGTERM (a scheduler, `kill`, a stopped sweep) ends `train` as Ctrl-C does: status 130, the resume hint, no
+    `.lock` left behind, and the same command then resumes from the checkpoint."""
+    runs = tmp_path / "runs"
+    run_dir = runs / "hopper-random-v0" / "td3bc" / "seed0"
+    cli_args = ["train", "--algo", "td3bc", "--dataset", "hopper-random", "--root", str(data_root), "--runs",
+                str(runs), "--steps", "100000", "--device", "cpu", *TINY_SETS, "--set", "checkpoint_every=50",
+                "--set", "eval_every=100000"]
+    proc = subprocess.Popen([sys.executable, "-c", "from offline_bench.cli import main; main()", *cli_args],
+                            env=dict(os.environ, OFFLINE_BENCH_THREADS="1"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (run_dir / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "interrupted: run the same command to resume" in stderr
+    assert (run_dir / "checkpoint.pt").exists() and not (run_dir / ".lock").exists()
+    assert not (run_dir / "result.json").exists()
+
+
+def test_finished_run_with_other_arguments_is_refused(data_root, tmp_path):
+    args = ["--algo", "td3bc", "--dataset", "hopper-random", "--root", str(data_root), "--runs", str(tmp_path),
+            "--device", "cpu", *TINY_SETS, "--set", "eval_every=4"]
+    assert run_cli(*args, "--steps", "8").exit_code == 0
+    result_path = tmp_path / "hopper-random-v0" / "td3bc" / "seed0" / "result.json"
+    before = result_path.read_text()
+    changed = run_cli(*args, "--steps", "12", "--set", "gamma=0.5")
+    assert_one_line_error(changed, "holds a finished run with a different config", "gamma 0.99 vs 0.5",
+                          "steps 8 vs 12", "another --runs", "delete the run directory")
+    assert "normalized score" not in changed.output and result_path.read_text() == before
+    same = run_cli(*args, "--steps", "8", "--device", "auto")  # how a run executes is not its config
+    assert same.exit_code == 0 and "already finished" in same.output, same.output
+
+
+BAD_VALUES = [
+    (["--set", "hidden_sizes=[64,abc]"], ("hidden_sizes must be a list of positive integers", "[64, 'abc']")),
+    (["--set", "hidden_sizes=[64.5]"], ("hidden_sizes must be a list of positive integers", "got [64.5]")),
+    (["--set", "hidden_sizes=[64,0]"], ("hidden_sizes must be a list of positive integers", "got [64, 0]")),
+    (["--set", "hidden_sizes=abc"], ("hidden_sizes must be a list of positive integers", "got 'abc' (from --set)")),
+    (["--set", "n_critics=0"], ("n_critics must be >= 1, got 0 (from --set)")),
+    (["--set", "policy_freq=0"], ("policy_freq must be >= 1, got 0")),
+    (["--set", "batch_size=0"], ("batch_size must be >= 1, got 0")),
+    (["--set", "batch_size=2.5"], ("batch_size must be an integer, got 2.5")),
+    (["--set", "gamma=abc"], ("gamma must be a number, got 'abc' (from --set)")),
+    (["--set", "bf16=2"], ("bf16 must be true or false, got 2")),
+    (["--set", "eval_every=0"], ("eval_every must be >= 1, got 0")),
+    (["--set", "device=gpu"], ("device must be auto, cpu or cuda[:i], got 'gpu' (from --set)")),
+    (["--seed", "-1"], ("--seed must be >= 0, got -1")),
+    (["--set", "seed=-1"], ("seed must be >= 0, got -1 (from --set)")),
+    (["--steps", "0"], ("--steps must be >= 1, got 0")),
+    (["--steps", "200", "--set", "steps=30"], ("--steps 200 and --set steps=30 disagree; give one")),
+    (["--device", "cpu", "--set", "device=auto"], ("--device cpu and --set device=auto disagree")),
+    (["--algo", "bear", "--set", "n_actor_q_samples=9"], ("n_actor_q_samples must be in [1, n_mmd_samples=5]")),
+    (["--algo", "bear", "--set", "mmd_kernel=cosine"], ("mmd_kernel must be one of", "'cosine'")),
+]
+
+
+@pytest.mark.parametrize("extra, fragments", BAD_VALUES, ids=[" ".join(case[0]) for case in BAD_VALUES])
+def test_bad_config_values_are_one_line_before_any_run_directory(data_root, tmp_path, extra, fragments):
+    """Each bad value is named with what it should be, and refused before the run directory exists (so the
+    corrected command is not blocked by a half-made run); algorithm checks run before it too."""
+    algo = extra[1] if extra[0] == "--algo" else "td3bc"
+    extra = extra[2:] if extra[0] == "--algo" else extra
+    budget = [] if "--steps" in extra else ["--steps", "4"]  # were a value accepted, the run would stay short
+    result = run_cli("--algo", algo, "--dataset", "hopper-random", "--root", str(data_root), "--runs",
+                     str(tmp_path), *TINY_SETS, *budget, *extra)
+    assert_one_line_error(result, *fragments)
+    assert not any(tmp_path.iterdir())
+
+
+def test_bad_value_in_a_config_file_names_the_key_and_the_file(data_root, tmp_path):
+    config = tmp_path.parent / f"{tmp_path.name}-bad.yaml"
+    config.write_text("gamma: abc\n")
+    result = run_cli("--algo", "td3bc", "--dataset", "hopper-random", "--root", str(data_root), "--runs",
+                     str(tmp_path), *TINY_SETS, "--steps", "4", "--config", str(config))
+    assert_one_line_error(result, "gamma must be a number, got 'abc'", f"(from --config {config})")
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_from_set_is_named_as_set(data_root, tmp_path):
+    result = run_cli("--algo", "td3bc", "--dataset", "hopper-random", "--root", str(data_root), "--runs",
+                     str(tmp_path), *TINY_SETS, "--steps", "4", "--set", "device=cuda")
+    assert_one_line_error(result, "device 'cuda' (from --set device=cuda) was asked for", "CUDA is not available",
+                          "--set device=cpu")
+    assert "--device cuda" not in result.stderr and not any(tmp_path.iterdir())
+
+
+def test_damaged_checkpoint_is_one_line_naming_the_file_and_the_fix(data_root, tmp_path):
+    sets = {"hidden_sizes": "[16,16]", "batch_size": 32, "eval_episodes": 2, "eval_every": 4, "checkpoint_every": 4}
+    stopped = train("td3bc", "hopper-random", steps=8, device="cpu", sets=sets, root=data_root, runs=tmp_path,
+                    stop_after=5)
+    checkpoint = stopped.run_dir / "checkpoint.pt"
+    with open(checkpoint, "r+b") as f:  # as if the disk lost its end
+        f.truncate(1000)
+    args = ["--algo", "td3bc", "--dataset", "hopper-random", "--root", str(data_root), "--runs", str(tmp_path),
+            "--steps", "8", "--device", "cpu", *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")]]
+    assert_one_line_error(run_cli(*args), f"{checkpoint} is damaged and cannot be read",
+                          "delete it to restart this run from scratch", "or delete the run directory")
+    checkpoint.unlink()  # the advice works
+    restarted = run_cli(*args)
+    assert restarted.exit_code == 0 and "finished" in restarted.output, restarted.output
+
+
+@pytest.mark.parametrize("threads", ["abc", "0", "-2", "1.5"])
+def test_bad_thread_count_is_one_line(tmp_path, threads):
+    result = CliRunner().invoke(main, ["datasets", "list", "--no-verify", "--root", str(tmp_path)],
+                                env={"OFFLINE_BENCH_THREADS": threads})
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.strip() == (f"Error: OFFLINE_BENCH_THREADS must be a positive integer (torch threads per "
+                                     f"process), got {threads!r}; unset it for the default of 1")
+
+
+@pytest.mark.parametrize("command", [["datasets", "list", "--no-verify"], ["train", "--algo", "cql", "--show-config"]])
+def test_closed_stdout_ends_quietly(tmp_path, command):
+    """`offline-bench datasets list | head -1`: the reader left, which is no error (status 0, nothing on stderr)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line: every write fails with EPIPE
+    try:
+        proc = subprocess.run([sys.executable, "-c", "from offline_bench.cli import main; main()", *command,
+                               "--root", str(tmp_path)] if command[0] == "datasets" else
+                              [sys.executable, "-c", "from offline_bench.cli import main; main()", *command],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert (proc.returncode, proc.stderr) == (0, "")

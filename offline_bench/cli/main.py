@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+from typing import Any
 
 import click
 
@@ -13,11 +15,43 @@ def configure_threads() -> None:
     """One torch thread unless told otherwise: on small machines two threads collapse when anything else runs."""
     import torch
 
-    threads = int(os.environ.get("OFFLINE_BENCH_THREADS", "1"))
-    torch.set_num_threads(threads)
+    raw = os.environ.get("OFFLINE_BENCH_THREADS", "").strip()  # empty reads as unset
+    threads = int(raw) if raw.isdecimal() else 0
+    if raw and threads < 1:
+        raise click.ClickException(
+            f"OFFLINE_BENCH_THREADS must be a positive integer (torch threads per process), got {raw!r}; "
+            "unset it for the default of 1"
+        )
+    torch.set_num_threads(threads or 1)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+def _caused_by_broken_pipe(err: BaseException | None) -> bool:
+    """Whether ``err`` is, or was raised while handling, a BrokenPipeError (commands may wrap OSErrors)."""
+    while err is not None:
+        if isinstance(err, BrokenPipeError):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+class _MainGroup(click.Group):
+    """The root group. A reader that stops early (``offline-bench datasets list | head -1``) closes stdout; that is
+    not an error, so the command ends quietly with status 0 (Python's documented SIGPIPE idiom)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (BrokenPipeError, click.ClickException) as err:
+            if not _caused_by_broken_pipe(err):
+                raise
+            try:  # the interpreter flushes stdout at exit: point it at devnull so that flush cannot fail again
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass
+            sys.exit(0)
+
+
+@click.group(cls=_MainGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="offline-bench")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 def main(verbose: int) -> None:

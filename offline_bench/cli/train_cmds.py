@@ -101,8 +101,11 @@ def train(
     offline-bench train --algo omar --dataset spread-mixed --set omar_coe=0.7
     offline-bench train --algo cql --show-config
 
-    Running the same command again resumes an unfinished run from its checkpoint; a finished run is not re-run.
+    Running the same command again resumes an unfinished run from its checkpoint; a finished run is not re-run
+    (its result is shown). Different arguments for an existing run directory are refused: use another --runs.
+    --steps, --seed and --device are the same keys as --set steps=..., seed=..., device=...; give each once.
     """
+    from offline_bench.cli.data_cmds import sigterm_as_interrupt
     from offline_bench.config import parse_sets
     from offline_bench.train import TrainError, prepare
     from offline_bench.train import train as train_fn
@@ -119,10 +122,14 @@ def train(
             raise TrainError("--dataset is required (e.g. --dataset hopper-medium); see offline-bench datasets list")
         bar = _ProgressBar(f"{algo} {dataset_id}")
         try:
-            outcome = train_fn(algo, dataset_id, seed=seed, steps=steps, device=device, config_file=config_file,
-                               sets=overrides, root=root, runs=runs, on_progress=bar)
+            # SIGTERM (a scheduler, `kill`, a stopped sweep) as Ctrl-C: the run's .lock is removed on the way out.
+            with sigterm_as_interrupt():
+                outcome = train_fn(algo, dataset_id, seed=seed, steps=steps, device=device, config_file=config_file,
+                                   sets=overrides, root=root, runs=runs, on_progress=bar)
         finally:
             bar.close()
+    except BrokenPipeError:
+        raise  # stdout closed by a pager or `head`: main() exits quietly
     except user_errors as err:
         click.echo(f"error: {_message(err)}", err=True)
         sys.exit(1)

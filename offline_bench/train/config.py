@@ -8,9 +8,12 @@ config or to ``TrainConfig``):
 3. ``offline_bench/configs/<algo-id>/<task>.yaml``, then ``configs/<algo-id>/<task>-<quality>.yaml`` (the algorithm
    engineers' per-dataset hyperparameters, e.g. OMAR's omar_coe);
 4. ``--config file.yaml``;
-5. ``--set key=value`` (repeatable), and the explicit flags ``--steps``, ``--seed``, ``--device``.
+5. ``--set key=value`` (repeatable), and the explicit flags ``--steps``, ``--seed``, ``--device``; a flag and a
+   ``--set`` of the same key that disagree are refused (neither silently wins).
 
-Unknown keys raise with the list of valid keys. ``ResolvedConfig.sources`` records which layer set each field.
+Unknown keys raise with the list of valid keys; every value is checked against its field's type (and an integer's
+minimum, ``offline_bench.config.minimum_of``) with the key and its layer in the message. ``ResolvedConfig.sources``
+records which layer set each field.
 """
 from __future__ import annotations
 
@@ -41,20 +44,23 @@ class TrainConfig:
     over 10 episodes); ``configs/train/<task>.yaml`` sets the multi-agent tasks' budgets from the OMAR authors' code.
     """
 
-    steps: int = cfg(1_000_000, "gradient updates to run (multi-agent: update rounds, one batch for all agents)")
-    eval_every: int = cfg(5_000, "evaluate the policy every this many updates (and after the last one)")
-    eval_episodes: int = cfg(10, "episodes per evaluation, run side by side with one batched policy forward")
-    log_every: int = cfg(1_000, "write a metrics.csv row (training metrics averaged since the last row) this often")
-    checkpoint_every: int = cfg(10_000, "write checkpoint.pt (resume point) every this many updates and at the end")
-    last_k: int = cfg(10, "result.json's table statistic is the mean normalized score of the last k evaluations")
+    steps: int = cfg(1_000_000, "gradient updates to run (multi-agent: update rounds, one batch for all agents)",
+                     minimum=1)
+    eval_every: int = cfg(5_000, "evaluate the policy every this many updates (and after the last one)", minimum=1)
+    eval_episodes: int = cfg(10, "episodes per evaluation, run side by side with one batched policy forward",
+                             minimum=1)
+    log_every: int = cfg(1_000, "write a metrics.csv row (training metrics averaged since the last row) this often",
+                         minimum=1)
+    checkpoint_every: int = cfg(10_000, "write checkpoint.pt (resume point) every this many updates and at the end",
+                                minimum=1)
+    last_k: int = cfg(10, "result.json's table statistic is the mean normalized score of the last k evaluations",
+                      minimum=1)
     seed: int = cfg(0, "run seed: network init, batch sampling and evaluation episodes all derive from it")
     device: str = cfg("auto", "auto (cuda if available, else cpu), cpu, or cuda[:i]")
     cuda_graphs: bool = cfg(False, "on CUDA, replay each kind of update as a CUDA graph (train.graphs; not on CPU)")
 
     def __post_init__(self) -> None:
-        for name in ("steps", "eval_every", "eval_episodes", "log_every", "checkpoint_every", "last_k"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        config_lib.check_minimums(self)
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise ValueError(f"device must be auto, cpu or cuda[:i], got {self.device!r}")
 
@@ -165,21 +171,37 @@ def resolve_config(
     for source, values in layers:
         for key, value in values.items():
             if key in train_keys:
-                train_over[key] = value
+                train_over[key] = _checked(TrainConfig, key, value, source)
             elif key in algo_keys:
-                algo_over[key] = value
+                algo_over[key] = _checked(algo_config_cls, key, value, source)
             else:
                 raise ValueError(
                     f"unknown config key {key!r} (from {source}); valid keys for {algo_id}: "
                     f"{', '.join(sorted(algo_keys))}; loop keys: {', '.join(sorted(train_keys))}"
                 )
+            if source.startswith("--") and source[2:] == key and key in (sets or {}):
+                set_value = _checked(TrainConfig if key in train_keys else algo_config_cls, key, sets[key], "--set")
+                if set_value != train_over.get(key, algo_over.get(key)):
+                    raise ValueError(f"{source} {value} and --set {key}={sets[key]} disagree; give one")
             sources[key] = source
-    try:
-        algo_config = config_lib.replace(algo_config_cls(), algo_over)
-        train_config = config_lib.replace(TrainConfig(), train_over)
-    except (TypeError, KeyError) as err:
-        raise ValueError(f"bad config value: {err.args[0] if err.args else err}") from err
+    algo_config = config_lib.replace(algo_config_cls(), algo_over)
+    train_config = config_lib.replace(TrainConfig(), train_over)
     return ResolvedConfig(algo_id=algo_id, algo_config=algo_config, train_config=train_config, sources=sources)
+
+
+def _checked(config_cls: type, key: str, value: Any, source: str) -> Any:
+    """``value`` converted to field ``key``'s type; ValueError naming the key, the value and the layer it came from.
+
+    The config class is also built with this one value, so its own checks (``TrainConfig``'s device pattern) are
+    reported against the layer that set it.
+    """
+    flag = source == f"--{key}"  # an explicit option: the message names the option itself
+    try:
+        value = config_lib.coerce_field(config_cls, key, value, name=source if flag else key)
+        config_cls(**{key: value})
+        return value
+    except ValueError as err:
+        raise ValueError(str(err) if flag else f"{err} (from {source})") from None
 
 
 __all__ = [

@@ -23,8 +23,9 @@ Run directory ``<runs>/<dataset-id>/<algo-id>/seed<k>/``:
 
 Resume: the same command on an unfinished run loads ``checkpoint.pt``, truncates ``metrics.csv`` back to the
 checkpoint step and continues; on CPU the result equals an uninterrupted run's. A finished run is not re-run.
-An unfinished run with a different config is refused (the differing keys are listed), and ``.lock`` (the training
-process's pid) keeps two processes from training the same run directory at once.
+A run (finished or not) with a different config is refused (the differing keys are listed), and ``.lock`` (the
+training process's pid) keeps two processes from training the same run directory at once. A config that cannot
+train (a value the algorithm refuses) is refused before the run directory is created.
 
 Evaluation seeds depend only on the run seed and the step (``evaluate.eval_seed``), so every algorithm with the same
 seed is evaluated on the same episodes.
@@ -39,9 +40,11 @@ import io
 import json
 import logging
 import os
+import pickle
 import platform
 import sys
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
@@ -97,12 +100,22 @@ def run_dir_for(dataset_id: str, algo_id: str, seed: int, runs: str | os.PathLik
     return runs_root(runs) / dataset_id / algo_id / f"seed{seed}"
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; ``cuda`` without CUDA is an error."""
+def resolve_device(device: str, source: str = "--device") -> torch.device:
+    """``auto`` -> cuda when available, else cpu; ``cuda`` without CUDA is an error.
+
+    ``source`` is the config layer the value came from (``ResolvedConfig.sources``), so the message names what the
+    user actually typed: ``--device cuda``, ``--set device=cuda`` or a ``--config`` file.
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise TrainError(f"--device {device} was asked for but CUDA is not available here; use --device cpu or auto")
+        if source == "--device":
+            asked, fix = f"--device {device}", "use --device cpu or auto"
+        elif source == "--set":
+            asked, fix = f"device {device!r} (from --set device={device})", "use --set device=cpu or device=auto"
+        else:
+            asked, fix = f"device {device!r} (from {source})", "use --device cpu or auto"
+        raise TrainError(f"{asked} was asked for but CUDA is not available here; {fix}")
     return torch.device(device)
 
 
@@ -174,6 +187,27 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     write_atomic(path, buffer.getvalue())
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    """``checkpoint.pt`` as saved; a file torch cannot read (damaged on disk, copied in part) is a TrainError.
+
+    Checkpoints are written atomically, so this is damage after the fact; the run can only restart without it.
+    """
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, zipfile.BadZipFile) as err:
+        log.debug("cannot read %s", path, exc_info=True)
+        text = str(err).strip()  # torch's message runs on for several sentences; the first says what failed
+        why = text.splitlines()[0].split(". ")[0] if text else type(err).__name__
+    else:
+        if isinstance(ckpt, dict):
+            return ckpt
+        why = f"it holds a {type(ckpt).__name__}, not a checkpoint"
+    raise TrainError(
+        f"{path} is damaged and cannot be read ({why}); delete it to restart this run from scratch "
+        f"(or delete the run directory {path.parent})"
+    )
 
 
 class MetricsCSV:
@@ -338,14 +372,21 @@ def _same_run(stored: dict[str, Any], record: dict[str, Any]) -> list[str]:
 
 
 def _finished(run_dir: Path, resolved: ResolvedConfig, sha256: str | None) -> TrainOutcome:
-    """The outcome of a run whose result.json exists: it is not re-run (a differing config is logged)."""
+    """The outcome of a run whose result.json exists: it is not re-run.
+
+    A different config is refused (TrainError listing the differing keys): reporting the old result for the new
+    arguments would pass one config's score off as another's. ``sweep`` skips finished runs before calling train.
+    """
     config_path = run_dir / "config.json"
     stored = json.loads(config_path.read_text()) if config_path.exists() else {}
     if stored:
         current = {**resolved.to_json(), "dataset": {"sha256": sha256 or (stored.get("dataset") or {}).get("sha256")}}
         diffs = _same_run(stored, current)
         if diffs:
-            log.warning("run %s is finished with a different config (%s)", run_dir, "; ".join(diffs))
+            raise TrainError(
+                f"{run_dir} holds a finished run with a different config ({'; '.join(diffs)}); pass another --runs "
+                "folder or delete the run directory to train with these arguments"
+            )
     log.warning("run %s is already finished; not re-running (delete it to train again)", run_dir)
     result = json.loads((run_dir / "result.json").read_text())
     steps = int(result.get("steps_done", result.get("steps", 0)))
@@ -369,12 +410,14 @@ def train_run(
     facts = dataset_facts(dataset)
     run_dir = run_dir_for(facts["id"], resolved.algo_id, tc.seed, runs)
     result_path = run_dir / "result.json"
-    device = resolve_device(tc.device)
+    device = resolve_device(tc.device, resolved.sources.get("device", "--device"))
     problem = dataset.problem()
     check_compatible(algo_cls, resolved.algo_id, problem, facts["id"])
     batch_size = getattr(resolved.algo_config, "batch_size", None)
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise TrainError(f"{resolved.algo_id}'s config has no positive integer batch_size field; the loop needs one")
+    if batch_size is None:
+        raise TrainError(f"{resolved.algo_id}'s config has no batch_size field; the loop needs one")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise TrainError(f"batch_size must be a positive integer, got {batch_size!r}")
     if tc.cuda_graphs and device.type != "cuda":
         raise TrainError(f"cuda_graphs=true needs a CUDA device, but this run is on {device}; leave it off on CPU")
     if tc.cuda_graphs and not callable(getattr(algo_cls, "graph_key", None)):
@@ -383,10 +426,40 @@ def train_run(
     if result_path.exists():
         return _finished(run_dir, resolved, facts["sha256"])
 
+    # Everything that can refuse the config runs before the run directory exists, so a refused command leaves
+    # nothing behind that would block the corrected one. The seeds are set here because building the algorithm
+    # initialises its networks (a resume then restores every RNG state from the checkpoint).
+    opponent, facts["opponent"] = _opponent(dataset, facts["task"])
+    if device.type == "cpu":
+        tune_cpu_allocator()
+    torch.manual_seed(tc.seed)
+    np.random.seed(tc.seed % 2**32)
+    algo = build_algorithm(algo_cls, resolved, problem, device)
+
     run_dir.mkdir(parents=True, exist_ok=True)
     with _RunLock(run_dir):
-        return _train_locked(dataset, algo_cls, resolved, run_dir, facts, device, problem, batch_size,
+        return _train_locked(dataset, algo, resolved, run_dir, facts, device, opponent, batch_size,
                              on_progress, stop_after)
+
+
+def build_algorithm(algo_cls: type, resolved: ResolvedConfig, problem: Any, device: torch.device) -> Any:
+    """``algo_cls(config, problem, device)``; a config it cannot be built with is a TrainError (one line).
+
+    Algorithms raise ValueError with their own message for values they check (``mmd_kernel``, ``critic``, ...);
+    anything else that fails during construction is still caused by a config value the layers could not judge
+    (e.g. a size that only fails against the dataset's dimensions), so it is reported, not shown as a traceback
+    (``-vv`` logs the traceback).
+    """
+    try:
+        return algo_cls(resolved.algo_config, problem, device)
+    except ValueError as err:
+        raise TrainError(str(err)) from None
+    except (TypeError, IndexError, ZeroDivisionError, RuntimeError) as err:
+        log.debug("building %s failed", resolved.algo_id, exc_info=True)
+        raise TrainError(
+            f"cannot build {resolved.algo_id} with this config ({type(err).__name__}: {str(err).splitlines()[0]}); "
+            "check the values given with --set / --config (offline-bench train --show-config lists them)"
+        ) from None
 
 
 class _RunLock:
@@ -432,12 +505,12 @@ def _alive(pid: int) -> bool:
 
 def _train_locked(
     dataset: Any,
-    algo_cls: type,
+    algo: Any,
     resolved: ResolvedConfig,
     run_dir: Path,
     facts: dict[str, Any],
     device: torch.device,
-    problem: Any,
+    opponent: Any,
     batch_size: int,
     on_progress: Callable[[Progress], None] | None,
     stop_after: int | None,
@@ -445,7 +518,6 @@ def _train_locked(
     DeviceSampler = _data_api("DeviceSampler")
     tc: TrainConfig = resolved.train_config
     result_path, config_path, ckpt_path = run_dir / "result.json", run_dir / "config.json", run_dir / "checkpoint.pt"
-    opponent, facts["opponent"] = _opponent(dataset, facts["task"])
     record = _config_record(resolved, facts, device)
     resuming = ckpt_path.exists()
     if config_path.exists():
@@ -463,15 +535,10 @@ def _train_locked(
     if not has_refs:
         log.warning("%s carries no random/expert reference returns: evaluations record raw returns only", facts["id"])
 
-    if device.type == "cpu":
-        tune_cpu_allocator()
-    torch.manual_seed(tc.seed)
-    np.random.seed(tc.seed % 2**32)
-    algo = algo_cls(resolved.algo_config, problem, device)
     sampler = DeviceSampler(dataset, device, tc.seed)
     start, elapsed, evals = 0, 0.0, []
     if resuming:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ckpt = _load_checkpoint(ckpt_path)
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise TrainError(
                 f"{ckpt_path} has checkpoint format {ckpt.get('format')}, expected {CHECKPOINT_FORMAT}; "
@@ -687,6 +754,7 @@ def _opponent(dataset: Any, task: str) -> tuple[Any, str]:
 
 __all__ = [
     "Progress",
+    "build_algorithm",
     "TABLE_STATISTIC",
     "TrainError",
     "TrainOutcome",
