@@ -12,10 +12,17 @@ others again; ``train`` resumes an unfinished run from its ``checkpoint.pt`` by 
 
 Each run's output (train's log and errors) goes to ``<runs>/.logs/<dataset-id>/<algo>/seed<k>.log``, appended to on
 every attempt. Datasets that are not collected are skipped with a message naming the ``collect`` command, unless
-the sweep is asked to collect them first (``collect=True``: ``offline-bench collect <id> --root R``, one at a time).
+the sweep is asked to collect them first (``collect=True``: ``offline-bench collect <id> --root R``, one at a time);
+a collection that fails is reported with the cause ``collect`` gave.
 
-Presets are the papers' grids (``PRESETS``); ``budget="quick"`` runs few updates per run (a smoke test of the whole
-grid), ``budget="paper"`` leaves the number of updates to the per-task defaults (the papers' budgets).
+``resolve_grid`` checks the whole grid before anything starts (``check_grid``): every ``--set`` key must be a config
+key of every algorithm of the grid, and single-agent algorithms cannot be paired with multi-agent datasets.
+If the sweep is interrupted (Ctrl-C, or SIGTERM through the CLI), the local train processes it started are stopped
+too (SIGTERM, then SIGKILL after a grace period): they resume from their last checkpoint on the next sweep.
+
+Presets are the papers' grids (``PRESETS``); ``budget="quick"`` runs a preset's ``quick_steps`` updates per run
+(``quick_budget_text()`` lists them; ``QUICK_STEPS`` without a preset), a smoke test of the whole grid;
+``budget="paper"`` leaves the number of updates to the per-task defaults (the papers' budgets).
 """
 from __future__ import annotations
 
@@ -24,6 +31,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -85,6 +93,15 @@ PRESETS: dict[str, Preset] = {
 }
 QUICK_STEPS = 200  # --budget quick without a preset
 QUICK_EVAL_EVERY = 50
+STOP_GRACE_S = 10.0  # how long stopped train processes get to exit after SIGTERM before SIGKILL
+
+
+def quick_budget_text() -> str:
+    """``--budget quick``'s updates per run, from ``PRESETS`` and ``QUICK_STEPS`` (help texts use this, so they
+    cannot drift): ``"100 updates per run for omar-mpe, 1,000 for omar-mamujoco, ..., 200 without a preset"``."""
+    parts = [f"{p.quick_steps:,} {'updates per run ' if i == 0 else ''}for {name}"
+             for i, (name, p) in enumerate(PRESETS.items())]
+    return ", ".join(parts) + f", {QUICK_STEPS:,} without a preset"
 
 
 @dataclass(frozen=True)
@@ -131,6 +148,8 @@ class RunOutcome:
 class SweepSummary:
     outcomes: list[RunOutcome] = field(default_factory=list)
     missing_datasets: list[str] = field(default_factory=list)
+    # dataset id -> why `collect` failed for it (the error line collect printed), for datasets --collect tried
+    collect_errors: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
 
     def count(self, status: str) -> int:
@@ -171,6 +190,7 @@ def resolve_grid(
 
     ``budget``: ``quick`` (``steps`` or the preset's quick number of updates, with a few evaluations) or ``paper``
     (``steps`` if given, else the per-task defaults). ``sets`` are ``key=value`` config overrides for every run.
+    A grid that ``train`` would refuse run by run (``check_grid``) raises SweepError here, before anything starts.
     """
     from offline_bench.algos import canonical_algo_id
 
@@ -202,7 +222,81 @@ def resolve_grid(
     for pair in overrides:
         if "=" not in pair:
             raise SweepError(f"--set expects key=value, got {pair!r}")
-    return [RunSpec(d, a, s, steps, tuple(overrides)) for d in dataset_ids for a in algo_ids for s in range(seeds)]
+    specs = [RunSpec(d, a, s, steps, tuple(overrides)) for d in dataset_ids for a in algo_ids for s in range(seeds)]
+    check_grid(specs)
+    return specs
+
+
+def _dataset_agents(dataset_id: str) -> int:
+    """Learning agents of a catalog dataset, from its task's static facts: no dataset file or simulator needed."""
+    from offline_bench.data.catalog import catalog_entry
+    from offline_bench.envs.tasks import task_spec
+
+    return task_spec(catalog_entry(dataset_id).task).n_agents
+
+
+def check_grid(specs: Sequence[RunSpec]) -> None:
+    """Refuse a grid whose runs ``train`` would refuse, before any of them starts (SweepError, one line).
+
+    The checks are ``train``'s own: ``train.prepare`` resolves every run's config (unknown ``--set`` keys, bad
+    values) and ``train.loop.check_compatible`` refuses single-agent algorithms on multi-agent datasets, whose
+    agent counts come from the catalog's task facts, so no dataset file is needed.
+    """
+    from types import SimpleNamespace
+
+    from offline_bench.config import parse_sets
+    from offline_bench.train import TrainError, prepare
+    from offline_bench.train.loop import check_compatible, load_algorithm
+
+    if not specs:
+        return
+    try:
+        overrides = parse_sets(list(specs[0].sets))  # the same overrides for every run of a grid
+    except ValueError as err:
+        raise SweepError(str(err)) from None
+    algo_ids = list(dict.fromkeys(s.algo for s in specs))
+    dataset_ids = list(dict.fromkeys(s.dataset_id for s in specs))
+    steps = specs[0].steps
+    # Unknown keys first, one key at a time, so the message can name every key and the algorithms that lack it.
+    lacking: dict[str, list[str]] = {}
+    for key, value in overrides.items():
+        for algo_id in algo_ids:
+            try:
+                prepare(algo_id, sets={key: value})
+            except ValueError as err:
+                if "unknown config key" in str(err):
+                    lacking.setdefault(key, []).append(algo_id)
+            except TrainError as err:
+                raise SweepError(str(err)) from None
+    if lacking:
+        which = "; ".join(f"{key!r} (not a key of {', '.join(algos)})" for key, algos in lacking.items())
+        example = next(iter(lacking.values()))[0]
+        raise SweepError(f"unknown config key{'s' if len(lacking) > 1 else ''} in --set: {which}; nothing was "
+                         f"started (`offline-bench train --algo {example} --show-config` lists the valid keys)")
+    unfit = []
+    for algo_id in algo_ids:
+        algo_cls = load_algorithm(algo_id)[1]
+        for dataset_id in dataset_ids:
+            agents = _dataset_agents(dataset_id)
+            try:
+                check_compatible(algo_cls, algo_id, SimpleNamespace(n_agents=agents), dataset_id)
+            except TrainError:
+                unfit.append(f"{algo_id} on {dataset_id} ({agents} agents)")
+    if unfit:
+        from offline_bench.algos import ALGORITHMS
+
+        multi_agent = [a for a in ALGORITHMS if getattr(load_algorithm(a)[1], "multi_agent", False)]
+        raise SweepError(f"single-agent algorithms cannot train on multi-agent datasets: {', '.join(unfit)}; use a "
+                         f"multi-agent algorithm there ({', '.join(multi_agent)}) or leave those datasets out; "
+                         "nothing was started")
+    # Every run's whole config (shipped per-task files, then --set and --steps): bad values fail here, not per run.
+    for dataset_id in dataset_ids:
+        for algo_id in algo_ids:
+            try:
+                prepare(algo_id, dataset_id, steps=steps, sets=overrides)
+            except (TrainError, ValueError, KeyError, FileNotFoundError) as err:
+                text = err.args[0] if type(err) is KeyError and err.args else str(err)
+                raise SweepError(f"{algo_id} on {dataset_id}: {text}; nothing was started") from None
 
 
 def run_status(spec: RunSpec, runs: Path | str | None) -> str:
@@ -213,10 +307,72 @@ def run_status(spec: RunSpec, runs: Path | str | None) -> str:
     return "unfinished" if run_dir.exists() else "new"
 
 
-def run_cli_process(args: Sequence[str], log_path: str) -> tuple[int, float]:
+def stop_processes(procs: Sequence[subprocess.Popen], grace: float = STOP_GRACE_S) -> list[int]:
+    """SIGTERM every process of ``procs`` still running, give them ``grace`` seconds, SIGKILL the rest; their pids.
+
+    ``train`` keeps its checkpoints either way (they are written atomically), so a stopped run resumes from its last
+    one; SIGTERM first lets a process that handles it (``collect``, ``train`` where it does) clean up.
+    """
+    running = [p for p in procs if p.poll() is None]
+    for proc in running:
+        try:
+            proc.terminate()
+        except ProcessLookupError:  # exited since poll()
+            pass
+    deadline = time.monotonic() + grace
+    for proc in running:
+        try:
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.0))
+        except subprocess.TimeoutExpired:
+            log.warning("process %d did not exit %.0f s after SIGTERM; killing it", proc.pid, grace)
+            proc.kill()
+            proc.wait()
+    return [p.pid for p in running]
+
+
+class ChildProcesses:
+    """The processes a local sweep has running (trains, collects), so an interrupted sweep can stop them.
+
+    A train started by the sweep does not die with it: SIGTERM reaches only the sweep, and a train left running
+    keeps its run's ``.lock``, so the resumed sweep would find the run "being trained by process N".
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: set[subprocess.Popen] = set()
+        self.stopping = False
+
+    def start(self, command: Sequence[str], **kwargs: Any) -> subprocess.Popen | None:
+        """``subprocess.Popen(command, **kwargs)``, or None once ``stop`` was called (nothing new starts)."""
+        with self._lock:
+            if self.stopping:
+                return None
+            proc = subprocess.Popen(list(command), **kwargs)
+            self._running.add(proc)
+            return proc
+
+    def finished(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._running.discard(proc)
+
+    def stop(self, grace: float = STOP_GRACE_S) -> list[int]:
+        """Start nothing more and stop what runs (``stop_processes``); the pids stopped."""
+        with self._lock:
+            self.stopping = True
+            running = list(self._running)
+        stopped = stop_processes(running, grace)
+        if stopped:
+            log.warning("stopped %d running process(es) of the sweep (pid %s); their runs resume on the next sweep",
+                        len(stopped), ", ".join(map(str, stopped)))
+        return stopped
+
+
+def run_cli_process(args: Sequence[str], log_path: str, children: ChildProcesses | None = None) -> tuple[int, float]:
     """Run ``offline-bench <args>`` with this interpreter, output appended to ``log_path``; (exit code, seconds).
 
-    Also the body of a Ray task, so it uses only the standard library and the worker's own interpreter.
+    ``children``: where a local sweep keeps its running processes (exit code -SIGTERM, nothing started, once it is
+    stopping). Also the body of a Ray task (without ``children``), so it uses only the standard library and the
+    worker's own interpreter.
     """
     path = Path(log_path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -226,9 +382,19 @@ def run_cli_process(args: Sequence[str], log_path: str) -> tuple[int, float]:
     with open(path, "a") as out:
         out.write(f"$ offline-bench {' '.join(args)}\n")
         out.flush()
-        proc = subprocess.run([sys.executable, *CLI_PREFIX, *args], stdout=out, stderr=subprocess.STDOUT,
-                              env=env, check=False)
-    return proc.returncode, time.perf_counter() - start
+        command = [sys.executable, *CLI_PREFIX, *args]
+        options: dict[str, Any] = dict(stdout=out, stderr=subprocess.STDOUT, env=env)
+        if children is None:
+            code = subprocess.run(command, check=False, **options).returncode
+        else:
+            proc = children.start(command, **options)
+            if proc is None:
+                return -15, 0.0  # the sweep is stopping: as if stopped by SIGTERM
+            try:
+                code = proc.wait()
+            finally:
+                children.finished(proc)
+    return code, time.perf_counter() - start
 
 
 def _tail(path: Path, lines: int = 5) -> str:
@@ -247,17 +413,32 @@ def _outcome(spec: RunSpec, runs: Path, code: int, seconds: float) -> RunOutcome
     return RunOutcome(spec, "failed", seconds, log_path, f"{why}; log {log_path}: {_tail(log_path)}")
 
 
-def collect_missing(dataset_ids: Sequence[str], root: Path, runs: Path, steps: int | None = None) -> list[str]:
-    """``offline-bench collect`` each dataset in turn (output to the sweep logs); the ids that still lack a file."""
-    still_missing = []
+def _error_line(text: str) -> str:
+    """The cause in one attempt's output: its last ``Error: ...`` / ``error: ...`` line, else its last lines."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.lower().startswith("error: "):
+            return line[len("error: "):]
+    return " | ".join(lines[-3:]) or "no output"
+
+
+def collect_missing(dataset_ids: Sequence[str], root: Path, runs: Path, steps: int | None = None,
+                    children: ChildProcesses | None = None) -> dict[str, str]:
+    """``offline-bench collect`` each dataset in turn (output to the sweep logs); ``{id: why}`` of those that still
+    lack a file, ``why`` being the error ``collect`` printed on this attempt (the log keeps every attempt)."""
+    still_missing = {}
     for dataset_id in dataset_ids:
         args = ["collect", dataset_id, "--root", str(root)] + (["--steps", str(steps)] if steps else [])
         log_path = runs / LOG_DIR / f"collect-{dataset_id}.log"
         log.info("collecting %s (log: %s)", dataset_id, log_path)
-        code, _ = run_cli_process(args, str(log_path))
+        offset = log_path.stat().st_size if log_path.is_file() else 0
+        code, _ = run_cli_process(args, str(log_path), children)
         if code != 0 or not is_collected(dataset_id, root):
-            log.error("collect %s failed (exit code %d); log %s: %s", dataset_id, code, log_path, _tail(log_path))
-            still_missing.append(dataset_id)
+            with open(log_path, errors="replace") as f:
+                f.seek(offset)
+                attempt = f.read()
+            why = _error_line(attempt) if code != 0 else "collect exited 0 but wrote no dataset file"
+            still_missing[dataset_id] = f"`offline-bench {' '.join(args)}` failed: {why} (log: {log_path})"
     return still_missing
 
 
@@ -275,7 +456,8 @@ def run_sweep(
     """Run every spec that has not finished; ``on_event`` is called once per spec as its outcome is known.
 
     Finished runs are reported as ``already finished`` without starting anything; runs on datasets that are not
-    collected as ``missing dataset`` (or the datasets are collected first when ``collect`` is set).
+    collected as ``missing dataset`` (or the datasets are collected first when ``collect`` is set). Interrupted
+    (KeyboardInterrupt; the CLI turns SIGTERM into one), it stops the processes it started before re-raising.
     """
     if executor not in EXECUTORS:
         raise SweepError(f"unknown executor {executor!r}; choose one of: {', '.join(EXECUTORS)}")
@@ -292,39 +474,53 @@ def run_sweep(
         summary.outcomes.append(outcome)
         emit(outcome)
 
-    missing = [d for d in dict.fromkeys(s.dataset_id for s in specs) if not is_collected(d, root_dir)]
-    if missing and collect:
-        missing = collect_missing(missing, root_dir, runs_dir, collect_steps)
-    summary.missing_datasets = list(missing)
-    for dataset_id in missing:
-        log.warning("%s is not collected in %s: skipping its runs (run `offline-bench collect %s --root %s` or "
-                    "pass --collect)", dataset_id, root_dir, dataset_id, root_dir)
-    todo = []
-    for spec in specs:
-        if spec.dataset_id in missing:
-            record(RunOutcome(spec, "missing dataset", message=f"{spec.dataset_id} is not collected in {root_dir}"))
-        elif run_status(spec, runs_dir) == "finished":
-            record(RunOutcome(spec, "already finished", log=spec.log_path(runs_dir)))
-        else:
-            todo.append(spec)
-    if todo:
-        run = _run_on_ray if executor == "ray" else _run_locally
-        run(todo, root_dir, runs_dir, jobs, address, record)
+    children = ChildProcesses()
+    try:
+        missing = [d for d in dict.fromkeys(s.dataset_id for s in specs) if not is_collected(d, root_dir)]
+        if missing and collect:
+            summary.collect_errors = collect_missing(missing, root_dir, runs_dir, collect_steps, children)
+            missing = list(summary.collect_errors)
+        summary.missing_datasets = list(missing)
+        for dataset_id in missing:
+            if dataset_id not in summary.collect_errors:  # a failed collect's cause is in the summary, once
+                log.warning("%s is not collected in %s: skipping its runs (run `offline-bench collect %s --root %s` "
+                            "or pass --collect)", dataset_id, root_dir, dataset_id, root_dir)
+        todo = []
+        for spec in specs:
+            if spec.dataset_id in missing:
+                record(RunOutcome(spec, "missing dataset",
+                                  message=f"{spec.dataset_id} is not collected in {root_dir}"))
+            elif run_status(spec, runs_dir) == "finished":
+                record(RunOutcome(spec, "already finished", log=spec.log_path(runs_dir)))
+            else:
+                todo.append(spec)
+        if todo and executor == "ray":
+            _run_on_ray(todo, root_dir, runs_dir, jobs, address, record)
+        elif todo:
+            _run_locally(todo, root_dir, runs_dir, jobs, record, children)
+    except BaseException:  # Ctrl-C, or SIGTERM turned into KeyboardInterrupt by the CLI: stop what we started
+        children.stop()
+        raise
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _run_locally(specs: Sequence[RunSpec], root: Path, runs: Path, jobs: int, address: str | None,
-                 record: Callable[[RunOutcome], None]) -> None:
+def _run_locally(specs: Sequence[RunSpec], root: Path, runs: Path, jobs: int, record: Callable[[RunOutcome], None],
+                 children: ChildProcesses) -> None:
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="sweep")
     try:
-        futures = {pool.submit(run_cli_process, s.train_args(root, runs), str(s.log_path(runs))): s for s in specs}
+        futures = {pool.submit(run_cli_process, s.train_args(root, runs), str(s.log_path(runs)), children): s
+                   for s in specs}
         for future in as_completed(futures):
             spec = futures[future]
             code, seconds = future.result()
             record(_outcome(spec, runs, code, seconds))
+    except BaseException:
+        # Interrupted: start nothing new and stop the running trains before waiting for their threads (a train
+        # outlives the sweep otherwise: SIGTERM reaches only the sweep). They resume on the next sweep.
+        children.stop()
+        raise
     finally:
-        # On Ctrl-C start nothing new; the running trains got the signal too and resume on the next sweep.
         pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -388,13 +584,17 @@ __all__ = [
     "BUDGETS",
     "EXECUTORS",
     "PRESETS",
+    "ChildProcesses",
     "Preset",
     "RunOutcome",
     "RunSpec",
     "SweepError",
     "SweepSummary",
+    "check_grid",
     "is_collected",
+    "quick_budget_text",
     "resolve_grid",
     "run_status",
     "run_sweep",
+    "stop_processes",
 ]

@@ -5,6 +5,7 @@ The end-to-end path (real `collect` + `train` runs through `sweep`, then `report
 from __future__ import annotations
 
 import json
+import logging
 import shlex
 import shutil
 import subprocess
@@ -19,19 +20,21 @@ from offline_bench.data.catalog import catalog_entry
 from offline_bench.data.collection import ensure_behaviour_recipes
 from offline_bench.report import make_report
 from offline_bench.report.runs import load_curves, load_runs
-from offline_bench.report.table import build_leaderboard
+from offline_bench.report.table import build_leaderboard, to_markdown
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def write_run(runs: Path, dataset_id: str, algo: str, seed: int, scores: list[float] | None,
-              finished: bool = True, normalized: bool = True, eval_every: int = 10) -> Path:
+              finished: bool = True, normalized: bool = True, eval_every: int = 10,
+              algo_config: dict | None = None) -> Path:
     """A run directory as offline_bench.train.loop writes it: config.json, metrics.csv, result.json when finished."""
     path = runs / dataset_id / algo / f"seed{seed}"
     path.mkdir(parents=True)
     (path / "config.json").write_text(json.dumps({
         "algo": algo, "train_config": {"steps": eval_every * len(scores or [0]), "last_k": 2, "device": "auto"},
         "device": "cpu", "device_name": "x86_64", "versions": {"offline-bench": "0.1.0"},
+        **({"algo_config": algo_config} if algo_config is not None else {}),
     }))
     rows = []
     for i, score in enumerate(scores or []):
@@ -271,3 +274,83 @@ def test_dataset_versions_get_their_own_rows_and_algo_aliases_work(tmp_path: Pat
     text = make_report(runs, None, algos=["TD3+BC"]).leaderboard.cell_text("plain")
     assert list(text.columns) == ["td3bc"]
     assert text.to_dict()["td3bc"] == {("medium", "hopper (v0)"): "15.0", ("medium", "hopper (v1)"): "35.0"}
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--algos", "omar,foo", "Error: unknown algorithm 'foo'; choose one of: td3bc, cql, bear, dbr, ma-td3bc, ma-cql, "
+                            "ma-icq, omar (and no 'foo' runs in the runs folder)"),
+    ("--datasets", "foo-random", "Error: unknown dataset 'foo-random'; valid ids are <task>-<quality>[-v<K>]"),
+    ("--datasets", "spread-random-v5", "Error: unknown version v5 of spread-random; known: v0, v1"),
+    ("--datasets", "spread,foo", "Error: unknown dataset 'foo';"),
+])
+def test_unknown_algorithms_and_datasets_are_refused(runs: Path, tmp_path: Path, option: str, value: str,
+                                                     message: str) -> None:
+    out = tmp_path / "lb"
+    result = CliRunner().invoke(main, ["report", "--runs", str(runs), "--out", str(out), option, value])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), result.output
+    assert not out.exists(), "nothing is written for a refused report"
+
+
+def test_names_of_run_folders_outside_the_registry_are_accepted(runs: Path) -> None:
+    write_run(runs, "spread-random-v0", "my-algo", 0, [1.0, 2.0])  # an outside algorithm's runs
+    board = make_report(runs, None, algos=["my-algo", "omar"], datasets=["spread-random-v0", "tag"]).leaderboard
+    assert list(board.algos) == ["my-algo", "omar"]
+    assert set(board.cells["dataset_id"]) == {"spread-random-v0", "tag-random-v0"}
+
+
+def test_cells_whose_seeds_differ_in_settings_say_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    runs = tmp_path / "runs"
+    write_run(runs, "hopper-random-v0", "td3bc", 0, [1.0, 2.0], algo_config={"gamma": 0.99, "alpha": 2.5})
+    write_run(runs, "hopper-random-v0", "td3bc", 1, [1.0, 2.0, 3.0], algo_config={"gamma": 0.5, "alpha": 2.5})
+    write_run(runs, "hopper-random-v0", "td3bc", 2, [1.0, 2.0], algo_config={"gamma": 0.99, "alpha": 2.5})
+    write_run(runs, "hopper-random-v0", "cql", 0, [1.0, 2.0], algo_config={"gamma": 0.99})
+    write_run(runs, "hopper-random-v0", "cql", 1, [3.0, 4.0], algo_config={"gamma": 0.99})
+    with caplog.at_level(logging.WARNING):
+        board = make_report(runs, None).leaderboard
+    note = ("hopper-random-v0 / td3bc: seeds differ in gamma (0.99, 0.5) and steps (20, 30); the cell averages them "
+            "anyway.")
+    assert board.notes[-1] == note and sum("seeds differ" in n for n in board.notes) == 1  # cql's seeds agree
+    assert board.cells.set_index("algo").loc["td3bc", "status"] == "complete"  # averaged, not failed
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["hopper-random-v0 / td3bc averages seeds trained with different settings: gamma (0.99, 0.5) "
+                        "and steps (20, 30) (see the notes under the table)"]
+    assert f"- {note}" in to_markdown(board)
+
+
+def test_seeds_with_equal_settings_add_no_note(runs: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        board = make_report(runs, None, seeds=3).leaderboard
+    assert not any("differ" in note for note in board.notes)
+    assert not any("different settings" in r.getMessage() for r in caplog.records)
+
+
+def test_unreadable_config_json_of_a_finished_run(runs: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """result.json intact, config.json garbage: the run is finished, and the warning says so (it used to say
+    'treating the run as unfinished' while the table counted it)."""
+    (runs / "spread-random-v0" / "omar" / "seed0" / "config.json").write_text("garbage")
+    (runs / "spread-mixed-v0" / "omar" / "seed0" / "result.json").write_text("garbage")
+    with caplog.at_level(logging.WARNING):
+        cells = make_report(runs, None, seeds=3).leaderboard.cells.set_index(["dataset_id", "algo"])
+    assert cells.loc[("spread-random-v0", "omar"), "seeds_finished"] == 3
+    assert cells.loc[("spread-random-v0", "omar"), "status"] == "complete"
+    assert cells.loc[("spread-mixed-v0", "omar"), "seeds_finished"] == 1  # an unreadable result.json: unfinished
+    messages = {Path(r.args[0]).parent.parent.parent.name: r.getMessage() for r in caplog.records
+                if r.getMessage().startswith("cannot read")}
+    assert "the run counts as finished (its result.json is intact)" in messages["spread-random-v0"]
+    assert "treating the run as unfinished" not in messages["spread-random-v0"]
+    assert "treating the run as unfinished" in messages["spread-mixed-v0"]
+
+
+def test_cli_report_says_which_files_it_replaced(runs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "lb"
+    args = ["report", "--runs", str(runs), "--out", str(out), "--format", "md", "--format", "csv"]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    assert f"wrote {out / 'leaderboard.md'}" in first.output and "replaced" not in first.output
+    (out / "leaderboard.csv").unlink()
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0, again.output
+    assert f"replaced {out / 'leaderboard.md'}" in again.output and f"wrote {out / 'leaderboard.csv'}" in again.output
+    assert "learning-curve PNGs to" in again.output and "3 of them replaced existing files" in again.output

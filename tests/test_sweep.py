@@ -3,18 +3,24 @@ local 2-CPU instance) -> report in every format -> the HTML page rendered by hea
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from offline_bench.cli import main
-from offline_bench.sweep import PRESETS, RunSpec, SweepError, _check_reachable, _import_ray, resolve_grid, run_status
+import offline_bench.sweep as sweep_module
+from offline_bench.sweep import (PRESETS, QUICK_STEPS, RunSpec, SweepError, _check_reachable, _import_ray,
+                                 quick_budget_text, resolve_grid, run_status, stop_processes)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Tiny runs: 20 updates of batch 32, an evaluation of 2 episodes every 10 updates.
@@ -36,10 +42,11 @@ def test_presets_are_the_papers_grids() -> None:
 
 
 def test_grid_canonicalizes_and_rejects_bad_input() -> None:
-    specs = resolve_grid(["MA_CQL", "td3+bc"], ["spread-medium-replay"], seeds=2, steps=50, sets=["gamma=0.9"])
+    specs = resolve_grid(["MA_CQL", "OMAR"], ["spread-medium-replay"], seeds=2, steps=50, sets=["gamma=0.9"])
     assert [(s.dataset_id, s.algo, s.seed) for s in specs] == [
         ("spread-mixed-v1", "ma-cql", 0), ("spread-mixed-v1", "ma-cql", 1),
-        ("spread-mixed-v1", "td3bc", 0), ("spread-mixed-v1", "td3bc", 1)]
+        ("spread-mixed-v1", "omar", 0), ("spread-mixed-v1", "omar", 1)]
+    assert [s.algo for s in resolve_grid(["td3+bc"], ["hopper-medium-replay"])] == ["td3bc"]
     assert resolve_grid(["omar"], ["spread-mixed-v0"])[0].dataset_id == "spread-mixed-v0"  # an older version by name
     assert specs[0].train_args("d", "r") == ["train", "--algo", "ma-cql", "--dataset", "spread-mixed-v1", "--seed",
                                              "0", "--root", "d", "--runs", "r", "--steps", "50", "--set", "gamma=0.9"]
@@ -157,10 +164,137 @@ def test_report_on_swept_runs_all_formats_and_partial_cells(swept: Path, tmp_pat
 
 
 def test_failed_runs_are_reported_with_their_log(swept: Path) -> None:
-    result = CliRunner().invoke(main, ["sweep", "--algos", "td3bc", "--datasets", "hopper-random", "--seeds", "3",
-                                       "--root", str(swept / "data"), "--runs", str(swept / "runs"), *TINY,
-                                       "--set", "no_such_key=1"])
+    seed2 = swept / "runs" / "hopper-random-v0" / "td3bc" / "seed2"
+    seed2.mkdir(parents=True)
+    (seed2 / ".lock").write_text(str(os.getpid()))  # as if a live process (this one) were training the run
+    try:
+        result = CliRunner().invoke(main, ["sweep", "--algos", "td3bc", "--datasets", "hopper-random", "--seeds", "3",
+                                           "--root", str(swept / "data"), "--runs", str(swept / "runs"), *TINY])
+    finally:
+        shutil.rmtree(seed2)
     assert result.exit_code == 1
     assert "FAILED hopper-random-v0/td3bc/seed2: exit code" in result.output
-    assert "unknown config key 'no_such_key'" in result.output  # the log's tail says why
+    assert f"is being trained by process {os.getpid()}" in result.output  # the log's tail says why
     assert "0 finished, 2 already finished, 1 failed" in result.output
+
+
+def _sweep_cli(*args: str, root: Path, runs: Path) -> Result:
+    return CliRunner().invoke(main, ["sweep", *args, "--root", str(root / "data"), "--runs", str(runs)])
+
+
+def test_grid_with_unknown_set_keys_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    for extra in ([], ["--dry-run"]):
+        result = _sweep_cli("--algos", "td3bc,omar", "--datasets", "hopper-random", "--seeds", "2", "--set", "foo=1",
+                            "--set", "omar_coe=0.5", *extra, root=tmp_path, runs=runs)
+        assert result.exit_code == 1, result.output
+        assert result.output.strip().splitlines() == [
+            "Error: unknown config keys in --set: 'foo' (not a key of td3bc, omar); 'omar_coe' (not a key of td3bc); "
+            "nothing was started (`offline-bench train --algo td3bc --show-config` lists the valid keys)"]
+    bad_value = _sweep_cli("--algos", "td3bc", "--datasets", "hopper-random", "--set", "eval_every=0", "--dry-run",
+                           root=tmp_path, runs=runs)
+    assert bad_value.exit_code == 1
+    assert bad_value.output.startswith("Error: td3bc on hopper-random-v0: eval_every must be >= 1, got 0")
+    assert not runs.exists() and not (tmp_path / "data").exists()
+    assert len(resolve_grid(["omar"], ["hopper-random"], sets=["omar_coe=0.5"])) == 1  # a key of the algorithm
+
+
+def test_single_agent_algorithms_on_multi_agent_datasets_are_refused(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    for extra in ([], ["--dry-run"]):
+        result = _sweep_cli("--algos", "td3bc,cql,omar", "--datasets", "hopper-random,spread-random,tag-mixed-v0",
+                            *extra, root=tmp_path, runs=runs)
+        assert result.exit_code == 1, result.output
+        assert result.output.strip().splitlines() == [
+            "Error: single-agent algorithms cannot train on multi-agent datasets: td3bc on spread-random-v1 "
+            "(3 agents), td3bc on tag-mixed-v0 (3 agents), cql on spread-random-v1 (3 agents), cql on tag-mixed-v0 "
+            "(3 agents); use a multi-agent algorithm there (ma-td3bc, ma-cql, ma-icq, omar) or leave those "
+            "datasets out; nothing was started"]
+    assert not runs.exists()
+    with pytest.raises(SweepError, match="td3bc on world-random-v1 \\(4 agents\\)"):
+        resolve_grid(["td3bc"], ["world-random"])
+
+
+def test_a_failed_collect_is_reported_once_with_its_cause(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`collect` failing (here a stand-in that fails as collect does without a behaviour run): the summary gives its
+    error line once, also when the log holds an earlier attempt, and does not advise the --collect just passed."""
+    cause = "hopper-mixed needs the behaviour run; add --retrain to re-run that training"
+    monkeypatch.setattr(sweep_module, "CLI_PREFIX", ("-c", f"import sys; print('Error: {cause}'); sys.exit(1)"))
+    for attempt in range(2):
+        result = _sweep_cli("--algos", "td3bc", "--datasets", "hopper-mixed", "--steps", "10", "--collect",
+                            root=tmp_path, runs=tmp_path / "runs")
+        assert result.exit_code == 1
+        assert result.output.count(cause) == 1, result.output
+        assert f"skipped hopper-mixed-v0: `offline-bench collect hopper-mixed-v0 --root {tmp_path / 'data'}` " \
+               f"failed: {cause} (log: " in result.output
+        assert "--collect)" not in result.output and "pass --collect" not in result.output
+    assert (tmp_path / "runs" / ".logs" / "collect-hopper-mixed-v0.log").read_text().count(cause) == 2
+
+
+def test_stop_processes_terminates_then_kills(tmp_path: Path) -> None:
+    polite = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    stubborn = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, "
+                                 "signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"],
+                                stdout=subprocess.PIPE, text=True)
+    assert stubborn.stdout is not None and stubborn.stdout.readline() == "ready\n"  # its SIGTERM is ignored now
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait()
+    start = time.monotonic()
+    assert sorted(stop_processes([polite, stubborn, done], grace=0.5)) == sorted([polite.pid, stubborn.pid])
+    assert polite.returncode == -signal.SIGTERM and stubborn.returncode == -signal.SIGKILL
+    assert time.monotonic() - start < 5
+
+
+# A sweep whose "trains" are sleepers that print their pid: the real CLI, run_sweep and signal handling, in seconds.
+_SLEEPER_SWEEP = """
+import sys
+import offline_bench.sweep as sweep
+sweep.CLI_PREFIX = ("-c", "import os, time; print('pid', os.getpid(), flush=True); time.sleep(120)")
+sweep.is_collected = lambda dataset_id, root: True
+from offline_bench.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_sigterm_stops_the_sweeps_trains_and_says_how_to_resume(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.Popen([sys.executable, "-c", _SLEEPER_SWEEP, "sweep", "--algos", "cql", "--datasets",
+                             "hopper-random", "--seeds", "2", "--jobs", "2", "--root", str(tmp_path / "data"),
+                             "--runs", str(runs)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    logs = [runs / ".logs" / "hopper-random-v0" / "cql" / f"seed{k}.log" for k in (0, 1)]
+    pids: list[int] = []
+    deadline = time.monotonic() + 60
+    while len(pids) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+        pids = [int(m[1]) for log in logs if log.is_file() and (m := re.search(r"^pid (\d+)$", log.read_text(), re.M))]
+    try:
+        assert len(pids) == 2, f"the sweep did not start both runs: {proc.poll()}"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        for pid in pids:  # never leave a sleeper behind, whatever failed
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert proc.returncode == 130, err
+    assert "interrupted: run the same command to resume" in err
+    assert "stopped 2 running process(es)" in err
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):  # stopped and reaped by the sweep, not re-parented and running on
+            os.kill(pid, 0)
+
+
+def test_quick_budget_texts_state_the_presets_numbers() -> None:
+    text = quick_budget_text()
+    for name, preset in PRESETS.items():
+        assert f"{preset.quick_steps:,} " in text and name in text
+    assert f"{QUICK_STEPS:,} without a preset" in text
+    help_text = re.sub(r"-\s+", "-", " ".join(CliRunner().invoke(main, ["sweep", "--help"]).output.split()))
+    assert text in help_text  # (click may wrap a line after a hyphen)
+    readme = Path(__file__).resolve().parent.parent / "leaderboards" / "README.md"
+    assert text in " ".join(readme.read_text().split())
+    dry = CliRunner().invoke(main, ["sweep", "--preset", "dbr-pybullet", "--budget", "quick", "--dry-run"])
+    assert f"--steps {PRESETS['dbr-pybullet'].quick_steps} " in dry.output

@@ -8,7 +8,7 @@ from __future__ import annotations
 import click
 
 from offline_bench.cli.main import main
-from offline_bench.sweep import PRESETS, RunOutcome  # standard library + paths only: cheap to import
+from offline_bench.sweep import PRESETS, RunOutcome, quick_budget_text  # standard library + paths: cheap to import
 
 _FORMATS = ("md", "csv", "latex", "html", "all")
 
@@ -73,11 +73,13 @@ def report(runs: str | None, out: str, formats: tuple[str, ...], statistic: str 
     except (ValueError, FileNotFoundError, KeyError) as err:
         _fail(err)
     click.echo(result.markdown)
-    for path in [*result.files.values()]:
-        click.echo(f"wrote {path}", err=True)
+    for path in [*result.files.values()]:  # "replaced": the default --out holds committed tables
+        click.echo(f"{'replaced' if path in result.replaced else 'wrote'} {path}", err=True)
     if result.curves:
-        click.echo(f"wrote {len(result.curves)} learning-curve PNGs to {next(iter(result.curves.values())).parent}",
-                   err=True)
+        pngs = list(result.curves.values())
+        replaced = sum(p in result.replaced for p in pngs)
+        click.echo(f"wrote {len(pngs)} learning-curve PNGs to {pngs[0].parent}"
+                   + (f" ({replaced} of them replaced existing files)" if replaced else ""), err=True)
 
 
 @main.command()
@@ -87,7 +89,7 @@ def report(runs: str | None, out: str, formats: tuple[str, ...], statistic: str 
 @click.option("--seeds", type=int, default=None, help="Number of seeds per (dataset, algorithm): seeds 0..N-1 "
               "(default: the preset's, else 1).")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
-              help="Updates per run (default: --budget quick's small number, or the per-task paper budget).")
+              help="Updates per run (default: --budget quick's number, see --budget, or the per-task paper budget).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Config override for every run (repeatable).")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Runs at once (local processes, or the CPUs of the local Ray started for the sweep).")
@@ -98,7 +100,8 @@ def report(runs: str | None, out: str, formats: tuple[str, ...], statistic: str 
               help="A paper's grid: omar-mpe (OMAR Table 3), omar-mamujoco (OMAR Table 6), dbr-pybullet (DBR "
                    "Table 1). --algos/--datasets/--seeds narrow or replace its parts.")
 @click.option("--budget", type=click.Choice(["quick", "paper"]), default="paper", show_default=True,
-              help="quick: few updates per run (a smoke test of the grid); paper: the per-task default budgets.")
+              help=f"quick: {quick_budget_text()} (a smoke test of the grid; --steps overrides); paper: the "
+                   "per-task default budgets.")
 @click.option("--root", type=click.Path(file_okay=False), default=None,
               help="Dataset folder (default $OFFLINE_BENCH_DATA, else ./datasets).")
 @click.option("--runs", type=click.Path(file_okay=False), default=None,
@@ -123,6 +126,7 @@ def sweep(algos: tuple[str, ...], datasets: tuple[str, ...], seeds: int | None, 
     """
     from tqdm import tqdm
 
+    from offline_bench.cli.data_cmds import sigterm_as_interrupt
     from offline_bench.paths import data_root, runs_root
     from offline_bench.sweep import LOG_DIR, SweepError, is_collected, resolve_grid, run_status, run_sweep
 
@@ -150,13 +154,23 @@ def sweep(algos: tuple[str, ...], datasets: tuple[str, ...], seeds: int | None, 
             bar.update(1)
 
         try:
-            summary = run_sweep(specs, root_dir, runs_dir, jobs=jobs, executor=executor, address=address,
-                                collect=collect, collect_steps=collect_steps, on_event=on_event)
+            # SIGTERM as Ctrl-C: run_sweep then stops the trains it started (they would outlive it otherwise)
+            with sigterm_as_interrupt():
+                summary = run_sweep(specs, root_dir, runs_dir, jobs=jobs, executor=executor, address=address,
+                                    collect=collect, collect_steps=collect_steps, on_event=on_event)
         except SweepError as err:
             _fail(err)
+        except KeyboardInterrupt:
+            bar.close()
+            click.echo("interrupted: run the same command to resume (finished runs are skipped, unfinished ones "
+                       "resume from their last checkpoint)", err=True)
+            raise SystemExit(130) from None
     for dataset_id in summary.missing_datasets:
-        click.echo(f"skipped {dataset_id}: not collected in {root_dir} (offline-bench collect {dataset_id} "
-                   f"--root {root_dir}, or sweep --collect)", err=True)
+        if dataset_id in summary.collect_errors:
+            click.echo(f"skipped {dataset_id}: {summary.collect_errors[dataset_id]}", err=True)
+        else:
+            click.echo(f"skipped {dataset_id}: not collected in {root_dir} (offline-bench collect {dataset_id} "
+                       f"--root {root_dir}, or sweep --collect)", err=True)
     click.echo(f"sweep: {summary.count('finished')} finished, {summary.count('already finished')} already "
                f"finished, {summary.count('failed')} failed, {summary.count('missing dataset')} skipped "
                f"(dataset missing) in {summary.seconds:.0f} s. Table: offline-bench report --runs {runs_dir}"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from offline_bench.report.html import to_html
 from offline_bench.report.plots import plot_curves
-from offline_bench.report.runs import dataset_matches, load_curves, load_runs
+from offline_bench.report.runs import dataset_matches, find_run_dirs, load_curves, load_runs
 from offline_bench.report.table import Leaderboard, build_leaderboard, to_csv, to_latex, to_markdown
 from offline_bench.train.config import split_dataset_id
 
@@ -34,6 +34,7 @@ class Report:
     markdown: str  # the Markdown page (what the CLI prints)
     files: dict[str, Path] = field(default_factory=dict)  # format -> file written
     curves: dict[str, Path] = field(default_factory=dict)  # dataset id -> learning-curve PNG written
+    replaced: frozenset[Path] = frozenset()  # files (tables and PNGs) that existed before and were overwritten
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
@@ -47,14 +48,36 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     os.replace(tmp, path)
 
 
-def _algo_id(name: str) -> str:
-    """The registry id of ``name`` (``MA_CQL`` -> ``ma-cql``); other names as given (folders of outside algorithms)."""
+def _algo_id(name: str, folders: set[str]) -> str:
+    """The registry id of ``name`` (``MA_CQL`` -> ``ma-cql``); a name that is no registry id must be an algorithm
+    folder of the runs (an outside algorithm), else ValueError, as ``sweep`` and ``train`` refuse it."""
     from offline_bench.algos import canonical_algo_id
 
     try:
         return canonical_algo_id(name)
-    except KeyError:
-        return name.strip()
+    except KeyError as err:
+        if name.strip() in folders:
+            return name.strip()
+        raise ValueError(f"{err.args[0]} (and no {name.strip()!r} runs in the runs folder)") from None
+
+
+def _check_dataset(wanted: str, folders: set[str]) -> None:
+    """Refuse a ``--datasets`` entry that is no task name, no catalog id (``sweep``'s check: unknown dataset, unknown
+    version) and matches no dataset folder of the runs (ValueError naming the valid ids)."""
+    from offline_bench.data.catalog import TASKS, UnknownDatasetError, resolve_dataset_id
+
+    if wanted.strip().lower() in TASKS or any(dataset_matches(d, wanted) for d in folders):
+        return
+    try:
+        resolve_dataset_id(wanted)
+    except UnknownDatasetError as err:
+        raise ValueError(str(err)) from None
+
+
+def _write(path: Path, data: str | bytes, replaced: set[Path]) -> None:
+    if path.exists():
+        replaced.add(path)
+    write_atomic(path, data)
 
 
 def make_report(
@@ -85,7 +108,10 @@ def make_report(
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ValueError(f"unknown report format {', '.join(unknown)}; choose from {', '.join(FORMATS)} (or all)")
-    algos = [_algo_id(a) for a in algos] if algos else None
+    run_dirs = find_run_dirs(Path(runs_dir))  # FileNotFoundError for a missing folder, before anything is written
+    for wanted in datasets or ():
+        _check_dataset(wanted, {p.parent.parent.name for p in run_dirs})
+    algos = [_algo_id(a, {p.parent.name for p in run_dirs}) for a in algos] if algos else None
     runs = load_runs(runs_dir, datasets=datasets, algos=algos, score=score)
     if datasets:  # --datasets / --algos narrow a preset's grid, as they do for `sweep`
         grid_datasets = [g for g in grid_datasets if any(dataset_matches(g, w) for w in datasets)]
@@ -111,11 +137,12 @@ def make_report(
     curve_pngs = {d: curve_pngs[d] for d in board.cells["dataset_id"].unique() if d in curve_pngs}  # table order
     curve_files: dict[str, Path] = {}
     links: dict[str, str] = {}
+    replaced: set[Path] = set()
     if out_dir is not None:
         out = Path(out_dir)
         for dataset_id, png in curve_pngs.items():
             path = out / f"{name}-curves" / f"{dataset_id}.png"
-            write_atomic(path, png)
+            _write(path, png, replaced)
             curve_files[dataset_id] = path
             links[dataset_id] = f"{name}-curves/{dataset_id}.png"
     markdown = to_markdown(board, links)
@@ -125,10 +152,10 @@ def make_report(
                   "html": lambda: to_html(board, curve_pngs)}
         for fmt in formats:
             path = Path(out_dir) / f"{name}{EXTENSIONS[fmt]}"
-            write_atomic(path, render[fmt]())
+            _write(path, render[fmt](), replaced)
             files[fmt] = path
-            log.info("wrote %s", path)
-    return Report(leaderboard=board, markdown=markdown, files=files, curves=curve_files)
+            log.info("%s %s", "replaced" if path in replaced else "wrote", path)
+    return Report(leaderboard=board, markdown=markdown, files=files, curves=curve_files, replaced=frozenset(replaced))
 
 
 __all__ = ["EXTENSIONS", "FORMATS", "Leaderboard", "Report", "build_leaderboard", "load_curves", "load_runs",

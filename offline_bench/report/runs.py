@@ -4,11 +4,14 @@ A run directory is ``<runs>/<dataset-id>/<algo>/seed<k>/`` with ``config.json``,
 and, once the run has finished, ``result.json``. Two tables come out of a runs folder:
 
 - ``load_runs``: one row per run directory: dataset id, task, quality, version, algorithm, seed, whether it finished,
-  the three table statistics from ``result.json`` (``final``, ``last-k``, ``best``), and the budget, device, package
-  version and wall time where the run recorded them;
+  the three table statistics from ``result.json`` (``final``, ``last-k``, ``best``), the budget, device, package
+  version and wall time where the run recorded them, and ``settings``: the config fields that decide what a run
+  computes (``config.json``'s algorithm config and budget), so a table can say when its seeds differ in them;
 - ``load_curves``: the evaluation rows of every ``metrics.csv`` in long form (dataset, algorithm, seed, step, score).
 
 Folders whose name starts with ``.`` or ``_`` (the sweep's logs live in ``<runs>/.logs``) are not runs.
+A run whose ``result.json`` is readable is finished even if its ``config.json`` is not (the row then lacks what only
+``config.json`` records); an unreadable ``result.json`` makes the run unfinished.
 """
 from __future__ import annotations
 
@@ -47,8 +50,12 @@ CURVE_SCORE_COLUMNS: dict[str, str] = {"normalized": "normalized_score", "return
 RUN_COLUMNS: tuple[str, ...] = (
     "dataset_id", "task", "quality", "version", "algo", "seed", "finished", "final", "last-k", "best",
     "declared_statistic", "last_k", "evaluations", "steps", "steps_done", "eval_every", "eval_episodes",
-    "transitions", "ref_random", "ref_expert", "device", "hardware", "package_version", "wall_time_s", "path",
+    "transitions", "ref_random", "ref_expert", "device", "hardware", "package_version", "wall_time_s", "settings",
+    "path",
 )
+# The budget fields of train_config that change what a run computes and scores (not its seed, device, logging or
+# checkpoint period); with the whole algorithm config they are a run's ``settings``.
+BUDGET_KEYS: tuple[str, ...] = ("steps", "eval_every", "eval_episodes", "last_k")
 CURVE_COLUMNS: tuple[str, ...] = ("dataset_id", "algo", "seed", "step", "score")
 
 _SEED_RE = re.compile(r"^seed(?P<seed>\d+)$")
@@ -87,15 +94,33 @@ def find_run_dirs(runs_dir: Path) -> list[Path]:
     return found
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def _read_json(path: Path, consequence: str) -> dict[str, Any] | None:
+    """The JSON object in ``path``; None when it is absent, and None with a warning ending in ``consequence`` when
+    it cannot be read or is not a JSON object."""
     if not path.is_file():
         return None
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
-        log.warning("cannot read %s (%s); treating the run as unfinished", path, err)
+        log.warning("cannot read %s (%s); %s", path, err, consequence)
         return None
-    return data if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        log.warning("cannot read %s (not a JSON object); %s", path, consequence)
+        return None
+    return data
+
+
+def run_settings(config: dict[str, Any]) -> dict[str, Any] | None:
+    """What decides a run's numbers, from its ``config.json``: the algorithm config and the budget (``BUDGET_KEYS``);
+    None when the config has neither (unreadable, or not written by ``train``)."""
+    algo_config = config.get("algo_config")
+    loop = config.get("train_config")
+    if not isinstance(algo_config, dict) and not isinstance(loop, dict):
+        return None
+    settings = dict(algo_config) if isinstance(algo_config, dict) else {}
+    if isinstance(loop, dict):
+        settings |= {key: loop[key] for key in BUDGET_KEYS if key in loop}
+    return settings
 
 
 def _number(value: Any) -> float:
@@ -111,8 +136,13 @@ def read_run(path: Path, score: str = "normalized") -> dict[str, Any]:
     dataset_id, algo = path.parent.parent.name, path.parent.name
     task, quality, version = split_dataset_id(dataset_id)
     seed = int(_SEED_RE.match(path.name)["seed"])  # type: ignore[index]
-    config = _read_json(path / "config.json") or {}
-    result = _read_json(path / "result.json")
+    result = _read_json(path / "result.json", "treating the run as unfinished")
+    if result is not None:  # the run's numbers are intact: it counts, only its metadata is missing
+        consequence = ("the run counts as finished (its result.json is intact), but what only config.json records "
+                       "(evaluation period, dataset size, hardware, hyperparameters) is left out of the notes")
+    else:
+        consequence = "the run has no result.json either: unfinished"
+    config = _read_json(path / "config.json", consequence) or {}
     row: dict[str, Any] = dict(
         dataset_id=dataset_id, task=task, quality=quality, version=version, algo=algo, seed=seed,
         finished=result is not None, path=str(path),
@@ -138,6 +168,7 @@ def read_run(path: Path, score: str = "normalized") -> dict[str, Any]:
         hardware=config.get("device_name"),
         package_version=source.get("package_version", config.get("versions", {}).get("offline-bench")),
         wall_time_s=_number(source.get("wall_time_s")),
+        settings=run_settings(config),
     )
     if result is not None and all(math.isnan(row[s]) for s in STATISTICS):
         log.info("%s finished without a %s score (%s)", path, score,
@@ -203,6 +234,7 @@ def load_curves(runs: pd.DataFrame, score: str = "normalized") -> pd.DataFrame:
 
 
 __all__ = [
+    "BUDGET_KEYS",
     "QUALITY_ORDER",
     "SCORES",
     "STATISTICS",
@@ -212,4 +244,5 @@ __all__ = [
     "load_curves",
     "load_runs",
     "read_run",
+    "run_settings",
 ]

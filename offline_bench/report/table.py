@@ -7,13 +7,17 @@ complete cell of each row in bold, and the statistic and seed count stated under
 Nothing is averaged silently: a cell whose seeds have not all finished says so (``12.3 ± 4.5 (2/5 seeds)``; its
 mean is over the finished seeds only and it is never bold), a cell with run folders but no finished seed says
 ``0/5 seeds``, and a cell of the grid with no run folder at all says ``not run``, or ``no dataset`` where the
-catalog cannot make its dataset yet (no behaviour policy for that task and quality).
+catalog cannot make its dataset yet (no behaviour policy for that task and quality). A cell whose finished seeds
+were trained with different settings (algorithm config or budget, from their ``config.json``) is still averaged,
+with a warning and a note under the table naming the differing keys and their values.
 """
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -197,7 +201,7 @@ def build_leaderboard(
         shown = complete["mean"].round(DECIMALS)
         row_best = shown.groupby(complete["dataset_id"]).transform("max")
         cells.loc[complete.index[shown == row_best], "best"] = True
-    notes = _notes(runs, cells, stat, expected, score)
+    notes = _notes(runs, cells, stat, expected, score) + _mixed_settings_notes(finished, cells)
     return Leaderboard(cells=cells, rows=tuple(rows), algos=tuple(algos), statistic=stat, notes=notes, title=title)
 
 
@@ -267,6 +271,42 @@ def _notes(runs: pd.DataFrame, cells: pd.DataFrame, stat: str, expected: int, sc
     return tuple(notes)
 
 
+def _shown(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def differing_settings(settings: Sequence[dict[str, Any] | None]) -> dict[str, list[str]]:
+    """Keys whose values differ between runs' ``settings`` (``load_runs``), each with its distinct values in order
+    of first appearance. Runs without settings (no readable config.json) are left out of the comparison, and so are
+    keys some run does not record (a config.json from a version before that field existed)."""
+    known = [s for s in settings if isinstance(s, dict)]
+    differing: dict[str, list[str]] = {}
+    for key in sorted(set.intersection(*(set(s) for s in known))) if known else []:
+        values = list(dict.fromkeys(_shown(s[key]) for s in known))
+        if len(values) > 1:
+            differing[key] = values
+    return differing
+
+
+def _mixed_settings_notes(finished: pd.DataFrame, cells: pd.DataFrame) -> tuple[str, ...]:
+    """One note (and one warning) per cell, in table order, that averages seeds trained with different settings."""
+    groups = dict(list(finished.groupby(["dataset_id", "algo"]))) if len(finished) else {}
+    notes = []
+    for dataset_id, algo in zip(cells["dataset_id"], cells["algo"]):
+        group = groups.get((dataset_id, algo))
+        if group is None or len(group) < 2:
+            continue
+        differing = differing_settings(list(group.sort_values("seed")["settings"]))
+        if not differing:
+            continue
+        listed = [f"{key} ({', '.join(values)})" for key, values in differing.items()]
+        keys = ", ".join(listed[:-1]) + " and " + listed[-1] if len(listed) > 1 else listed[0]
+        log.warning("%s / %s averages seeds trained with different settings: %s (see the notes under the table)",
+                    dataset_id, algo, keys)
+        notes.append(f"{dataset_id} / {algo}: seeds differ in {keys}; the cell averages them anyway.")
+    return tuple(notes)
+
+
 def to_markdown(board: Leaderboard, curve_links: dict[str, str] | None = None) -> str:
     """The leaderboard as a Markdown page: title, table (tabulate via pandas), notes, links to learning curves."""
     table = board.cell_text("markdown").reset_index()
@@ -316,6 +356,7 @@ __all__ = [
     "Leaderboard",
     "build_leaderboard",
     "choose_statistic",
+    "differing_settings",
     "latex_text",
     "to_csv",
     "to_latex",
