@@ -250,6 +250,46 @@ def test_cli_train_status_export(tmp_path):
     assert bad.exit_code != 0 and "valid tasks" in bad.output
 
 
+@pytest.mark.parametrize("command", ["status", "export"])
+def test_cli_status_and_export_refuse_an_unknown_task_first(command, tmp_path):
+    """Not "no behaviour run ...; start one with `behaviour train foo`", whose advice fails the same way."""
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(main, ["behaviour", command, "foo"], env={"OFFLINE_BENCH_RUNS": str(tmp_path)})
+    trained = CliRunner().invoke(main, ["behaviour", "train", "foo"], env={"OFFLINE_BENCH_RUNS": str(tmp_path)})
+    error = "Error: no behaviour recipe for task 'foo'; valid tasks: hopper, halfcheetah, ant, walker2d, spread"
+    assert result.exit_code == trained.exit_code == 2 and "Traceback" not in result.output
+    assert error in result.output and result.output.splitlines()[-1] == trained.output.splitlines()[-1]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_export_without_a_run_says_how_to_start_one(tmp_path):
+    """No run directory: there is no run (start one); a run directory without summary.json: not checkpointed yet."""
+    from click.testing import CliRunner
+
+    env = {"OFFLINE_BENCH_RUNS": str(tmp_path / "runs")}
+    result = CliRunner().invoke(main, ["behaviour", "export", "hopper", "--policies", str(tmp_path / "p")], env=env)
+    run_dir = tmp_path / "runs" / "behaviour" / "hopper" / "seed0"
+    assert result.exit_code == 1 and result.output == (
+        f"Error: no behaviour run in {run_dir}; start one with `offline-bench behaviour train hopper`\n")
+    assert list(tmp_path.iterdir()) == []
+    run_dir.mkdir(parents=True)
+    result = CliRunner().invoke(main, ["behaviour", "export", "hopper", "--policies", str(tmp_path / "p")], env=env)
+    assert result.exit_code == 1 and "no summary.json in" in result.output and "first checkpoint" in result.output
+
+
+def test_cli_collect_mixed_help_names_the_newest_version():
+    """It collects `<task>-mixed`, the newest version: spread-mixed-v1, not the -v0 the help used to promise."""
+    from click.testing import CliRunner
+
+    from offline_bench.data import resolve_dataset_id
+
+    result = CliRunner().invoke(main, ["behaviour", "collect-mixed", "--help"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0 and "TASK-mixed-v0" not in text and "newest version" in text
+    assert resolve_dataset_id("spread-mixed") == "spread-mixed-v1" and "spread-mixed-v1" in text
+
+
 @pytest.fixture(scope="module")
 def registered_spread_policies(tmp_path_factory):
     """A tiny spread behaviour run exported into a temporary policies folder whose recipes are registered (in place

@@ -99,6 +99,9 @@ def test_verify_fails_with_one_line_naming_the_fix(root: Path, tmp_path: Path) -
     assert result.exit_code == 1
     assert result.output.count("\n") == 1 and result.output.startswith("Error: ")
     assert "sha256" in result.output and "re-run `offline-bench collect hopper-random" in result.output
+    # the same dataset again (its size and seed, not the 1,000,000-step default), replacing the damaged file
+    assert result.output.endswith(
+        f"; re-run `offline-bench collect hopper-random-v0 --steps 120 --seed 0 --force --root {tmp_path}`\n")
     listed = run("datasets", "list", "--root", str(tmp_path)).output
     assert "FAILED" in next(line for line in listed.splitlines() if line.startswith("hopper-random-v0"))
 
@@ -159,3 +162,51 @@ def test_measure_random_prints_statistics() -> None:
     result = run("datasets", "measure-random", "spread", "--episodes", "2", "--json")
     stats = json.loads(result.output)
     assert stats["episodes"] == 2 and stats["task"] == "spread" and stats["mean"] < 0
+
+
+def test_collect_refuses_a_negative_seed_naming_the_option(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["collect", "spread-random", "--seed", "-1", "--steps", "100",
+                                       "--root", str(tmp_path / "data")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.output.splitlines()[-1] == "Error: Invalid value for '--seed': -1 is not in the range x>=0."
+    assert not (tmp_path / "data").exists()
+
+
+def test_import_refuses_an_existing_dataset_and_keeps_the_collected_statistics(root: Path, tmp_path: Path) -> None:
+    """collect -> export -> import: refused onto the collected id without --force (nothing written); with --as or
+    --force, the imported manifest's episode statistics are the collected ones (the budget-cut last episode stays
+    out of them)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("hopper-random-v0.hdf5", "hopper-random-v0.json"):
+        (data / name).write_bytes((root / name).read_bytes())
+    collected = json.loads((data / "hopper-random-v0.json").read_text())
+    assert collected["last_episode_cut"] is True  # else this test would not exercise the cut episode
+    env = {"MINARI_DATASETS_PATH": str(tmp_path / "minari")}
+    assert run("datasets", "export", "hopper-random", "--minari", "--root", str(data), env=env).exit_code == 0
+    before = {p.name: p.read_bytes() for p in data.iterdir()}
+
+    refused = CliRunner().invoke(main, ["datasets", "import", "offline-bench/hopper-random-v0", "--root", str(data)],
+                                 env=env)
+    assert refused.exit_code == 1 and refused.output == (
+        f"Error: hopper-random-v0 already exists in {data}; pass --force to replace it, import it --as another id, "
+        "or use another --root\n")
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == before  # nothing replaced, no temporary files
+
+    result = run("datasets", "import", "offline-bench/hopper-random-v0", "--as", "hopper-expert", "--root", str(data),
+                 env=env)
+    assert result.exit_code == 0 and "as hopper-expert-v0" in result.output
+    refused = CliRunner().invoke(main, ["datasets", "import", "offline-bench/hopper-random-v0", "--as",
+                                        "hopper-expert", "--root", str(data)], env=env)
+    assert refused.exit_code == 1 and "hopper-expert-v0 already exists" in refused.output
+    result = run("datasets", "import", "offline-bench/hopper-random-v0", "--force", "--root", str(data), env=env)
+    assert result.exit_code == 0, result.output
+    for dataset_id in ("hopper-expert-v0", "hopper-random-v0"):
+        imported = json.loads((data / f"{dataset_id}.json").read_text())
+        assert imported["recipe"]["kind"] == "imported"
+        assert imported["episode_returns"] == collected["episode_returns"]
+        assert imported["last_episode_cut"] is True and imported["episodes"] == collected["episodes"]
+    shown = run("datasets", "show", "hopper-random", "--root", str(data)).output
+    assert f"{collected['episode_returns']['episodes']} complete episodes" in shown
+    assert sorted(p.name for p in data.iterdir()) == sorted(
+        [*before, "hopper-expert-v0.hdf5", "hopper-expert-v0.json"])

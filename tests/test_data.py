@@ -312,8 +312,11 @@ def test_refuses_manifest_that_disagrees_with_the_file(single: Path) -> None:
 def test_missing_and_incomplete_files(single: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     empty = tmp_path_factory.mktemp("empty")
     assert dataset_status("hopper-random", empty) == "missing"
-    with pytest.raises(DatasetError, match=r"not collected in .*run `offline-bench collect hopper-random --root"):
+    with pytest.raises(DatasetError, match=r"not collected in .*run `offline-bench collect hopper-random-v0 --root"):
         load_dataset("hopper-random", root=empty)
+    # The hint keeps the version: `collect spread-random` would make spread-random-v1, another dataset.
+    with pytest.raises(DatasetError, match=r"run `offline-bench collect spread-random-v0 --root"):
+        load_dataset("spread-random-v0", root=empty)
     (single / "hopper-random-v0.json").unlink()  # the state a kill between the two renames would leave
     assert dataset_status("hopper-random", single) == "incomplete"
     with pytest.raises(DatasetError, match="has no manifest .*collection did not finish"):
@@ -381,3 +384,43 @@ def test_sampler_is_seeded_and_resumes_exactly(single: Path) -> None:
 def test_entry_of_alias() -> None:
     entry = catalog_entry("walker2d-medium-replay")
     assert entry.dataset_id == "walker2d-mixed-v0" and entry.recipe.kind == "replay-buffer"
+
+
+# ------------------------------------------------------------------------------------------- fix hints
+def _rollout_manifest(steps: int = 25, seed: int = 7) -> tuple[dict[str, np.ndarray], dict]:
+    """The synthetic single-agent dataset with the fields a rollout collection records (size and seed)."""
+    arrays, manifest = synthetic(1, (15,), (3,), [5, 7, 4, 9])
+    manifest.update(recipe={"kind": "rollouts"}, requested_steps=steps, seeds={"seed": seed})
+    return arrays, manifest
+
+
+def test_fix_hint_repeats_the_size_and_seed_of_the_damaged_collection(tmp_path: Path) -> None:
+    """A damaged file's hint re-collects the same dataset (size, seed, version), not the 1,000,000-step default,
+    with --force since a file of that id is there; also when only the copy of the manifest inside the HDF5 survives."""
+    arrays, manifest = _rollout_manifest(steps=25, seed=7)
+    write_dataset(tmp_path, "hopper-random-v0", arrays, manifest)
+    with h5py.File(tmp_path / "hopper-random-v0.hdf5", "r+") as f:
+        f["rewards"][3] += 1.0
+    fix = f"re-run `offline-bench collect hopper-random-v0 --steps 25 --seed 7 --force --root {tmp_path}`"
+    ok, message = verify_dataset("hopper-random", root=tmp_path)
+    assert not ok and "does not match the manifest's" in message and message.endswith(fix)
+    (tmp_path / "hopper-random-v0.json").unlink()
+    with pytest.raises(DatasetError, match="collection did not finish") as info:
+        load_dataset("hopper-random", root=tmp_path)
+    assert str(info.value).endswith(fix)
+
+
+def test_fix_hint_of_mixed_and_imported_datasets(tmp_path: Path) -> None:
+    """Mixed data takes neither --steps nor --seed; imported data is re-imported from its Minari source."""
+    from offline_bench.data.format import recollect_hint
+
+    mixed = {"recipe": {"kind": "replay-buffer"}, "requested_steps": 5000, "seeds": {"seed": 0}}
+    assert recollect_hint("hopper-mixed-v0", tmp_path, mixed) == (
+        f"re-run `offline-bench collect hopper-mixed-v0 --force --root {tmp_path}`")
+    imported = {"recipe": {"kind": "imported", "source": "minari:offline-bench/hopper-random-v0"},
+                "requested_steps": 25, "seeds": {"seed": 0}}
+    assert recollect_hint("hopper-random-v0", tmp_path, imported) == (
+        f"re-import it with `offline-bench datasets import offline-bench/hopper-random-v0 --force --root {tmp_path}`")
+    assert recollect_hint("hopper-expert-v0", tmp_path, imported) == (
+        "re-import it with `offline-bench datasets import offline-bench/hopper-random-v0 --as hopper-expert-v0 "
+        f"--force --root {tmp_path}`")

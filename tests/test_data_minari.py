@@ -81,3 +81,33 @@ def test_export_refuses_data_minari_cannot_represent(roots: Path) -> None:
     with pytest.raises(MinariError, match="do not continue into the next row"):
         export_minari("hopper-random", root=roots / "broken")
     assert "offline-bench/hopper-random-v0" not in minari.list_local_datasets()
+
+
+def test_import_refuses_an_existing_id_unless_forced_and_writes_nothing(roots: Path) -> None:
+    """Collected or half-written (a manifest alone): the target is kept, and no temporary file is left."""
+    data = roots / "data"
+    export_minari("hopper-random", root=data)
+    (data / "hopper-expert-v0.json").write_text("{}")  # what a writer killed between its two renames leaves
+    before = {p.name: p.read_bytes() for p in data.iterdir()}
+    for target in ("hopper-random", "hopper-expert"):
+        with pytest.raises(MinariError, match=f"{target}-v0 already exists in {data}; pass --force to replace it"):
+            import_minari("offline-bench/hopper-random-v0", target, root=data)
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == before
+    manifest = import_minari("offline-bench/hopper-random-v0", "hopper-expert", root=data, force=True)
+    assert manifest["dataset_id"] == "hopper-expert-v0" and load_dataset("hopper-expert", root=data).episodes == 4
+
+
+def test_import_keeps_the_statistics_of_a_budget_cut_last_episode(roots: Path) -> None:
+    """The export's last episode ends on a timeout row like a time-limited one; the manifest says it was cut, so,
+    as in collect, it stays out of the episode-return statistics."""
+    from offline_bench.data.collection import return_stats
+
+    arrays, manifest = synthetic(1, (15,), (3,), [5, 7, 4, 9])
+    returns = np.add.reduceat(arrays["rewards"].astype(np.float64), arrays["episode_starts"])
+    manifest.update(last_episode_cut=True, episode_returns=return_stats(list(returns[:3]), [5, 7, 4]))
+    write_dataset(roots / "cut", "hopper-random-v0", arrays, manifest)
+    export_minari("hopper-random", root=roots / "cut")
+    back = import_minari("offline-bench/hopper-random-v0", root=roots / "back")
+    assert back["last_episode_cut"] is True and back["episodes"] == 4
+    assert back["episode_returns"] == manifest["episode_returns"]
+    assert back["episode_returns"]["episodes"] == 3

@@ -83,6 +83,8 @@ def export_policies(
     run_dir = Path(run_dir)
     root = Path(root or policies_root())
     summary_path = run_dir / "summary.json"
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"no behaviour run in {run_dir}; start one with `offline-bench behaviour train {task}`")
     if not summary_path.exists():
         raise FileNotFoundError(f"no summary.json in {run_dir}: has the run reached its first checkpoint yet?")
     summary = json.loads(summary_path.read_text())

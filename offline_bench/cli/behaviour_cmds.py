@@ -23,6 +23,17 @@ def behaviour() -> None:
     """Behaviour policies (SAC / MATD3 trained online) that make the medium, mixed and expert datasets."""
 
 
+def _check_task(task: str) -> None:
+    """A usage error naming the known tasks when ``task`` has no behaviour recipe, before any run directory is
+    looked at (else the error would be about a missing run, and its advice would fail the same way)."""
+    from offline_bench.behaviour.tasks import recipe
+
+    try:
+        recipe(task)
+    except KeyError as err:
+        raise click.UsageError(str(err.args[0] if err.args else err)) from None
+
+
 @behaviour.command()
 @click.argument("task")
 @click.option("--steps", type=int, default=None, help="Training budget in env steps (default: the task's recipe).")
@@ -50,8 +61,8 @@ def train(task: str, steps: int | None, seed: int, workdir: str | None, sets: tu
     from offline_bench.behaviour.trainer import TrainerConfig, default_config, default_workdir, train_behaviour
     from offline_bench.config import parse_sets, replace
 
+    _check_task(task)
     try:
-        recipe(task)
         overrides = parse_sets(sets)
     except (KeyError, ValueError) as err:
         raise click.UsageError(str(err.args[0] if err.args else err)) from None
@@ -93,6 +104,7 @@ def status(task: str, seed: int, workdir: str | None) -> None:
     """Show a behaviour run's progress: step, wall time, last evaluations, medium / best."""
     from offline_bench.behaviour.trainer import default_workdir
 
+    _check_task(task)
     run_dir = Path(workdir) if workdir else default_workdir(task, seed)
     path = run_dir / "summary.json"
     if not path.exists():
@@ -125,6 +137,7 @@ def export(task: str, seed: int, workdir: str | None, episodes: int, expert: boo
     from offline_bench.behaviour.export import export_policies
     from offline_bench.behaviour.trainer import default_workdir
 
+    _check_task(task)
     run_dir = Path(workdir) if workdir else default_workdir(task, seed)
     try:
         entry = export_policies(task, run_dir, episodes=episodes, root=policies, include_expert=expert,
@@ -146,7 +159,8 @@ def export(task: str, seed: int, workdir: str | None, episodes: int, expert: boo
 @click.pass_context
 def collect_mixed_cmd(ctx: click.Context, task: str, root: str | None, workdir: str | None, retrain: bool,
                       force: bool) -> None:
-    """Write TASK-mixed-v0: the behaviour run's replay buffer from step 0 to the medium policy, in order.
+    """Write TASK-mixed at its newest version (hopper-mixed-v0, spread-mixed-v1, ...): the behaviour run's replay
+    buffer from step 0 to the medium policy, in order.
 
     An alias of `offline-bench collect TASK-mixed` (see its --help for what --retrain costs per task).
     """

@@ -79,9 +79,9 @@ def _retrain_help() -> str:
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help="Transitions to collect (default: the recipe's size, 1,000,000). Mixed datasets have a fixed "
               "size (the replay buffer up to the medium policy) and refuse any other number.")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Collection seed; policy init, noise and every episode's env seed derive from it (mixed: must "
-              "be 0, the behaviour run's own seeds apply).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Collection seed (>= 0); policy init, noise and every episode's env seed derive from it (mixed: "
+              "must be 0, the behaviour run's own seeds apply).")
 @click.option("--force", is_flag=True,
               help="Re-collect even if ROOT already holds this dataset (replacing one made differently).")
 @click.option("--retrain", is_flag=True, help=_retrain_help())
@@ -257,13 +257,18 @@ def export(dataset_id: str, to_minari: bool, force: bool, root: str | None) -> N
 @click.argument("source_id", metavar="MINARI_ID")
 @click.option("--as", "dataset_id", default=None,
               help="Catalog id to store it as (default: MINARI_ID without its offline-bench/ namespace).")
+@click.option("--force", is_flag=True,
+              help="Replace a dataset of the same id already in ROOT (collected or imported).")
 @root_option
 @clean_errors
-def import_(source_id: str, dataset_id: str | None, root: str | None) -> None:
-    """Import the local single-agent Minari dataset MINARI_ID into ROOT in offline-bench's format."""
+def import_(source_id: str, dataset_id: str | None, force: bool, root: str | None) -> None:
+    """Import the local single-agent Minari dataset MINARI_ID into ROOT in offline-bench's format.
+
+    A dataset of the same id already in ROOT is kept, and nothing is written, unless --force is given.
+    """
     from offline_bench.data.minari_io import import_minari
 
-    manifest = import_minari(source_id, dataset_id, root)
+    manifest = import_minari(source_id, dataset_id, root, force=force)
     click.echo(f"imported {source_id} as {manifest['dataset_id']}: {manifest['transitions']} transitions, "
                f"{manifest['episodes']} episodes (sha256 {manifest['sha256'][:12]})")
 
@@ -272,7 +277,8 @@ def import_(source_id: str, dataset_id: str | None, root: str | None) -> None:
 @click.argument("task")
 @click.option("--episodes", type=click.IntRange(min=1), default=100, show_default=True,
               help="Episodes to average over.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the env seeds and the actions.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed (>= 0) of the env seeds and the actions.")
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
 @clean_errors
 def measure_random(task: str, episodes: int, seed: int, as_json: bool) -> None:

@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -56,11 +57,40 @@ def manifest_path(root: Path, dataset_id: str) -> Path:
     return Path(root) / f"{dataset_id}.json"
 
 
-def recollect_hint(dataset_id: str, root: Path | None = None) -> str:
-    """The fix for a bad file, as a command line."""
-    name = dataset_id.rsplit("-v", 1)[0] if dataset_id.rsplit("-v", 1)[-1].isdigit() else dataset_id
-    where = f" --root {root}" if root is not None else ""
-    return f"re-run `offline-bench collect {name}{where}`"
+def recollect_hint(dataset_id: str, root: Path | None = None, manifest: Mapping[str, Any] | None = None) -> str:
+    """The fix for a bad file, as a command line that makes the same dataset again.
+
+    The id keeps its version (without one, ``collect`` would make the newest version, which may be another
+    dataset). From the manifest, when it is readable: a rollout dataset's size and seed (else ``collect`` would make
+    the recipe's default 1,000,000 transitions with seed 0), and for an imported dataset the Minari dataset it came
+    from. ``--force``: a file of that id is there, and the command must replace it whatever state it is in.
+    """
+    where = f" --root {shlex.quote(str(root))}" if root is not None else ""
+    recipe = (manifest or {}).get("recipe")
+    recipe = recipe if isinstance(recipe, Mapping) else {}
+    source = recipe.get("source")
+    if recipe.get("kind") == "imported" and isinstance(source, str) and source.startswith("minari:"):
+        minari_id = source[len("minari:"):]
+        as_id = "" if minari_id == f"offline-bench/{dataset_id}" else f" --as {dataset_id}"
+        return f"re-import it with `offline-bench datasets import {shlex.quote(minari_id)}{as_id} --force{where}`"
+    size = ""
+    if recipe.get("kind") == "rollouts":  # replay-buffer (mixed) datasets have a fixed size and the run's seeds
+        steps = (manifest or {}).get("requested_steps")
+        seeds = (manifest or {}).get("seeds")
+        seed = seeds.get("seed") if isinstance(seeds, Mapping) else None
+        size += f" --steps {steps}" if isinstance(steps, int) and not isinstance(steps, bool) else ""
+        size += f" --seed {seed}" if isinstance(seed, int) and not isinstance(seed, bool) else ""
+    return f"re-run `offline-bench collect {dataset_id}{size} --force{where}`"
+
+
+def _hdf5_manifest(path: Path) -> dict[str, Any] | None:
+    """The manifest mirrored in an HDF5 file's attributes, if it can be read; only for building a fix hint."""
+    try:
+        with h5py.File(path, "r") as f:
+            manifest = json.loads(f.attrs["manifest"])
+    except Exception:  # noqa: BLE001 - a damaged file: the hint falls back to what the id alone says
+        return None
+    return manifest if isinstance(manifest, dict) else None
 
 
 def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
@@ -222,27 +252,41 @@ def read_manifest(root: Path | str, dataset_id: str) -> dict[str, Any]:
     """The JSON manifest of a collected dataset; raises DatasetError if missing, incomplete or not understood."""
     root = Path(root)
     path, h5 = manifest_path(root, dataset_id), hdf5_path(root, dataset_id)
-    fix = recollect_hint(dataset_id, root)
     if not h5.exists() and not path.exists():
         raise DatasetError(f"dataset {dataset_id} is not collected in {root}: run `offline-bench collect "
-                           f"{dataset_id.rsplit('-v', 1)[0]} --root {root}`")
+                           f"{dataset_id} --root {shlex.quote(str(root))}`")
     if not h5.exists():
-        raise DatasetError(f"{dataset_id}: manifest {path} exists but the data file {h5.name} is missing; {fix}")
+        raise DatasetError(f"{dataset_id}: manifest {path} exists but the data file {h5.name} is missing; "
+                           f"{recollect_hint(dataset_id, root, _json_manifest(path))}")
+
+    def fix() -> str:  # the JSON manifest is missing or not understood: the copy inside the HDF5 file may say more
+        return recollect_hint(dataset_id, root, _hdf5_manifest(h5))
+
     if not path.exists():
-        raise DatasetError(f"{dataset_id}: {h5.name} has no manifest {path.name} (collection did not finish); {fix}")
+        raise DatasetError(f"{dataset_id}: {h5.name} has no manifest {path.name} (collection did not finish); {fix()}")
     try:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{dataset_id}: manifest {path.name} is not valid JSON ({exc.msg}); {fix}") from None
+        raise DatasetError(f"{dataset_id}: manifest {path.name} is not valid JSON ({exc.msg}); {fix()}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise DatasetError(f"{dataset_id}: {path.name} is not an offline-bench dataset manifest; {fix}")
+        raise DatasetError(f"{dataset_id}: {path.name} is not an offline-bench dataset manifest; {fix()}")
     version = manifest.get("format_version")
     if version not in SUPPORTED_FORMAT_VERSIONS:
         raise DatasetError(
             f"{dataset_id}: format version {version!r} is not supported (this offline-bench reads "
-            f"{', '.join(map(str, SUPPORTED_FORMAT_VERSIONS))}); upgrade offline-bench or {fix}"
+            f"{', '.join(map(str, SUPPORTED_FORMAT_VERSIONS))}); upgrade offline-bench or "
+            f"{recollect_hint(dataset_id, root, manifest)}"
         )
     return manifest
+
+
+def _json_manifest(path: Path) -> dict[str, Any] | None:
+    """A JSON manifest, if it can be read; only for building a fix hint."""
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
 
 
 def read_arrays(
@@ -251,7 +295,7 @@ def read_arrays(
     """Read and check the HDF5 file against its manifest: size, sha256, attributes, keys, shapes, NaN/inf."""
     root = Path(root)
     h5 = hdf5_path(root, dataset_id)
-    fix = recollect_hint(dataset_id, root)
+    fix = recollect_hint(dataset_id, root, manifest)  # the manifest is intact here: it says how the data was made
     size = h5.stat().st_size
     if size != manifest.get("file_bytes"):
         raise DatasetError(

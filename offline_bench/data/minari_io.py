@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from offline_bench.data.catalog import catalog_entry, resolve_dataset_id, task_references
-from offline_bench.data.dataset import Dataset, load_dataset
+from offline_bench.data.collection import return_stats
+from offline_bench.data.dataset import Dataset, dataset_status, load_dataset
 from offline_bench.data.format import write_dataset
 from offline_bench.envs.tasks import task_spec
 from offline_bench.paths import data_root
@@ -104,12 +105,15 @@ def export_minari(dataset_id: str, root: str | os.PathLike[str] | None = None, f
 
 
 def import_minari(
-    source_id: str, dataset_id: str | None = None, root: str | os.PathLike[str] | None = None
+    source_id: str, dataset_id: str | None = None, root: str | os.PathLike[str] | None = None, force: bool = False
 ) -> dict[str, Any]:
     """Import a single-agent Minari dataset (Box observations and actions) as ``dataset_id`` (a catalog id).
 
     ``dataset_id`` defaults to the Minari name without the ``offline-bench/`` namespace. Observation and action
-    sizes must match the task's; actions are mapped from the Minari action bounds onto [-1, 1].
+    sizes must match the task's; actions are mapped from the Minari action bounds onto [-1, 1]. A dataset of that
+    id already in ``root`` (collected or imported, even half-written) is replaced only with ``force``; without it
+    nothing is written. Episode-return statistics follow ``collect``'s: complete episodes only, so an offline-bench
+    export whose last episode was cut by the size budget imports with the statistics it was collected with.
     """
     import gymnasium as gym
     import minari
@@ -127,6 +131,11 @@ def import_minari(
     spec = task_spec(entry.task, entry.action_layout)
     if spec.n_agents != 1:
         raise MinariError(f"import supports single-agent datasets only; {entry.dataset_id} is {spec.n_agents}-agent")
+    if not force and dataset_status(entry.dataset_id, root) != "missing":
+        raise MinariError(
+            f"{entry.dataset_id} already exists in {data_root(root)}; pass --force to replace it, import it "
+            f"--as another id, or use another --root"
+        )
     source = minari.load_dataset(source_id)
     obs_space, action_space = source.observation_space, source.action_space
     if not isinstance(obs_space, gym.spaces.Box) or not isinstance(action_space, gym.spaces.Box):
@@ -142,21 +151,35 @@ def import_minari(
         raise MinariError(f"{source_id}: the action space is unbounded, so actions cannot be mapped onto [-1, 1]")
     columns: dict[str, list[np.ndarray]] = {k: [] for k in ("o", "a", "r", "o2", "term", "trunc")}
     starts, seeds = [], []
+    returns: list[float] = []  # of complete episodes, as collect computes them (Episode.team_return)
+    lengths: list[int] = []
+    original = _original_manifest(source.storage.metadata.get("description"))
+    episodes = len(source.episode_indices)
+    # An export's budget-cut last episode ends on a timeout row like any time-limited one: only our manifest tells.
+    cut_last = bool(original.get("last_episode_cut", False))
     row = 0
     metadata = source.storage.get_episode_metadata(list(source.episode_indices))
-    for episode, meta in zip(source.iterate_episodes(), metadata):
+    for k, (episode, meta) in enumerate(zip(source.iterate_episodes(), metadata)):
+        last = k == episodes - 1
         length = len(episode.rewards)
         obs = np.asarray(episode.observations, dtype=np.float32)  # [L+1, O]
         action = (2.0 * (np.asarray(episode.actions, dtype=np.float64) - low) / (high - low) - 1.0).astype(np.float32)
+        reward = np.asarray(episode.rewards, dtype=np.float32)  # [L]
         term = np.asarray(episode.terminations, dtype=bool)
         trunc = np.asarray(episode.truncations, dtype=bool)
+        complete = not (cut_last and last)
         if not (term[-1] or trunc[-1]):
             trunc = trunc.copy()
             trunc[-1] = True  # an episode cut without a flag: mark it truncated so it ends on a timeout row
+            complete = False
+            cut_last = cut_last or last
+        if complete:
+            returns.append(float(reward[:, None].astype(np.float64).sum(axis=0).mean()))  # [L, N=1] as collect's
+            lengths.append(length)
         columns["o"].append(obs[:-1])
         columns["o2"].append(obs[1:])
         columns["a"].append(np.clip(action, -1.0, 1.0))
-        columns["r"].append(np.asarray(episode.rewards, dtype=np.float32))
+        columns["r"].append(reward)
         columns["term"].append(term)
         columns["trunc"].append(trunc & ~term)
         starts.append(row)
@@ -173,9 +196,6 @@ def import_minari(
         "episode_starts": np.asarray(starts, dtype=np.int64),
         "episode_seeds": np.asarray(seeds, dtype=np.int64),
     }
-    team = arrays["rewards"].astype(np.float64)
-    returns = np.add.reduceat(team, arrays["episode_starts"])
-    original = _original_manifest(source.storage.metadata.get("description"))
     manifest = {
         "dataset_id": entry.dataset_id,
         "task": entry.task,
@@ -193,10 +213,8 @@ def import_minari(
                    "original_recipe": original.get("recipe")},
         "behaviour_policy": original.get("behaviour_policy", {"name": "unknown (imported from Minari)"}),
         "seeds": original.get("seeds", {"episode_seeds": "from Minari episode metadata; -1 where absent"}),
-        "last_episode_cut": bool(original.get("last_episode_cut", False)),
-        "episode_returns": {"episodes": int(len(returns)), "mean": float(returns.mean()),
-                            "std": float(returns.std()), "min": float(returns.min()), "max": float(returns.max()),
-                            "mean_length": float(row / max(len(starts), 1)), "statistic": "all episodes"},
+        "last_episode_cut": cut_last,
+        "episode_returns": return_stats(returns, lengths),
         "references": task_references(entry.task).to_dict(),
     }
     return write_dataset(data_root(root), entry.dataset_id, arrays, manifest)
