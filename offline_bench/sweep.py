@@ -300,11 +300,42 @@ def check_grid(specs: Sequence[RunSpec]) -> None:
 
 
 def run_status(spec: RunSpec, runs: Path | str | None) -> str:
-    """``finished`` (result.json), ``unfinished`` (a run folder exists: train resumes it) or ``new``."""
+    """``finished`` (result.json), ``unfinished`` (a run folder exists: train resumes it), ``new``, or ``conflict``:
+    the run folder holds a run (finished or not) trained with another config (``run_conflict``)."""
     run_dir = spec.run_dir(runs)
-    if (run_dir / "result.json").is_file():
-        return "finished"
-    return "unfinished" if run_dir.exists() else "new"
+    if not run_dir.exists():
+        return "new"
+    if run_conflict(spec, runs):
+        return "conflict"
+    return "finished" if (run_dir / "result.json").is_file() else "unfinished"
+
+
+def run_conflict(spec: RunSpec, runs: Path | str | None) -> list[str]:
+    """How the config ``spec`` asks for differs from the one its run folder was trained with (``config.json``);
+    empty for a new run or the same config. ``train`` refuses such a run; the sweep refuses the grid up front."""
+    from offline_bench.config import parse_sets
+    from offline_bench.train import prepare
+    from offline_bench.train.loop import config_differences
+
+    run_dir = spec.run_dir(runs)
+    if not (run_dir / "config.json").is_file():
+        return []
+    _, resolved = prepare(spec.algo, spec.dataset_id, seed=spec.seed, steps=spec.steps,
+                          sets=parse_sets(list(spec.sets)))
+    return config_differences(run_dir, resolved)
+
+
+def check_runs_folder(specs: Sequence[RunSpec], runs: Path | str | None) -> None:
+    """Refuse a grid whose runs folder holds runs of it trained with another config (SweepError, one line): the
+    sweep would skip the finished ones, so the table would show scores of settings that were not asked for."""
+    conflicts = [(spec, diffs) for spec in specs if (diffs := run_conflict(spec, runs))]
+    if conflicts:
+        spec, diffs = conflicts[0]
+        raise SweepError(
+            f"{len(conflicts)} run folder(s) of this grid in {runs_root(runs)} hold runs trained with another config "
+            f"(first: {spec.name}: {'; '.join(diffs)}); pass another --runs folder, or delete those runs, to train "
+            "with these settings (--dry-run marks them 'conflict'); nothing was started"
+        )
 
 
 def stop_processes(procs: Sequence[subprocess.Popen], grace: float = STOP_GRACE_S) -> list[int]:
@@ -456,7 +487,8 @@ def run_sweep(
     """Run every spec that has not finished; ``on_event`` is called once per spec as its outcome is known.
 
     Finished runs are reported as ``already finished`` without starting anything; runs on datasets that are not
-    collected as ``missing dataset`` (or the datasets are collected first when ``collect`` is set). Interrupted
+    collected as ``missing dataset`` (or the datasets are collected first when ``collect`` is set). A runs folder
+    holding runs of the grid trained with another config is refused first (``check_runs_folder``). Interrupted
     (KeyboardInterrupt; the CLI turns SIGTERM into one), it stops the processes it started before re-raising.
     """
     if executor not in EXECUTORS:
@@ -474,6 +506,7 @@ def run_sweep(
         summary.outcomes.append(outcome)
         emit(outcome)
 
+    check_runs_folder(specs, runs_dir)
     children = ChildProcesses()
     try:
         missing = [d for d in dict.fromkeys(s.dataset_id for s in specs) if not is_collected(d, root_dir)]
@@ -591,9 +624,11 @@ __all__ = [
     "SweepError",
     "SweepSummary",
     "check_grid",
+    "check_runs_folder",
     "is_collected",
     "quick_budget_text",
     "resolve_grid",
+    "run_conflict",
     "run_status",
     "run_sweep",
     "stop_processes",

@@ -25,6 +25,7 @@ from offline_bench.sweep import (PRESETS, QUICK_STEPS, RunSpec, SweepError, _che
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Tiny runs: 20 updates of batch 32, an evaluation of 2 episodes every 10 updates.
 TINY = ["--steps", "20", "--set", "eval_every=10", "--set", "eval_episodes=2", "--set", "batch_size=32"]
+TINY_SETS = ("eval_every=10", "eval_episodes=2", "batch_size=32")  # TINY's --set values
 
 
 def test_presets_are_the_papers_grids() -> None:
@@ -111,7 +112,8 @@ def test_sweep_writes_run_directories_both_ways(swept: Path) -> None:
         for seed in seeds:
             run = runs / "hopper-random-v0" / algo / f"seed{seed}"
             assert {"config.json", "metrics.csv", "checkpoint.pt", "result.json"} <= {p.name for p in run.iterdir()}
-            assert run_status(RunSpec("hopper-random-v0", algo, seed), runs) == "finished"
+            spec = RunSpec("hopper-random-v0", algo, seed, 20, TINY_SETS)
+            assert run_status(spec, runs) == "finished"
             assert "finished" in (runs / ".logs" / "hopper-random-v0" / algo / f"seed{seed}.log").read_text()
     assert (swept / "data" / "hopper-random-v0.hdf5").is_file()
 
@@ -135,6 +137,26 @@ def test_sweep_skips_finished_runs(swept: Path) -> None:
     dry = CliRunner().invoke(main, ["sweep", "--algos", "td3bc", "--datasets", "hopper-random", "--seeds", "3",
                                     "--root", str(swept / "data"), "--runs", str(swept / "runs"), "--dry-run", *TINY])
     assert [line.split()[0] for line in dry.output.strip().splitlines()] == ["finished", "finished", "new"]
+
+
+def test_runs_trained_with_another_config_are_a_conflict_and_the_sweep_refuses(swept: Path) -> None:
+    """The same grid with another budget or value: the dry run marks the runs 'conflict', the sweep starts nothing
+    (it would otherwise skip the finished runs and the table would show the old settings' scores)."""
+    log = swept / "runs" / ".logs" / "hopper-random-v0" / "td3bc" / "seed0.log"
+    before = log.read_text()
+    common = ["--algos", "td3bc", "--datasets", "hopper-random", "--seeds", "2", "--root", str(swept / "data"),
+              "--runs", str(swept / "runs"), "--set", "eval_every=10", "--set", "eval_episodes=2",
+              "--set", "batch_size=32"]
+    for extra in (["--steps", "30"], ["--steps", "20", "--set", "gamma=0.5"]):
+        dry = CliRunner().invoke(main, ["sweep", *common, *extra, "--dry-run"])
+        assert dry.exit_code == 0, dry.output
+        assert [line.split()[0] for line in dry.output.strip().splitlines()] == ["conflict", "conflict"]
+        run = CliRunner().invoke(main, ["sweep", *common, *extra])
+        assert run.exit_code == 1, run.output
+        assert "2 run folder(s) of this grid" in run.output and "hold runs trained with another config" in run.output
+        assert ("steps 20 vs 30" if extra[1] == "30" else "gamma 0.99 vs 0.5") in run.output
+        assert "nothing was started" in run.output
+    assert log.read_text() == before, "no train may start"
 
 
 def test_report_on_swept_runs_all_formats_and_partial_cells(swept: Path, tmp_path: Path) -> None:

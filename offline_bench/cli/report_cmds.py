@@ -111,7 +111,8 @@ def report(runs: str | None, out: str, formats: tuple[str, ...], statistic: str 
 @click.option("--collect-steps", type=click.IntRange(min=1), default=None,
               help="Size of datasets collected by --collect (default: the recipe's, 1M transitions).")
 @click.option("--dry-run", is_flag=True,
-              help="List the runs with their status (finished, unfinished, new, no-dataset); start nothing.")
+              help="List the runs with their status (finished, unfinished, new, no-dataset, or conflict: the "
+              "runs folder holds that run trained with another config); start nothing.")
 def sweep(algos: tuple[str, ...], datasets: tuple[str, ...], seeds: int | None, steps: int | None,
           sets: tuple[str, ...], jobs: int, executor: str, address: str | None, preset: str | None, budget: str,
           root: str | None, runs: str | None, collect: bool, collect_steps: int | None, dry_run: bool) -> None:

@@ -371,22 +371,32 @@ def _same_run(stored: dict[str, Any], record: dict[str, Any]) -> list[str]:
     return diffs
 
 
+def config_differences(run_dir: Path, resolved: ResolvedConfig, sha256: str | None = None) -> list[str]:
+    """What differs between the config a run directory was trained with (its ``config.json``) and ``resolved``:
+    ``["gamma 0.99 vs 0.5", ...]``, empty when they agree or the run has no readable config.json. ``sha256`` of the
+    dataset file, when known, is compared too (``sweep`` checks a grid without reading every dataset file)."""
+    try:
+        stored = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(stored, dict) or not stored:
+        return []
+    current = {**resolved.to_json(), "dataset": {"sha256": sha256 or (stored.get("dataset") or {}).get("sha256")}}
+    return _same_run(stored, current)
+
+
 def _finished(run_dir: Path, resolved: ResolvedConfig, sha256: str | None) -> TrainOutcome:
     """The outcome of a run whose result.json exists: it is not re-run.
 
     A different config is refused (TrainError listing the differing keys): reporting the old result for the new
     arguments would pass one config's score off as another's. ``sweep`` skips finished runs before calling train.
     """
-    config_path = run_dir / "config.json"
-    stored = json.loads(config_path.read_text()) if config_path.exists() else {}
-    if stored:
-        current = {**resolved.to_json(), "dataset": {"sha256": sha256 or (stored.get("dataset") or {}).get("sha256")}}
-        diffs = _same_run(stored, current)
-        if diffs:
-            raise TrainError(
-                f"{run_dir} holds a finished run with a different config ({'; '.join(diffs)}); pass another --runs "
-                "folder or delete the run directory to train with these arguments"
-            )
+    diffs = config_differences(run_dir, resolved, sha256)
+    if diffs:
+        raise TrainError(
+            f"{run_dir} holds a finished run with a different config ({'; '.join(diffs)}); pass another --runs "
+            "folder or delete the run directory to train with these arguments"
+        )
     log.warning("run %s is already finished; not re-running (delete it to train again)", run_dir)
     result = json.loads((run_dir / "result.json").read_text())
     steps = int(result.get("steps_done", result.get("steps", 0)))
@@ -755,6 +765,7 @@ def _opponent(dataset: Any, task: str) -> tuple[Any, str]:
 __all__ = [
     "Progress",
     "build_algorithm",
+    "config_differences",
     "TABLE_STATISTIC",
     "TrainError",
     "TrainOutcome",
