@@ -18,6 +18,7 @@ from offline_bench.algos.bear import (
     BEAR,
     BEARConfig,
     ConditionalVAE,
+    actor_q_term,
     bear_td_target,
     best_of_samples,
     mmd_distance,
@@ -376,3 +377,12 @@ def assert_resumes_exactly(make, p: Problem, tmp_path) -> None:
 def test_resumes_exactly_across_the_end_of_warmup(tmp_path) -> None:
     p = problem()
     assert_resumes_exactly(lambda: BEAR(BEARConfig(warmup_steps=2, **TINY), p, torch.device("cpu")), p, tmp_path)
+
+
+def test_actor_q_term_is_the_minimum_over_critics_of_their_sample_means() -> None:
+    """The authors' order (``critic_qs.mean(1)`` over samples, then ``min(0)`` over critics): here the per-sample
+    minima average to 0 but each critic's mean is 1, so the other order would give 0."""
+    q = torch.tensor([[2.0, 0.0], [0.0, 2.0]]).reshape(2, 1, 1, 2)  # [K=2, B=1, N=1, E=2]
+    assert actor_q_term(q).item() == 1.0
+    assert q.amin(-1).mean(0).item() == 0.0
+

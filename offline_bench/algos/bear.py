@@ -10,9 +10,10 @@ The update, in the authors' order:
 2. critics: an ensemble of ``n_critics`` Q-functions (one batched network) regressed on the soft clipped
    double-Q target ``r + gamma (1 - d) max_k [0.75 min_e Q'_e(s', a_k) + 0.25 max_e Q'_e(s', a_k)]`` over
    ``n_target_samples`` = 10 actions ``a_k`` of the target actor;
-3. actor (tanh-Gaussian): ``mean_k[-min_e Q_e(s, a_k)] + alpha * MMD(pi(.|s), beta(.|s))`` over
-   ``n_mmd_samples`` = 5 actor samples (the Q term averages the first ``n_actor_q_samples`` of them: all, as the
-   authors do; d3rlpy uses 1) (pre-tanh Gaussian noise clipped to +-0.5, the authors' "trick") and as many VAE
+3. actor (tanh-Gaussian): ``-min_e mean_k Q_e(s, a_k) + alpha * MMD(pi(.|s), beta(.|s))`` over
+   ``n_mmd_samples`` = 5 actor samples (the Q term is ``min_e mean_k Q_e(s, a_k)`` over the first
+   ``n_actor_q_samples`` of them: all, as the authors do, each critic averaged over the samples before the minimum
+   over critics; d3rlpy uses 1) (pre-tanh Gaussian noise clipped to +-0.5, the authors' "trick") and as many VAE
    samples (latent clipped to +-0.5); the MMD compares PRE-tanh actions of both, as the authors do, so the kernel
    does not saturate. During the first ``warmup_steps`` updates the actor minimises ``alpha * MMD`` only;
 4. Lagrange multiplier: ``log alpha`` ascends ``alpha * (MMD - epsilon)`` (epsilon = ``mmd_threshold`` = 0.05) and
@@ -31,8 +32,8 @@ Deviations from the authors' code:
 
 - batch 256 and learning rates actor 1e-4, critic 3e-4, VAE 3e-4 (d3rlpy's; the authors use batch 100 and Adam's
   default 1e-3 everywhere); the Lagrange multiplier starts at 1 (d3rlpy) instead of ``exp(randn())``;
-- warm-up counted in updates (40k, d3rlpy's default) instead of 20 "epochs" of ``eval_freq`` updates (100k at
-  the authors' default ``eval_freq`` of 5000);
+- warm-up counted in updates (40k, d3rlpy's default) instead of 20 "epochs" of ``eval_freq`` updates (20k with the
+  ``--eval_freq=1000`` of the authors' README commands, 100k at their argparse default of 5000);
 - the actor's log-std is clamped to [-20, 2] (the shared ``GaussianActor``); the authors leave it free;
 - the ensemble-variance actor term (``lambda * std_q``) is left out: the authors' runs disable it
   (``use_ensemble_variance=False``); no SAC entropy term (d3rlpy adds one, the authors do not);
@@ -103,7 +104,8 @@ class BEARConfig:
     n_action_samples: int = cfg(10, "actor samples ranked by Q when acting")
     n_actor_q_samples: int = cfg(5, "MMD actor samples averaged in the actor's Q term (authors: all; d3rlpy: 1)")
     mmd_kernel: str = cfg("laplacian", "MMD kernel: laplacian or gaussian")
-    mmd_sigma: float = cfg(10.0, "MMD kernel bandwidth (authors: 10 laplacian on hopper/halfcheetah, 20 otherwise)")
+    mmd_sigma: float = cfg(10.0, "MMD kernel bandwidth (authors: 10 laplacian on hopper/halfcheetah, 20 otherwise; "
+                                 "configs/bear/ sets 20 on walker2d and ant)")
     mmd_threshold: float = cfg(0.05, "epsilon: the MMD level the Lagrange multiplier enforces")
     initial_lagrange: float = cfg(1.0, "initial value of alpha, the Lagrange multiplier")
     log_lagrange_min: float = cfg(-5.0, "lower clamp of log alpha")
@@ -133,6 +135,13 @@ def mmd_distance(x: Tensor, y: Tensor, kernel: str, sigma: float) -> Tensor:
         return torch.exp(-dist / (2.0 * sigma)).mean(dim=(-2, -1))  # [...]
 
     return (k(x, x) + k(y, y) - 2.0 * k(x, y) + 1e-6).sqrt()  # [...]
+
+
+def actor_q_term(q: Tensor) -> Tensor:
+    """BEAR's actor objective at K actor samples: ``q [K, B, N, E] -> [B, N]``, ``min_e mean_k Q_e(s, a_k)``, each
+    critic averaged over the samples first, then the minimum over critics (the authors' ``critic_qs.mean(1)``
+    then ``min(0)``; the minimum of the means, not the mean of per-sample minima)."""
+    return q.mean(0).amin(-1)  # [B, N]
 
 
 def soft_clipped_target(q: Tensor, lmbda: float) -> Tensor:
@@ -336,7 +345,7 @@ class BEAR:
         else:
             with self._amp():
                 q_pi = self.critic(obs, torch.tanh(raw_pi[: c.n_actor_q_samples])).float()  # [K', B, N, E]
-            q_pi = q_pi.amin(-1).mean(0)  # [B, N]
+            q_pi = actor_q_term(q_pi)  # [B, N]
             actor_loss = -q_pi.mean(0).sum() + constraint
         optimizer_step(self.actor_opt, actor_loss, params=list(self.actor.parameters()))
 
@@ -384,6 +393,7 @@ __all__ = [
     "BEAR",
     "BEARConfig",
     "ConditionalVAE",
+    "actor_q_term",
     "bear_td_target",
     "best_of_samples",
     "mmd_distance",

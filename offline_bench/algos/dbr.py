@@ -105,6 +105,7 @@ from offline_bench.algos.base import Problem
 from offline_bench.algos.bear import (
     MMD_KERNELS,
     ConditionalVAE,
+    actor_q_term,
     bear_td_target,
     best_of_samples,
     mmd_distance,
@@ -153,7 +154,8 @@ class DBRConfig:
     n_action_samples: int = cfg(10, "actor samples ranked by Q when acting")
     n_actor_q_samples: int = cfg(5, "MMD actor samples averaged in the actor's Q term (authors: all; d3rlpy: 1)")
     mmd_kernel: str = cfg("laplacian", "MMD kernel: laplacian or gaussian")
-    mmd_sigma: float = cfg(10.0, "MMD kernel bandwidth")
+    mmd_sigma: float = cfg(10.0, "MMD kernel bandwidth (BEAR's authors: 10 laplacian on hopper/halfcheetah, "
+                                 "20 otherwise; configs/dbr/ sets 20 on walker2d and ant)")
     mmd_threshold: float = cfg(0.05, "epsilon: floor of the dynamic bound max(epsilon, E[MMD(pi, beta-)])")
     anchor_bound: bool = cfg(True, "also cap the bound at E[MMD(beta+, beta-)], the behaviour models' own "
                              "separation, so leaving the data cannot satisfy it (False: the paper's bound alone)")
@@ -265,8 +267,10 @@ class DBR:
             pi_actions = torch.tanh(raw_pi[: c.n_actor_q_samples])  # [K', B, N, A]
             actions = torch.cat([batch.action.unsqueeze(0), pi_actions], dim=0)  # [1+K', B, N, A]
             with self._amp():
-                q_all = self.critic(obs, actions).float().amin(-1)  # [1+K', B, N]
-            ret, q_pi = q_all[0].detach(), q_all[1:]  # [B, N], [K', B, N]
+                q_all = self.critic(obs, actions).float()  # [1+K', B, N, E]
+            # R: min over critics at the data action; the actor's Q: each critic's mean over the samples, then the
+            # minimum over critics (BEAR's actor term, as the BEAR authors reduce it).
+            ret, q_pi = q_all[0].amin(-1).detach(), actor_q_term(q_all[1:])  # [B, N], [B, N]
         with self._amp():
             value = self.value(agents_to_groups(obs)).float().squeeze(-1).transpose(0, 1)  # [B, N]
         masks = split_masks(ret, value.detach())  # [B, N, 2]
@@ -295,7 +299,7 @@ class DBR:
         if warmup:
             actor_loss = (lagrange * d_plus).sum()
         else:
-            actor_loss = (-q_pi.mean(dim=(0, 1)) + lagrange * violation).sum()
+            actor_loss = (-q_pi.mean(0) + lagrange * violation).sum()
         optimizer_step(self.actor_opt, actor_loss, params=list(self.actor.parameters()))
 
         # 6. Lagrange multiplier: ascend alpha * g, clamp log alpha (tensor op, no sync). Only once the actor
