@@ -1,7 +1,7 @@
 """CQL: "Conservative Q-Learning for Offline Reinforcement Learning" (Kumar, Zhou, Tucker & Levine, NeurIPS 2020).
 
 SAC-based continuous CQL(H): a tanh-Gaussian actor with automatic entropy tuning, twin critics, and a critic loss
-``TD error + cql_alpha * (T * logsumexp(Q(s, a_k) - log mu(a_k)) / T) - Q(s, a_data))`` where the a_k are
+``TD error + cql_alpha * (T * logsumexp((Q(s, a_k) - log mu(a_k)) / T) - Q(s, a_data))`` where the a_k are
 ``cql_n_actions`` uniform random actions, actions from pi(.|s) and from pi(.|s') (importance-sampled, "min_q_version
 3"). ``cql_lagrange=True`` replaces the fixed weight by a multiplier alpha' >= 0 tuned so the penalty stays near
 ``cql_target_gap``. The actor is trained by behaviour cloning (max log-likelihood of the data action, plus the
@@ -14,8 +14,9 @@ Gym-MuJoCo settings: policy lr 1e-4, critic lr 3e-4, 3 x 256 networks, batch 256
 
 Deviations:
 - Twin critics are one stacked network; the data action and all 3K sampled actions go through it in ONE forward.
-- Policy actions for the penalty are drawn from the actor's distribution computed once per update (before the
-  actor step), as the reference does by computing all losses before stepping; they carry no gradient.
+- (Not a deviation.) Every policy action of an update (the penalty's pi(.|s) and pi(.|s') proposals and the TD
+  target's a') is drawn from the actor before its step, as the reference does by computing all losses before
+  stepping; they carry no gradient.
 - Default ``nn.Linear`` initialisation (the reference uses rlkit's fan-in init, CORL orthogonal init).
 - Observations are standardised with the dataset's statistics (``normalize_obs``; CORL's option, off in the
   authors' code).
@@ -174,8 +175,8 @@ class CQL:
             with bf16_autocast(self.device, c.bf16):
                 q_pi = self.critic(obs, pi).float().amin(-1)  # [B, N]
             actor_loss = sac_actor_loss(log_pi, q_pi, entropy_alpha)
-        optimizer_step(self.actor_opt, actor_loss, self.actor_params)
-
+        # Every sampled action comes from the actor BEFORE its step, as in the reference, which computes all losses
+        # before stepping any optimizer (the random draws come in the same order either way).
         with torch.no_grad():
             # Deterministic backup: min over target critics at a' ~ pi(.|s'), no entropy term.
             with bf16_autocast(self.device, c.bf16):
@@ -191,6 +192,8 @@ class CQL:
             log_density = torch.cat([
                 self.random_log_density.expand(k, b, n), curr_log_pi, next_log_pi[1:],
             ]).permute(1, 2, 0).unsqueeze(2)  # [B, N, 1, 3K]
+
+        optimizer_step(self.actor_opt, actor_loss, self.actor_params)
 
         # Critic: TD error on the data action plus the conservative penalty, one forward for all actions.
         with bf16_autocast(self.device, c.bf16):
