@@ -16,7 +16,11 @@ agents and the K samples at once: a Python loop runs only over the J iterations.
 
 Reference implementation checked: github.com/ling-pan/OMAR (``algorithms/maddpg.py`` with ``omar=1``, ``main.py``).
 Defaults are its MPE settings (3 iterations, 10 samples, mu0 0, sigma0 2, plus MA-CQL's); ``omar_coe`` and
-``cql_alpha`` per dataset and the halfcheetah-2x3 settings live in ``offline_bench/configs/omar/*.yaml``.
+``cql_alpha`` per dataset and the halfcheetah-2x3 settings live in ``offline_bench/configs/omar/*.yaml``. Those
+``omar_coe`` values are the authors' ``env_config_map`` as it is, which sets tau = 1.0 on all four spread datasets,
+world-random and halfcheetah-2x3-random: there the actor loss has no Q term and the actor regresses onto the
+search's rectified action alone (the paper's text says the best tau is "neither close to 1 nor 0"; we follow the
+code that produced its tables).
 
 Deviations: MA-CQL's (see ``ma_cql.py``; its ``reward_scale`` also sets the scale the softmax(beta * Q) weights see;
 its opt-in ``cql_lagrange`` applies here too), and:
