@@ -18,6 +18,8 @@ Deviations:
   target's a') is drawn from the actor before its step, as the reference does by computing all losses before
   stepping; they carry no gradient.
 - Default ``nn.Linear`` initialisation (the reference uses rlkit's fan-in init, CORL orthogonal init).
+- The behaviour-cloning warm start runs exactly ``bc_steps`` updates (40,000); the reference counts its epoch up
+  before comparing with ``policy_eval_start`` and so runs 39,999.
 - Observations are standardised with the dataset's statistics (``normalize_obs``; CORL's option, off in the
   authors' code).
 - Optional ``bf16=true``: network matmuls under bfloat16 autocast (float32 parameters, optimizer and losses);

@@ -27,6 +27,9 @@ Deviations:
 - Critic and actor are updated every step with the same batch and the target critic soft-updated after each step,
   as in the reference (ICQ needs no target actor); its actor weight decay (1e-4) is kept as ``actor_weight_decay``.
 - Padded action dimensions are zeroed in the actor's output.
+- No ``reward_scale``: MA-CQL and OMAR multiply spread's rewards (8 / 15 / 22) to reach the scale their
+  conservative penalty was tuned on; ICQ trains on the simulator's rewards, as its reference does, although its
+  ``softmax(Q / 600)`` weights are not scale-free either.
 
 As in the reference, the "advantage" is the one-step TD residual of the dataset transition (not Q(o, a) - V(o)); once
 the critic fits the data it is near zero, and with beta 600 the actor loss is close to behaviour cloning.
