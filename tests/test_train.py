@@ -331,6 +331,19 @@ def test_finished_run_with_a_different_config_is_refused(data_root, tmp_path):
     assert train("td3bc", "hopper-random", steps=10, sets=TINY, root=data_root, runs=tmp_path).result == done.result
 
 
+def test_runs_made_before_an_option_existed_match_it_at_its_default(data_root, tmp_path):
+    """A finished run whose config.json predates an option (here: no ``bf16`` key) is the same run when that option
+    is left at its default (new options keep the old behaviour), and a different one when it is set."""
+    done = train("td3bc", "hopper-random", steps=10, sets=TINY, root=data_root, runs=tmp_path)
+    config_path = done.run_dir / "config.json"
+    stored = json.loads(config_path.read_text())
+    del stored["algo_config"]["bf16"]
+    config_path.write_text(json.dumps(stored))
+    assert train("td3bc", "hopper-random", steps=10, sets=TINY, root=data_root, runs=tmp_path).result == done.result
+    with pytest.raises(TrainError, match=r"different config \(bf16 None vs True\)"):
+        train("td3bc", "hopper-random", steps=10, sets={**TINY, "bf16": True}, root=data_root, runs=tmp_path)
+
+
 def test_config_values_are_typed_and_counts_checked():
     from offline_bench.algos import get_algorithm
     from offline_bench.algos.td3_bc import TD3BCConfig

@@ -58,6 +58,7 @@ from torch import Tensor
 from offline_bench import __version__
 from offline_bench.evaluate import EvalResult, Evaluator, eval_seed, normalized_score, reference_returns
 from offline_bench.paths import runs_root
+from offline_bench import config as config_lib
 from offline_bench.train.config import ResolvedConfig, TrainConfig, resolve_config, split_dataset_id
 from offline_bench.train.graphs import GraphedUpdates
 
@@ -356,8 +357,14 @@ def _config_record(resolved: ResolvedConfig, facts: dict[str, Any], device: torc
     }
 
 
-def _same_run(stored: dict[str, Any], record: dict[str, Any]) -> list[str]:
-    """Fields that differ between a stored config.json and this invocation's (device may differ on resume)."""
+def _same_run(stored: dict[str, Any], record: dict[str, Any], resolved: ResolvedConfig) -> list[str]:
+    """Fields that differ between a stored config.json and this invocation's (device may differ on resume).
+
+    A field the stored config lacks, while this invocation leaves it at its default, is no difference: the run was
+    made before that option existed, and a new option's default keeps the old behaviour (e.g. ``bf16``).
+    """
+    defaults = {"algo_config": config_lib.to_dict(type(resolved.algo_config)()),
+                "train_config": config_lib.to_dict(TrainConfig())}
     diffs = []
     if stored.get("algo") != record["algo"]:
         diffs.append(f"algo {stored.get('algo')} vs {record['algo']}")
@@ -366,8 +373,11 @@ def _same_run(stored: dict[str, Any], record: dict[str, Any]) -> list[str]:
     for section in ("algo_config", "train_config"):
         old, new = stored.get(section, {}), record[section]
         for key in sorted(set(old) | set(new)):
-            if key not in _EXECUTION_KEYS and old.get(key) != new.get(key):
-                diffs.append(f"{key} {old.get(key)!r} vs {new.get(key)!r}")
+            if key in _EXECUTION_KEYS or old.get(key) == new.get(key):
+                continue
+            if key not in old and key in new and new[key] == defaults[section].get(key, object()):
+                continue  # an option newer than the run, at its default
+            diffs.append(f"{key} {old.get(key)!r} vs {new.get(key)!r}")
     return diffs
 
 
@@ -382,7 +392,7 @@ def config_differences(run_dir: Path, resolved: ResolvedConfig, sha256: str | No
     if not isinstance(stored, dict) or not stored:
         return []
     current = {**resolved.to_json(), "dataset": {"sha256": sha256 or (stored.get("dataset") or {}).get("sha256")}}
-    return _same_run(stored, current)
+    return _same_run(stored, current, resolved)
 
 
 def _finished(run_dir: Path, resolved: ResolvedConfig, sha256: str | None) -> TrainOutcome:
@@ -531,7 +541,7 @@ def _train_locked(
     record = _config_record(resolved, facts, device)
     resuming = ckpt_path.exists()
     if config_path.exists():
-        diffs = _same_run(json.loads(config_path.read_text()), record)
+        diffs = _same_run(json.loads(config_path.read_text()), record, resolved)
         if diffs:
             raise TrainError(
                 f"{run_dir} holds an unfinished run with a different config ({'; '.join(diffs)}); "
