@@ -357,14 +357,17 @@ def _config_record(resolved: ResolvedConfig, facts: dict[str, Any], device: torc
     }
 
 
-def _same_run(stored: dict[str, Any], record: dict[str, Any], resolved: ResolvedConfig) -> list[str]:
+def _same_run(stored: dict[str, Any], record: dict[str, Any], resolved: ResolvedConfig | None = None) -> list[str]:
     """Fields that differ between a stored config.json and this invocation's (device may differ on resume).
 
     A field the stored config lacks, while this invocation leaves it at its default, is no difference: the run was
-    made before that option existed, and a new option's default keeps the old behaviour (e.g. ``bf16``).
+    made before that option existed, and a new option's default keeps the old behaviour (e.g. ``bf16``). The
+    defaults come from ``resolved``'s config classes (without it, every missing field counts).
     """
-    defaults = {"algo_config": config_lib.to_dict(type(resolved.algo_config)()),
-                "train_config": config_lib.to_dict(TrainConfig())}
+    defaults: dict[str, dict[str, Any]] = {"algo_config": {}, "train_config": {}}
+    if resolved is not None:
+        defaults = {"algo_config": config_lib.to_dict(type(resolved.algo_config)()),
+                    "train_config": config_lib.to_dict(TrainConfig())}
     diffs = []
     if stored.get("algo") != record["algo"]:
         diffs.append(f"algo {stored.get('algo')} vs {record['algo']}")
