@@ -26,6 +26,7 @@ Presets are the papers' grids (``PRESETS``); ``budget="quick"`` runs a preset's 
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -246,6 +247,7 @@ def check_grid(specs: Sequence[RunSpec]) -> None:
 
     from offline_bench.config import parse_sets
     from offline_bench.train import TrainError, prepare
+    from offline_bench.train.config import TrainConfig
     from offline_bench.train.loop import check_compatible, load_algorithm
 
     if not specs:
@@ -257,17 +259,12 @@ def check_grid(specs: Sequence[RunSpec]) -> None:
     algo_ids = list(dict.fromkeys(s.algo for s in specs))
     dataset_ids = list(dict.fromkeys(s.dataset_id for s in specs))
     steps = specs[0].steps
-    # Unknown keys first, one key at a time, so the message can name every key and the algorithms that lack it.
-    lacking: dict[str, list[str]] = {}
-    for key, value in overrides.items():
-        for algo_id in algo_ids:
-            try:
-                prepare(algo_id, sets={key: value})
-            except ValueError as err:
-                if "unknown config key" in str(err):
-                    lacking.setdefault(key, []).append(algo_id)
-            except TrainError as err:
-                raise SweepError(str(err)) from None
+    # Unknown keys first, from the config classes themselves, so the message can name every key and the algorithms
+    # that lack it (train would stop at the first one).
+    loop_keys = {f.name for f in dataclasses.fields(TrainConfig)}
+    valid = {a: loop_keys | {f.name for f in dataclasses.fields(load_algorithm(a)[1].config_cls)} for a in algo_ids}
+    lacking = {key: [a for a in algo_ids if key not in valid[a]] for key in overrides}
+    lacking = {key: algos for key, algos in lacking.items() if algos}
     if lacking:
         which = "; ".join(f"{key!r} (not a key of {', '.join(algos)})" for key, algos in lacking.items())
         example = next(iter(lacking.values()))[0]
