@@ -43,6 +43,43 @@ class _ColumnLinear(torch.autograd.Function):
         return grad_x, grad_w, grad_b
 
 
+_BF16_RELU_MIN_GRAD = 1 << 18  # below this the custom autograd node costs more than the faster ReLU saves
+
+
+class _Bf16ReluCPU(torch.autograd.Function):
+    """In-place ReLU of a CPU bfloat16 tensor through its int16 bits (see ``relu_``)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        x.view(torch.int16).clamp_min_(0)  # a bfloat16 with its sign bit set is a negative int16
+        ctx.mark_dirty(x)
+        ctx.save_for_backward(x)
+        return x
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        (out,) = ctx.saved_tensors
+        return torch.ops.aten.threshold_backward(grad, out, 0)
+
+
+def relu_(x: Tensor) -> Tensor:
+    """``x.relu_()``, faster for CPU bfloat16 (autocast's matmul outputs under ``bf16=True``).
+
+    torch's CPU ReLU converts bfloat16 to float32 and back; it measured 2-2.5x slower per element than on float32
+    and about 10% of a bfloat16 DBR update. Read as int16, a bfloat16 is negative exactly when its sign bit is set,
+    so ``clamp_min_(0)`` on the int16 view is the same ReLU on whole 16-bit lanes (5-7x faster here). Results equal
+    ``relu_`` bit for bit except: -0.0 becomes +0.0, and a NaN with its sign bit set becomes 0 (ReLU keeps NaN).
+    """
+    if x.dtype != torch.bfloat16 or x.device.type != "cpu":
+        return x.relu_()
+    if not (x.requires_grad and torch.is_grad_enabled()):
+        return x.view(torch.int16).clamp_min_(0).view(torch.bfloat16)
+    if x.numel() < _BF16_RELU_MIN_GRAD:
+        return x.relu_()
+    return _Bf16ReluCPU.apply(x)
+
+
 def stacked_linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """``x [G, B, in] @ weight [G, in, out] + bias [G, 1, out] -> [G, B, out]``: ``torch.baddbmm``, except on CPU
     for one output column with G > 1, where G matrix-vector products are several times faster (module docstring).
@@ -143,7 +180,7 @@ class StackedMLP(nn.Module):
                 x = self.norms[i](x)
             # ReLU in place on the fresh layer output: neither baddbmm's nor LayerNorm's backward needs that output,
             # and at large batches one fewer [G, B, H] allocation is a measurable share of the step.
-            x = x.relu_() if self.activation is torch.relu else self.activation(x)
+            x = relu_(x) if self.activation is torch.relu else self.activation(x)
         return self.out(x)  # [G, B, out]
 
 

@@ -7,7 +7,7 @@ import torch
 
 from offline_bench.algos.base import Problem
 from offline_bench.algos.common import AgentCritics
-from offline_bench.nn import StackedMLP, agents_to_groups, stacked_linear
+from offline_bench.nn import _BF16_RELU_MIN_GRAD, StackedMLP, agents_to_groups, relu_, stacked_linear
 from offline_bench.train.loop import tune_cpu_allocator
 
 torch.set_num_threads(1)
@@ -75,6 +75,40 @@ def test_in_place_relu_mlp_is_bitwise_the_out_of_place_one(layer_norm: bool, inp
     grads_plain = torch.autograd.grad(out_plain.square().sum(), [x, *plain.parameters()])
     for a, e in zip(grads_fast, grads_plain):
         assert torch.equal(a, e)
+
+
+@pytest.mark.parametrize("rows", [8, _BF16_RELU_MIN_GRAD // 64 + 1])  # below and above the autograd-node size
+def test_bf16_relu_through_int16_bits_matches_relu(rows: int) -> None:
+    """The CPU bfloat16 ReLU (int16 view) equals ``relu_`` in values (zeros included) and gradients, with and
+    without autograd; signed zeros and a NaN with its sign bit set are the documented exceptions."""
+    torch.manual_seed(7)
+    base = torch.randn(2, rows, 32).bfloat16()
+    base[0, 0, :4] = torch.tensor([0.0, -0.0, 1e-40, -1e-40]).bfloat16()  # zeros and subnormals
+    with torch.no_grad():
+        assert torch.equal(relu_(base.clone()), base.clone().relu_())
+    grad_out = torch.randn_like(base)
+    results = []
+    for fn in (relu_, torch.Tensor.relu_):
+        x = base.clone().requires_grad_(True)
+        y = fn(x * 1)  # in place on a non-leaf, as in StackedMLP
+        (g,) = torch.autograd.grad((y.float() * grad_out.float()).sum(), x)
+        results.append((y.detach(), g))
+    (y_fast, g_fast), (y_ref, g_ref) = results
+    assert y_fast.dtype == torch.bfloat16 and torch.equal(y_fast, y_ref)
+    assert torch.equal(g_fast, g_ref)
+    assert relu_(torch.tensor([-0.0]).bfloat16()).view(torch.int16).item() == 0  # +0.0, not -0.0
+
+
+def test_bf16_relu_leaves_float32_and_the_mlp_output_unchanged() -> None:
+    torch.manual_seed(8)
+    x = torch.randn(3, 5)
+    assert torch.equal(relu_(x.clone()), x.relu())
+    net = StackedMLP(2, 6, (64, 64), 1)
+    plain = StackedMLP(2, 6, (64, 64), 1, activation=lambda t: torch.relu(t))
+    plain.load_state_dict(net.state_dict())
+    inp = torch.randn(2, 300, 6)
+    with torch.autocast("cpu", torch.bfloat16):
+        assert torch.equal(net(inp), plain(inp))
 
 
 @pytest.mark.parametrize("n_agents,input_norm", [(1, True), (3, True), (3, False)])
