@@ -1,4 +1,5 @@
 """The CPU fast paths compute exactly what the plain stacked layers compute (values and gradients)."""
+import copy
 import platform
 
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 import torch
 
 from offline_bench.algos.base import Problem
-from offline_bench.algos.common import AgentCritics
+from offline_bench.algos.common import AgentCritics, fused_adam_step, make_adam, optimizer_step
 from offline_bench.nn import _BF16_RELU_MIN_GRAD, StackedMLP, agents_to_groups, relu_, stacked_linear
 from offline_bench.train.loop import tune_cpu_allocator
 
@@ -109,6 +110,59 @@ def test_bf16_relu_leaves_float32_and_the_mlp_output_unchanged() -> None:
     inp = torch.randn(2, 300, 6)
     with torch.autocast("cpu", torch.bfloat16):
         assert torch.equal(net(inp), plain(inp))
+
+
+def _adam_pair(seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.optim.Adam, torch.optim.Adam]:
+    torch.manual_seed(seed)
+    a = [torch.randn(7, 5, requires_grad=True), torch.randn(5, requires_grad=True)]
+    b = [t.detach().clone().requires_grad_(True) for t in a]
+    return a, b, make_adam(a, 3e-3, weight_decay=1e-3), make_adam(b, 3e-3, weight_decay=1e-3)
+
+
+def test_fused_adam_step_is_bitwise_adam_step() -> None:
+    a, b, opt_a, opt_b = _adam_pair(9)
+    assert opt_a.param_groups[0]["fused"], "make_adam should give the fused kernel on CPU"
+    for i in range(6):
+        grads = [torch.randn_like(t) for t in a]
+        for p, g in zip(a, grads):
+            p.grad = g.clone()
+        for p, g in zip(b, grads):
+            p.grad = g.clone()
+        opt_a.step()
+        took = fused_adam_step(opt_b)
+        assert took == (i > 0), "the first step (state creation) must go through Adam.step"
+        if not took:
+            opt_b.step()
+    for p, q in zip(a, b):
+        assert torch.equal(p, q)
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(opt_a.state[p][key], opt_b.state[q][key])
+    # A checkpoint round trip keeps the shortcut exact (the state tensors are new objects afterwards).
+    opt_b.load_state_dict(copy.deepcopy(opt_a.state_dict()))  # as from torch.load: no shared tensors
+    for p, q in zip(a, b):
+        p.grad, q.grad = torch.ones_like(p), torch.ones_like(q)
+    opt_a.step()
+    assert fused_adam_step(opt_b)
+    assert all(torch.equal(p, q) for p, q in zip(a, b))
+
+
+def test_fused_adam_step_declines_what_it_does_not_cover() -> None:
+    a, _, opt, _ = _adam_pair(10)
+    a[0].grad, a[1].grad = torch.ones_like(a[0]), torch.ones_like(a[1])
+    opt.step()
+    a[1].grad = None  # a parameter without a gradient: Adam skips it, the shortcut does not try
+    assert not fused_adam_step(opt)
+    opt.param_groups[0]["capturable"] = True  # a CUDA-graph capture
+    a[1].grad = torch.ones_like(a[1])
+    assert not fused_adam_step(opt)
+    opt.param_groups[0]["capturable"] = False
+    plain = torch.optim.Adam([torch.zeros(3, requires_grad=True)], foreach=True)
+    assert not fused_adam_step(plain)
+    # optimizer_step still trains through Adam.step where the shortcut declines (first step).
+    w = torch.zeros(3, requires_grad=True)
+    opt_w = make_adam([w], 0.1)
+    optimizer_step(opt_w, (w - 1).square().sum())
+    assert torch.all(w > 0)
 
 
 @pytest.mark.parametrize("n_agents,input_norm", [(1, True), (3, True), (3, False)])
