@@ -286,10 +286,17 @@ class DBR:
         with torch.no_grad(), self._amp():
             raw_beta = self.behaviour.sample_raw(obs, c.n_mmd_samples).float()  # [B, N, 2, K, A]
         raw_pi_rows = raw_pi.permute(1, 2, 0, 3).unsqueeze(2)  # [B, N, 1, K, A]
-        # One MMD call for the pairs (pi, beta+), (pi, beta-) and (beta+, beta-): [B, N, 3, K, A] each side.
-        lhs = torch.cat([raw_pi_rows.expand_as(raw_beta), raw_beta[:, :, PLUS:PLUS + 1]], dim=2)  # [B, N, 3, K, A]
-        rhs = torch.cat([raw_beta, raw_beta[:, :, MINUS:MINUS + 1]], dim=2)  # [B, N, 3, K, A]
-        mmd = mmd_distance(lhs, rhs, c.mmd_kernel, c.mmd_sigma).mean(0)  # [N, 3]
+        # The pairs (pi, beta+), (pi, beta-) and (beta+, beta-). Only the actor's loss differentiates an MMD, and it
+        # reaches (pi, beta-) only with repel_negative after warm-up; the other pairs bound the constraint (or are
+        # metrics) and are computed without a graph, so the backward pass does not run through them.
+        n_grad = 2 if c.repel_negative and not warmup else 1  # pairs the actor's gradient flows through
+        mmd_grad = mmd_distance(raw_pi_rows.expand(-1, -1, n_grad, -1, -1), raw_beta[:, :, :n_grad],
+                                c.mmd_kernel, c.mmd_sigma).mean(0)  # [N, n_grad]
+        with torch.no_grad():
+            lhs = torch.cat([raw_pi_rows.detach(), raw_beta[:, :, PLUS:PLUS + 1]], dim=2)[:, :, n_grad - 1:]
+            rhs = raw_beta[:, :, MINUS:MINUS + 1].expand_as(lhs)  # beta- against each
+            mmd_rest = mmd_distance(lhs, rhs, c.mmd_kernel, c.mmd_sigma).mean(0)  # [N, 3 - n_grad]
+        mmd = torch.cat([mmd_grad, mmd_rest], dim=1)  # [N, 3]: (pi, beta+), (pi, beta-), (beta+, beta-)
         d_plus, d_minus, separation = mmd[:, PLUS], mmd[:, MINUS], mmd[:, SEPARATION]  # [N] each
         violation = dual_violation(d_plus, d_minus, c.mmd_threshold, c.repel_negative, c.mmd_bound_max,
                                    separation if c.anchor_bound else None)  # [N]
