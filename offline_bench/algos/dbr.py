@@ -12,8 +12,11 @@ actor towards ``beta+`` (its eq. 4) under the dynamic constraint
 
 Choices the paper leaves open, and ours:
 
-- **R is the critic's Q(s, a)** at the dataset action (min over the ensemble, after this step's critic update),
-  not a Monte-Carlo return-to-go. Reasons: (1) the paper itself says that training on "the cumulative reward,
+- **R is the critic's Q(s, a)** at the dataset action (min over the ensemble), not a Monte-Carlo return-to-go.
+  It is the value the critic's own loss computes in the same update, before the critic's Adam step (until
+  2026-12-06 a second critic pass after that step; the values differ by one step's change of the critic, and the
+  pass cost 4% of a bfloat16 update; the hopper-medium learning check was rerun, ``leaderboards/README.md``).
+  Reasons for Q: (1) the paper itself says that training on "the cumulative reward,
   rather than the Q value function" would make it a SIL variant, and calls DBR "essentially ARM", whose
   advantage is ``Q(s, a) - V(s)``; (2) R and V then come from one estimator with one discount (V is regressed on
   the same Q), whereas a return-to-go is a one-sample Monte-Carlo estimate, cut short at time-limit ends;
@@ -81,8 +84,9 @@ Choices the paper leaves open, and ours:
   the first updates that maximise Q.
 - The critic, target (soft clipped double-Q over 10 target-actor samples), actor (tanh-Gaussian) and acting rule
   (best of 10 actor samples by Q) are BEAR's, with BEAR's defaults and deviations (see ``bear.py``).
-- **Cost**: per update DBR does BEAR's work plus a second VAE (trained and sampled), the value network and, after
-  warm-up, one more critic row per state; at 256x256 networks that is ~1.0 GMAC in warm-up (BEAR ~0.75) and
+- **Cost**: per update DBR does BEAR's work plus a second VAE (trained and sampled), the value network and two
+  more MMD pairs (computed without a graph: only ``MMD(pi, beta+)`` is differentiated, unless
+  ``repel_negative``); at 256x256 networks that is ~1.0 GMAC in warm-up (BEAR ~0.75) and
   ~1.4 GMAC after it (BEAR ~1.1), against ~0.75-0.8 for d3rlpy's BEAR (one Q sample for the actor), so in
   float32 DBR cannot be much faster than d3rlpy. ``bf16=True`` (off by default, as in TD3+BC, CQL and BEAR) runs
   the network calls under bfloat16 autocast: 1.4-1.7x faster updates at 256x256 on this project's CPU (AMX), 1.7x
@@ -253,24 +257,22 @@ class DBR:
         critic_loss = (q_data - target).square().mean(dim=(0, 1)).sum()
         optimizer_step(self.critic_opt, critic_loss)
 
-        # 2. advantage split: R = min_e Q(s, a_data) against the data's value V(s) ~ E_{a~D} R, regressed on R.
-        #    After warm-up one critic pass gives R and the actor's Q at its own samples (used in step 5); in
-        #    warm-up the actor ignores Q, so only the data actions go through the critic.
+        # 2. advantage split: R = min_e Q(s, a_data), the critic's values of step 1 (before its update), against
+        #    the data's value V(s) ~ E_{a~D} R, regressed on R. After warm-up the actor's Q at its own samples
+        #    (used in step 5) is one more critic pass; in warm-up the actor ignores Q.
         warmup = self.step < c.warmup_steps
+        ret = q_data.detach().amin(-1)  # [B, N]
         with self._amp():
             raw_pi = sample_raw_actions(self.actor, obs, c.n_mmd_samples, c.actor_noise_clip).float()  # [K, B, N, A]
         if warmup:
-            with torch.no_grad(), self._amp():
-                ret = self.critic(obs, batch.action).float().amin(-1)  # [B, N]
             q_pi = torch.zeros((), device=self.device)
         else:
             pi_actions = torch.tanh(raw_pi[: c.n_actor_q_samples])  # [K', B, N, A]
-            actions = torch.cat([batch.action.unsqueeze(0), pi_actions], dim=0)  # [1+K', B, N, A]
             with self._amp():
-                q_all = self.critic(obs, actions).float()  # [1+K', B, N, E]
-            # R: min over critics at the data action; the actor's Q: each critic's mean over the samples, then the
-            # minimum over critics (BEAR's actor term, as the BEAR authors reduce it).
-            ret, q_pi = q_all[0].amin(-1).detach(), actor_q_term(q_all[1:])  # [B, N], [B, N]
+                q_all = self.critic(obs, pi_actions).float()  # [K', B, N, E]
+            # Each critic's mean over the samples, then the minimum over critics (BEAR's actor term, as the BEAR
+            # authors reduce it).
+            q_pi = actor_q_term(q_all)  # [B, N]
         with self._amp():
             value = self.value(agents_to_groups(obs)).float().squeeze(-1).transpose(0, 1)  # [B, N]
         masks = split_masks(ret, value.detach())  # [B, N, 2]
