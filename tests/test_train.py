@@ -137,6 +137,33 @@ def test_resume_after_interruption_equals_uninterrupted_run(data_root, tmp_path)
     assert_same_state(a["sampler"], b["sampler"])
 
 
+def test_training_flushes_subnormals_and_restores_the_default(data_root, tmp_path, monkeypatch):
+    """Runs train with subnormals flushed to zero (they made long CPU runs several times slower) and leave torch's
+    default behind; inside an update a subnormal reads as zero."""
+    import offline_bench.algos.td3_bc as td3_bc_module
+    from offline_bench.train.loop import cpu_denormals_flushed
+
+    subnormal = torch.tensor([1e-39])
+    assert (subnormal * 1.0).item() != 0.0  # torch's default: subnormals kept
+    with cpu_denormals_flushed() as supported:
+        if not supported:
+            pytest.skip("this CPU cannot flush subnormals")
+        assert (subnormal * 1.0).item() == 0.0
+    assert (subnormal * 1.0).item() != 0.0
+
+    seen = []
+    original = td3_bc_module.TD3BC.update
+
+    def update(self, batch):
+        seen.append((subnormal * 1.0).item())
+        return original(self, batch)
+
+    monkeypatch.setattr(td3_bc_module.TD3BC, "update", update)
+    train("td3bc", "hopper-random", steps=3, sets=TINY, root=data_root, runs=tmp_path)
+    assert seen == [0.0, 0.0, 0.0]
+    assert (subnormal * 1.0).item() != 0.0  # restored when train returns
+
+
 def test_deterministic_per_seed_and_seeds_differ(data_root, tmp_path):
     args = dict(steps=10, sets={**TINY, "log_every": 10}, root=data_root)
     first = train("td3bc", "hopper-random", runs=tmp_path / "a", **args)
