@@ -148,6 +148,11 @@ def cpu_denormals_flushed() -> Iterator[bool]:
     too (40-70% of them after 2,000 rounds on spread): MA-ICQ there 9.2 -> 7.1 ms per update, MA-TD3+BC 2-15%.
     Values this small contribute nothing a float32 network can resolve; the cost is that results are no longer
     bit-identical to a run without the flush (every run since 2026-12-06 trains with it, resumes included).
+
+    The flag is per thread, and torch sets it for the calling one: with the default of one torch thread per run
+    that is all of the arithmetic. With ``OFFLINE_BENCH_THREADS`` > 1, intra-op threads that existed before the
+    flag keep subnormals (about half of a 2-thread elementwise op was flushed in a test), so such runs get part
+    of the speed-up.
     """
     supported = torch.set_flush_denormal(True)
     try:
