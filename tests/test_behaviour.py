@@ -107,6 +107,27 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
     np.testing.assert_array_equal(best_a.act(obs), best_b.act(obs))
 
 
+def test_behaviour_training_flushes_subnormals_and_restores_the_default(tmp_path):
+    """As offline training: updates see subnormals as zero (long runs slowed down on them), and run() leaves
+    torch's default behind."""
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush subnormals")
+    torch.set_flush_denormal(False)
+    subnormal = torch.tensor([1e-39])
+    trainer = tiny_trainer(tmp_path, "flushed")
+    seen = []
+    update = trainer.learner.update
+
+    def recording_update(batch):
+        seen.append((subnormal * 1.0).item())
+        return update(batch)
+
+    trainer.learner.update = recording_update
+    trainer.run()
+    assert seen and set(seen) == {0.0}
+    assert (subnormal * 1.0).item() != 0.0
+
+
 def test_wall_clock_checkpoints_between_step_checkpoints(tmp_path, monkeypatch):
     """With a huge checkpoint_every, a checkpoint still lands once checkpoint_minutes of wall time have passed."""
     import offline_bench.behaviour.trainer as trainer_module

@@ -39,6 +39,7 @@ from offline_bench.behaviour.tasks import RECIPES, recipe
 from offline_bench.config import cfg
 from offline_bench.envs.base import Env, TaskSpec
 from offline_bench.envs.tasks import TASKS, recorded_action_layout, task_spec
+from offline_bench.train.loop import cpu_denormals_flushed
 
 log = logging.getLogger(__name__)
 
@@ -411,7 +412,14 @@ class BehaviourTrainer:
 
         ``progress`` (if given) receives ``{"step", "episode_return" | "eval_return", ...}`` after each episode and
         evaluation; the CLI draws its progress bar from it.
+
+        Like offline training, it runs with CPU subnormals flushed to zero (``train.loop.cpu_denormals_flushed``):
+        the SAC halfcheetah run's state at 238k steps updated in 11.2 ms with them kept, 7.8 ms flushed (as fresh).
         """
+        with cpu_denormals_flushed():
+            return self._run(progress)
+
+    def _run(self, progress: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
         c = self.config
         self.workdir.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
