@@ -66,9 +66,9 @@ class _Bf16ReluCPU(torch.autograd.Function):
 def relu_(x: Tensor) -> Tensor:
     """``x.relu_()``, faster for CPU bfloat16 (autocast's matmul outputs under ``bf16=True``).
 
-    torch's CPU ReLU converts bfloat16 to float32 and back; it measured 2-2.5x slower per element than on float32
-    and about 10% of a bfloat16 DBR update. Read as int16, a bfloat16 is negative exactly when its sign bit is set,
-    so ``clamp_min_(0)`` on the int16 view is the same ReLU on whole 16-bit lanes (5-7x faster here). Results equal
+    torch's CPU ReLU converts bfloat16 to float32 and back; it measured 1.4-2.6x slower per element than on
+    float32 and about 10% of a bfloat16 DBR update. Read as int16, a bfloat16 is negative exactly when its sign bit
+    is set, so ``clamp_min_(0)`` on the int16 view is the same ReLU on whole 16-bit lanes (4-8x faster here). Results equal
     ``relu_`` bit for bit except: -0.0 becomes +0.0, and a NaN with its sign bit set becomes 0 (ReLU keeps NaN).
     """
     if x.dtype != torch.bfloat16 or x.device.type != "cpu":

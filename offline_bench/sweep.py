@@ -520,7 +520,7 @@ def run_sweep(
             if spec.dataset_id in missing:
                 record(RunOutcome(spec, "missing dataset",
                                   message=f"{spec.dataset_id} is not collected in {root_dir}"))
-            elif run_status(spec, runs_dir) == "finished":
+            elif (spec.run_dir(runs_dir) / "result.json").is_file():  # conflicts were refused above
                 record(RunOutcome(spec, "already finished", log=spec.log_path(runs_dir)))
             else:
                 todo.append(spec)

@@ -295,7 +295,7 @@ class DBR:
         mmd_grad = mmd_distance(raw_pi_rows.expand(-1, -1, n_grad, -1, -1), raw_beta[:, :, :n_grad],
                                 c.mmd_kernel, c.mmd_sigma).mean(0)  # [N, n_grad]
         with torch.no_grad():
-            lhs = torch.cat([raw_pi_rows.detach(), raw_beta[:, :, PLUS:PLUS + 1]], dim=2)[:, :, n_grad - 1:]
+            lhs = torch.cat([raw_pi_rows.detach(), raw_beta[:, :, PLUS:PLUS + 1]][n_grad - 1:], dim=2)
             rhs = raw_beta[:, :, MINUS:MINUS + 1].expand_as(lhs)  # beta- against each
             mmd_rest = mmd_distance(lhs, rhs, c.mmd_kernel, c.mmd_sigma).mean(0)  # [N, 3 - n_grad]
         mmd = torch.cat([mmd_grad, mmd_rest], dim=1)  # [N, 3]: (pi, beta+), (pi, beta-), (beta+, beta-)
