@@ -295,6 +295,6 @@ def measure_random(task: str, episodes: int, seed: int, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(stats, sort_keys=True))
         return
-    click.echo(f"{task}: uniform-random return {stats['mean']:.4f} ± {stats['std']:.4f} over {stats['episodes']} "
+    click.echo(f"{task}: uniform-random return {stats['mean']:.6f} ± {stats['std']:.6f} over {stats['episodes']} "
                f"episodes (seed {seed}, mean length {stats['mean_length']:.1f})"
                + (f"; opponents: {stats['opponents']}" if "opponents" in stats else ""))

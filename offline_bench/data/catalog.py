@@ -115,7 +115,7 @@ _MEASURED_RANDOM: dict[str, tuple[float, float] | None] = {
     "ant": (397.853675, 171.334447),  # mean episode length 813.0
     "spread": (-24.707825, 7.407394),  # 25 steps
     "tag": (2.0, 7.483315),  # 25 steps; the prey is the task's frozen opponent (_MEASURED_OPPONENT)
-    "world": (5.8828, 9.7703),  # 25 steps; the 2 fast agents are the task's frozen opponent (_MEASURED_OPPONENT)
+    "world": (5.882841, 9.770274),  # 25 steps; the 2 fast agents are the task's frozen opponent (_MEASURED_OPPONENT)
     "halfcheetah-2x3": (-281.874857, 80.963125),  # 1000 steps; shared team reward
 }
 
