@@ -187,6 +187,38 @@ def test_first_critic_uses_the_fast_last_layer_and_matches_forward() -> None:
     torch.testing.assert_close(critic.first(obs, action), critic(obs, action)[..., 0])
 
 
+@pytest.mark.parametrize("centralized", [False, True])
+def test_first_critic_with_eval_mode_input_norm_runs_one_critic_per_agent_and_matches_forward(centralized: bool) -> None:
+    """MA-TD3+BC's actor step: the critic in eval mode, input BatchNorm on running statistics. ``first`` then runs
+    critic 0 of each agent only, and its values and gradients are those of the full forward's first critic (bit for
+    bit at these sizes), without touching the running statistics; in train mode it still runs every critic."""
+    from offline_bench.algos.common import eval_mode
+
+    torch.manual_seed(6)
+    critic = AgentCritics(3, 5, 2, (16, 16), n_critics=2, centralized=centralized, input_norm=True)
+    bn = critic.net.input_norm.norm
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.5, 0.5)
+    for _ in range(3):  # train mode: the running statistics move away from 0 / 1
+        critic(torch.randn(40, 3, 5) * 3 + 1, torch.rand(40, 3, 2))
+    obs, action, others = torch.randn(9, 3, 5), torch.rand(9, 3, 2).requires_grad_(), torch.rand(9, 3, 2)
+    running = bn.running_mean.clone(), bn.running_var.clone()
+    with eval_mode(critic):
+        shapes = []
+        hook = critic.net.hidden[1].register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape)))
+        first = critic.first(obs, action, others=others)
+        hook.remove()
+        full = critic(obs, action, others=others)[..., 0]
+    assert shapes == [] and torch.equal(first, full)  # the stacked layer module did not run: strided weights only
+    assert torch.equal(bn.running_mean, running[0]) and torch.equal(bn.running_var, running[1])
+    (grad_first,) = torch.autograd.grad(first.sum(), action)
+    (grad_full,) = torch.autograd.grad(full.sum(), action)
+    assert torch.equal(grad_first, grad_full)
+    critic.first(obs, action, others=others)  # train mode: every critic runs, so every critic's statistics move
+    assert not torch.equal(bn.running_mean.view(3, 2, -1)[:, 1], running[0].view(3, 2, -1)[:, 1])
+
+
 def test_allocator_tuning_is_idempotent() -> None:
     first = tune_cpu_allocator()
     assert tune_cpu_allocator() is first

@@ -15,10 +15,11 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from offline_bench.algos.base import Problem
-from offline_bench.nn import StackedMLP, agents_to_groups, groups_to_agents, stacked_linear
+from offline_bench.nn import StackedBatchNorm, StackedMLP, agents_to_groups, groups_to_agents, stacked_linear
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # rlkit / CQL authors' bounds, also CORL's and d3rlpy's
 _LOG2 = math.log(2.0)
@@ -218,15 +219,19 @@ class AgentCritics(nn.Module):
         """Only critic 0 of each agent (TD3's actor objective): ``-> [..., N]``.
 
         Runs the stacked layers on every E-th group (strided weight views), so the actor step pays for one critic
-        per agent, not E. With input BatchNorm it runs all critics (their statistics update together) and keeps
-        the first.
+        per agent, not E. Input BatchNorm in eval mode (running statistics, nothing updated) takes the same path
+        with critic 0's statistics; in train mode it runs all critics, so their statistics keep updating together
+        (as the authors' one BatchNorm shared by both heads), and keeps the first.
         """
-        if self.n_critics == 1 or self.net.input_norm is not None:
+        norm = self.net.input_norm
+        if self.n_critics == 1 or (norm is not None and (norm.training or norm.norm.running_mean is None)):
             return self.forward(obs, action, others)[..., 0]
         e, n = self.n_critics, self.n_agents
         x = self._inputs(obs, action, others)  # [..., N, D]
         lead = x.shape[:-2]
         h = x.reshape(-1, n, x.shape[-1]).transpose(0, 1)  # [N, B', D]
+        if norm is not None:
+            h = _first_of_each_agent_norm(norm, h, n, e)  # [N, B', D]
         for i, layer in enumerate(self.net.hidden):
             h = torch.baddbmm(layer.bias[::e], h, layer.weight[::e])  # [N, B', H]
             if self.net.norms is not None:
@@ -234,6 +239,20 @@ class AgentCritics(nn.Module):
             h = h.relu_() if self.net.activation is torch.relu else self.net.activation(h)  # in place: see StackedMLP
         q = stacked_linear(h, self.net.out.weight[::e], self.net.out.bias[::e])  # [N, B', 1]
         return q.squeeze(-1).transpose(0, 1).reshape(*lead, n)  # [..., N]
+
+
+def _first_of_each_agent_norm(norm: StackedBatchNorm, x: Tensor, n_agents: int, n_critics: int) -> Tensor:
+    """An eval-mode input BatchNorm of ``N * E`` agent-major groups applied to critic 0 of each agent only:
+    ``x [N, B', D] -> [N, B', D]`` (the same elementwise affine map as the full layer's, on those groups' features)."""
+    bn, d = norm.norm, x.shape[-1]
+
+    def pick(t: Tensor | None) -> Tensor | None:  # [N*E*D] -> [N*D], critic 0's features
+        return None if t is None else t.view(n_agents, n_critics, d)[:, 0].reshape(-1)
+
+    flat = x.transpose(0, 1).reshape(x.shape[1], n_agents * d)  # [B', N*D]
+    flat = F.batch_norm(flat, pick(bn.running_mean), pick(bn.running_var), pick(bn.weight), pick(bn.bias),
+                        training=False, eps=bn.eps)
+    return flat.reshape(-1, n_agents, d).transpose(0, 1)  # [N, B', D]
 
 
 @contextlib.contextmanager
