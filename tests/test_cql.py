@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from offline_bench.algos.base import Problem
-from offline_bench.algos.common import GaussianActor, tanh_gaussian_log_prob
+from offline_bench.algos.common import GaussianActor, tanh_gaussian_log_prob, tanh_gaussian_sample
 from offline_bench.algos.cql import CQL, CQLConfig, conservative_penalty
 from offline_bench.batch import Batch
 
@@ -128,6 +128,30 @@ def test_random_proposal_density_is_uniform_on_the_box() -> None:
     algo = CQL(dataclasses.replace(CQLConfig(), hidden_sizes=(8,)), p, torch.device("cpu"))
     torch.testing.assert_close(algo.random_log_density, torch.tensor([4 * math.log(0.5)]))
     torch.testing.assert_close(algo.target_entropy, torch.tensor([-4.0]))
+
+
+def test_actor_uses_the_authors_log_std_floor_and_bc_mean_clamp() -> None:
+    """The CQL authors' rlkit copy clamps the policy's log-std to [-5, 2] (upstream rlkit: -20) and, in the warm
+    start's likelihood of the data action, the pre-tanh mean to [-9, 9]."""
+    p = toy_problem()
+    algo = CQL(dataclasses.replace(CQLConfig(), hidden_sizes=(8,), auto_entropy=False, bc_steps=10), p,
+               torch.device("cpu"))
+    with torch.no_grad():
+        out = algo.actor.net.out
+        out.weight.zero_()
+        out.bias[..., :1].fill_(40.0)  # pre-tanh mean 40
+        out.bias[..., 1:].fill_(-50.0)  # log-std -50
+    mean, log_std = algo.actor.distribution(torch.randn(3, 1, 2))
+    assert torch.equal(log_std, torch.full_like(log_std, -5.0))
+    b = toy_batch(16, torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    loss = algo.update(b)["actor_loss"]
+    # The same loss by hand: the sampled log pi uses the unclamped mean, the data likelihood the clamped one.
+    torch.manual_seed(0)
+    _, log_pi = tanh_gaussian_sample(mean[:1].expand(16, 1, 1), torch.full((16, 1, 1), -5.0))
+    data = torch.atanh(b.action.clamp(-1 + 1e-6, 1 - 1e-6))
+    expected = (log_pi - tanh_gaussian_log_prob(data, torch.full((16, 1, 1), 9.0), torch.full((16, 1, 1), -5.0))).mean()
+    torch.testing.assert_close(loss, expected)
 
 
 def test_bf16_update_tracks_float32() -> None:

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from offline_bench.algos.base import Problem
 from offline_bench.nn import StackedBatchNorm, StackedMLP, agents_to_groups, groups_to_agents, stacked_linear
 
-LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # rlkit / CQL authors' bounds, also CORL's and d3rlpy's
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # rlkit's SAC bounds, also CORL's and d3rlpy's (CQL sets its authors' -5)
 _LOG2 = math.log(2.0)
 
 

@@ -18,6 +18,12 @@ Deviations:
   target's a') is drawn from the actor before its step, as the reference does by computing all losses before
   stepping; they carry no gradient.
 - Default ``nn.Linear`` initialisation (the reference uses rlkit's fan-in init, CORL orthogonal init).
+- (Not a deviation.) The actor's log-std is clamped to [-5, 2] and, in the warm start's likelihood of the data
+  action, its mean to [-9, 9]: the bounds of the authors' copy of rlkit (``rlkit/torch/sac/policies.py``,
+  ``LOG_SIG_MIN = -5``, ``MEAN_MIN/MAX``). Until 2026-12-06 the log-std floor was upstream rlkit's -20 (also CORL's
+  and d3rlpy's), which only differs once the policy's std falls below e^-5.
+- The tanh correction of the log-density is exact (``log(1 - tanh(u)^2)`` via softplus); rlkit adds 1e-6 inside
+  the log, which only matters for |u| above about 7.
 - The behaviour-cloning warm start runs exactly ``bc_steps`` updates (40,000); the reference counts its epoch up
   before comparing with ``policy_eval_start`` and so runs 39,999.
 - Observations are standardised with the dataset's statistics (``normalize_obs``; CORL's option, off in the
@@ -77,6 +83,8 @@ class CQLConfig:
     auto_entropy: bool = cfg(True, "tune the entropy coefficient towards target_entropy (SAC)")
     entropy_alpha: float = cfg(1.0, "entropy coefficient (the initial value when auto_entropy is on)")
     target_entropy_per_dim: float = cfg(-1.0, "target entropy per action dimension (SAC's -|A| heuristic)")
+    log_std_min: float = cfg(-5.0, "lower clamp of the actor's log-std (the CQL authors' -5; rlkit's SAC, CORL and "
+                                   "d3rlpy use -20)")
     normalize_obs: bool = cfg(True, "standardise observations with the dataset's mean and std")
     bf16: bool = cfg(False, "network matmuls in bfloat16 autocast (~2x faster updates on CPUs with AVX512-BF16)")
 
@@ -120,6 +128,7 @@ def lagrange_conservative_loss(
     return critic_term, alpha_prime_loss, alpha_prime
 
 
+BC_MEAN_MAX = 9.0  # the warm start's likelihood clamps the pre-tanh mean to +-9 (rlkit's MEAN_MIN/MAX)
 # Modules and optimizers a checkpoint carries; the entropy and Lagrange multipliers are saved as tensors.
 _STATE_NAMES = ("actor", "critic", "critic_target", "actor_opt", "critic_opt", "alpha_opt", "alpha_prime_opt",
                 "normalizer")
@@ -135,7 +144,7 @@ class CQL:
         self.config, self.problem, self.device = config, problem, torch.device(device)
         n, o, a = problem.n_agents, problem.obs_dim, problem.action_dim
         self.normalizer = ObsNormalizer(problem, enabled=config.normalize_obs).to(self.device)
-        self.actor = GaussianActor(n, o, a, config.hidden_sizes).to(self.device)
+        self.actor = GaussianActor(n, o, a, config.hidden_sizes, log_std_min=config.log_std_min).to(self.device)
         self.critic = AgentCritics(n, o, a, config.hidden_sizes, config.n_critics).to(self.device)
         self.critic_target = frozen_copy(self.critic)
         self.log_alpha = nn.Parameter(torch.full((n,), math.log(config.entropy_alpha), device=self.device))  # [N]
@@ -171,7 +180,8 @@ class CQL:
         entropy_alpha = self.log_alpha.detach().exp()  # [N]
         if self.updates <= c.bc_steps:
             data_pre_tanh = torch.atanh(batch.action.clamp(-1.0 + 1e-6, 1.0 - 1e-6))  # [B, N, A]
-            log_pi_data = tanh_gaussian_log_prob(data_pre_tanh, mean, log_std)  # [B, N]
+            # The authors' policy.log_prob clamps the mean (rlkit's MEAN_MIN/MAX); sampling does not.
+            log_pi_data = tanh_gaussian_log_prob(data_pre_tanh, mean.clamp(-BC_MEAN_MAX, BC_MEAN_MAX), log_std)  # [B, N]
             actor_loss = sac_actor_loss(log_pi, log_pi_data, entropy_alpha)
         else:
             with bf16_autocast(self.device, c.bf16):
