@@ -208,6 +208,25 @@ def test_multi_agent_run_without_references_records_raw_returns(tmp_path, monkey
     assert [r["normalized_score"] for r in eval_rows] == [""]
 
 
+def test_a_resumed_run_keeps_the_references_it_started_with(tmp_path, monkeypatch, caplog):
+    """An expert reference added to the catalog between a kill and the resume does not mix two normalizations in
+    one run (before, the resumed run scored its later evaluations only and failed to summarize): the run keeps its
+    config.json's pair and says which newer pair a new run would get."""
+    full = task_references("world")
+    monkeypatch.setitem(catalog.REFERENCES, "world", dataclasses.replace(full, expert=None))
+    collect("world-random", steps=60, root=tmp_path / "data")
+    args = dict(steps=30, sets={**TINY, "hidden_sizes": "[8]"}, root=tmp_path / "data", runs=tmp_path / "runs")
+    assert train("ma-td3bc", "world-random", stop_after=12, **args).status == "stopped"
+    monkeypatch.setitem(catalog.REFERENCES, "world", full)  # the expert policy lands in the index meanwhile
+    with caplog.at_level("WARNING", logger="offline_bench.train.loop"):
+        outcome = train("ma-td3bc", "world-random", **args)
+    assert outcome.status == "finished" and outcome.start_step == 10
+    result = outcome.result
+    assert result["normalized"] is False and result["references"]["expert"] is None and result["evaluations"] == 3
+    assert "keeps the reference returns it started with" in caplog.text
+    assert [r["normalized_score"] for r in read_metrics(outcome.run_dir) if r["eval_return"]] == ["", "", ""]
+
+
 def test_single_agent_algorithm_refuses_multi_agent_data(data_root, tmp_path):
     with pytest.raises(TrainError, match="td3bc is a single-agent algorithm but spread-random-v1 has 3 agents"):
         train("td3bc", "spread-random", steps=5, sets=TINY, root=data_root, runs=tmp_path)
@@ -314,6 +333,24 @@ def test_a_run_in_progress_is_locked(data_root, tmp_path):
     (run_dir / ".lock").write_text("999999999")  # a killed process's stale lock is taken over
     assert train("td3bc", "hopper-random", steps=4, sets=TINY, root=data_root, runs=tmp_path).status == "finished"
     assert not (run_dir / ".lock").exists()
+
+
+def test_the_run_lock_holds_its_pid_from_the_start_and_leaves_another_process_lock_alone(tmp_path):
+    import os
+
+    from offline_bench.train.loop import _RunLock
+
+    with _RunLock(tmp_path) as lock:
+        assert lock.path.read_text() == str(os.getpid())
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".lock"]  # no private file left beside it
+        lock.path.write_text("1")  # another live process took the run meanwhile (pid 1 is alive)
+    assert (tmp_path / ".lock").read_text() == "1"  # not ours, so not removed
+    with pytest.raises(TrainError, match="being trained by process 1"):
+        _RunLock(tmp_path).__enter__()
+    (tmp_path / ".lock").write_text("")  # empty or damaged: nobody's, taken over
+    with _RunLock(tmp_path) as lock:
+        assert lock.path.read_text() == str(os.getpid())
+    assert not (tmp_path / ".lock").exists()
 
 
 def test_every_shipped_config_file_resolves():

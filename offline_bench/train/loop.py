@@ -325,6 +325,23 @@ def dataset_facts(dataset: Any) -> dict[str, Any]:
     }
 
 
+def _kept_references(facts: dict[str, Any], stored: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """A resumed run keeps the reference returns it started with (its config.json's), so every evaluation of the
+    run is normalized alike, even where the manifest or the catalog changed in between (say, an expert policy
+    added to the index); the newer pair is named in a warning."""
+    kept = (stored.get("dataset") or {}).get("references")
+    if not isinstance(kept, dict) or "random" not in kept or "expert" not in kept:
+        return facts  # a config.json from before references were recorded: today's pair
+    now = facts["references"]
+    if (kept["random"], kept["expert"]) != (now["random"], now["expert"]):
+        log.warning(
+            "%s keeps the reference returns it started with (random %s, expert %s); the %s now gives random %s, "
+            "expert %s: start a new run (another --runs) to be scored with them",
+            run_dir, kept["random"], kept["expert"], now.get("source", "dataset"), now["random"], now["expert"],
+        )
+    return {**facts, "references": kept}
+
+
 def check_compatible(algo_cls: type, algo_id: str, problem: Any, dataset_id: str) -> None:
     if problem.n_agents > 1 and not getattr(algo_cls, "multi_agent", False):
         from offline_bench.algos import ALGORITHMS
@@ -515,33 +532,79 @@ def build_algorithm(algo_cls: type, resolved: ResolvedConfig, problem: Any, devi
 
 class _RunLock:
     """``<run_dir>/.lock`` holding the training process's pid: a second ``train`` of the same run is refused while
-    the first is alive; a lock left by a killed process is taken over."""
+    the first is alive; a lock left by a killed process is taken over.
+
+    The lock appears with the pid already in it (written to a private file, then hard-linked into place, which
+    fails if a lock exists), so no process can read an empty lock and take it for a stale one; a stale lock is
+    moved aside and removed only if it is still the one found stale; and on exit a process removes only its own.
+    """
 
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / ".lock"
 
     def __enter__(self) -> "_RunLock":
-        for _ in range(2):
+        mine = self.path.with_name(f".lock.{os.getpid()}")
+        mine.write_text(str(os.getpid()))
+        try:
+            for _ in range(3):
+                if self._create(mine):
+                    return self
+                holder = _lock_pid(self.path)
+                if holder is None:
+                    continue  # removed meanwhile: try again
+                if holder and holder != os.getpid() and _alive(holder):
+                    raise TrainError(f"{self.path.parent} is being trained by process {holder}; wait for it or stop it")
+                self._remove_stale(holder)
+            raise TrainError(f"cannot take the lock {self.path}; delete it if no train process uses this run")
+        finally:
+            mine.unlink(missing_ok=True)
+
+    def _create(self, mine: Path) -> bool:
+        """Put the lock in place with our pid in it; False if a lock exists."""
+        try:
+            os.link(mine, self.path)
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links: create, then write at once
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
-                try:
-                    pid = int(self.path.read_text().strip() or "0")
-                except (OSError, ValueError):
-                    pid = 0
-                if pid and pid != os.getpid() and _alive(pid):
-                    raise TrainError(
-                        f"{self.path.parent} is being trained by process {pid}; wait for it or stop it"
-                    ) from None
-                self.path.unlink(missing_ok=True)  # stale: its process is gone
-                continue
+                return False
             with os.fdopen(fd, "w") as f:
                 f.write(str(os.getpid()))
-            return self
-        raise TrainError(f"cannot take the lock {self.path}; delete it if no train process uses this run")
+        return True
+
+    def _remove_stale(self, stale: int) -> None:
+        """Remove the lock of dead process ``stale`` (0: unreadable), unless another process took the lock since."""
+        aside = self.path.with_name(f".lock.stale.{os.getpid()}")
+        try:
+            os.replace(self.path, aside)
+        except FileNotFoundError:
+            return
+        holder = _lock_pid(aside)
+        if holder is not None and holder != stale and _alive(holder):  # a fresh lock, not the stale one: restore it
+            try:
+                os.link(aside, self.path)
+            except OSError:
+                pass
+            aside.unlink(missing_ok=True)
+            raise TrainError(f"{self.path.parent} is being trained by process {holder}; wait for it or stop it")
+        aside.unlink(missing_ok=True)
 
     def __exit__(self, *exc: object) -> None:
-        self.path.unlink(missing_ok=True)
+        if _lock_pid(self.path) == os.getpid():
+            self.path.unlink(missing_ok=True)
+
+
+def _lock_pid(path: Path) -> int | None:
+    """The pid in a lock file (0 if it is empty or unreadable), or None if there is no such file."""
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return 0
+    return int(text) if text.isdigit() else 0
 
 
 def _alive(pid: int) -> bool:
@@ -571,15 +634,18 @@ def _train_locked(
     result_path, config_path, ckpt_path = run_dir / "result.json", run_dir / "config.json", run_dir / "checkpoint.pt"
     record = _config_record(resolved, facts, device)
     resuming = ckpt_path.exists()
-    if config_path.exists():
-        diffs = _same_run(json.loads(config_path.read_text()), record, resolved)
+    stored = json.loads(config_path.read_text()) if config_path.exists() else None
+    if stored is not None:
+        diffs = _same_run(stored, record, resolved)
         if diffs:
             raise TrainError(
                 f"{run_dir} holds an unfinished run with a different config ({'; '.join(diffs)}); "
                 "use the same arguments to resume it, or delete the directory / pass another --runs to start over"
             )
-    if not resuming or not config_path.exists():
+    if not resuming or stored is None:
         write_json(config_path, record)  # before the first update
+    else:
+        facts = _kept_references(facts, stored, run_dir)
 
     ref_random, ref_expert = facts["references"]["random"], facts["references"]["expert"]
     has_refs = ref_random is not None and ref_expert is not None and ref_random != ref_expert
