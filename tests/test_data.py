@@ -381,6 +381,25 @@ def test_sampler_is_seeded_and_resumes_exactly(single: Path) -> None:
         other.load_state_dict(state)
 
 
+def test_sampler_state_from_another_kind_of_device_reseeds_with_a_warning(single: Path, caplog) -> None:
+    """A run moved between GPU and CPU: a CUDA generator's state (16 bytes) cannot be set on a CPU generator, so the
+    sampler is seeded from it (the same batches on every resume of that checkpoint) and says so; damage on its own
+    kind of device still fails."""
+    dataset = load_dataset("hopper-random", root=single)
+    cuda_state = {"generator": torch.arange(16, dtype=torch.uint8), "size": dataset.transitions, "device": "cuda"}
+    draws = []
+    for _ in range(2):
+        sampler = DeviceSampler(dataset, "cpu", seed=0)
+        with caplog.at_level("WARNING", logger="offline_bench.data.sampler"):
+            sampler.load_state_dict(cuda_state)
+        draws.append(sampler.sample(16).action)
+    assert torch.equal(draws[0], draws[1])
+    assert not torch.equal(draws[0], DeviceSampler(dataset, "cpu", seed=0).sample(16).action)
+    assert "saved on cuda and cannot be restored on cpu" in caplog.text
+    with pytest.raises(RuntimeError):
+        DeviceSampler(dataset, "cpu", seed=0).load_state_dict({**cuda_state, "device": "cpu"})
+
+
 def test_entry_of_alias() -> None:
     entry = catalog_entry("walker2d-medium-replay")
     assert entry.dataset_id == "walker2d-mixed-v0" and entry.recipe.kind == "replay-buffer"

@@ -1,6 +1,8 @@
 """Uniform minibatches from a dataset held whole on the training device (CORL-style: copy once, index forever)."""
 from __future__ import annotations
 
+import hashlib
+import logging
 from typing import Any
 
 import numpy as np
@@ -9,6 +11,8 @@ from torch import Tensor
 
 from offline_bench.batch import Batch
 from offline_bench.data.dataset import Dataset
+
+log = logging.getLogger(__name__)
 
 
 class DeviceSampler:
@@ -65,12 +69,29 @@ class DeviceSampler:
         )
 
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state(), "size": self.size}
+        return {"generator": self.generator.get_state(), "size": self.size, "device": self.device.type}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the draws. A state saved on another kind of device (a run moved between GPU and CPU) cannot be
+        restored, as CPU and CUDA generators differ: the generator is then seeded from that state (so resuming the
+        same checkpoint twice draws the same batches), and a warning says the batches differ from the other device's."""
         if state.get("size") != self.size:
             raise ValueError(
                 f"sampler state is for a dataset of {state.get('size')} transitions, this one has {self.size}; "
                 "resume with the dataset the run started on"
             )
-        self.generator.set_state(state["generator"])
+        saved, kind = state["generator"], state.get("device")
+        if kind in (None, self.device.type):
+            try:
+                self.generator.set_state(saved)
+                return
+            except RuntimeError:
+                if kind is not None:
+                    raise  # our own kind of device, yet unreadable: damage, not a move
+        digest = hashlib.sha256(saved.cpu().numpy().tobytes()).digest()
+        self.generator.manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+        log.warning(
+            "the batch sampler's state was saved on %s and cannot be restored on %s: the run continues with batches "
+            "drawn from a generator seeded from that state, not the ones it would have drawn on %s",
+            kind or "another kind of device", self.device.type, kind or "that device",
+        )
