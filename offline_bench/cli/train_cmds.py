@@ -145,9 +145,12 @@ def train(
         click.echo(f"resumed {outcome.run_dir} from step {outcome.start_step}; finished at step {outcome.step}")
     else:
         click.echo(f"finished {outcome.run_dir} ({outcome.step} updates)")
+    # the mean runs over the last k evaluations, or over all of them where the run made fewer than k
+    k = min(int(result.get("last_k") or 0), int(result.get("evaluations") or 0)) or result.get("last_k")
+    which = "the last evaluation" if k == 1 else f"mean of the last {k} evaluations"
     if result.get("normalized"):
-        click.echo(f"normalized score: {result['score']:.1f} (mean of the last {result['last_k']} evaluations); "
+        click.echo(f"normalized score: {result['score']:.1f} ({which}); "
                    f"final {result['final_score']:.1f}, best {result['best_score']:.1f}")
     elif result:
-        click.echo(f"return: {result['last_k_return']:.1f} (mean of the last {result['last_k']} evaluations; "
+        click.echo(f"return: {result['last_k_return']:.1f} ({which}; "
                    "no reference returns, so no normalized score)")
