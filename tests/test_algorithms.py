@@ -240,3 +240,43 @@ def _assert_states_equal(a: object, b: object, msg: str) -> None:
         assert isinstance(b, float) and math.isnan(b), msg
     else:
         assert a == b, msg
+
+
+def test_multi_agent_actor_losses_average_over_each_agents_own_action_dimensions() -> None:
+    """world pads its 2-dim agents to the leader's 6: the per-agent squared errors (OMAR's rectification and L2
+    terms, TD3+BC's BC term, MA-ICQ's regression) are means over an agent's own dimensions, as the authors'
+    per-agent ``F.mse_loss``, not over the padded width; with equal sizes nothing changes, bit for bit."""
+    import torch.nn.functional as F
+
+    from offline_bench.algos.common import own_action_sizes
+    from offline_bench.algos.ma_icq import awr_actor_loss
+    from offline_bench.algos.omar import omar_actor_loss
+    from offline_bench.algos.td3_bc import bc_actor_loss
+
+    sizes = (6, 2)
+    problem = Problem(2, 3, 6, (3, 3), sizes, np.zeros((2, 3), np.float32), np.ones((2, 3), np.float32), 10)
+    action_sizes = own_action_sizes(problem, torch.device("cpu"))
+    assert action_sizes.tolist() == [6.0, 2.0]
+    mask = torch.tensor([[1.0] * 6, [1.0] * 2 + [0.0] * 4])
+    g = torch.Generator().manual_seed(0)
+    pi, a = (torch.rand(5, 2, 6, generator=g) * mask for _ in range(2))
+    q_pi, adv = torch.randn(5, 2, generator=g), torch.randn(5, 2, generator=g)
+
+    def own_mse(x: Tensor, y: Tensor, n: int) -> Tensor:
+        return F.mse_loss(x[:, n, : sizes[n]], y[:, n, : sizes[n]])
+
+    zero = torch.zeros_like(pi)
+    expected = sum(0.9 * own_mse(pi, a, n) - 0.1 * q_pi[:, n].mean() + 1e-3 * own_mse(pi, zero, n) for n in range(2))
+    torch.testing.assert_close(omar_actor_loss(pi, a, q_pi, 0.9, 1e-3, action_sizes), expected)
+    lmbda = 2.5 / q_pi.abs().mean(0)
+    expected = sum(-lmbda[n] * q_pi[:, n].mean() + own_mse(pi, a, n) for n in range(2))
+    torch.testing.assert_close(bc_actor_loss(q_pi, pi, a, 2.5, action_sizes), expected)
+    rows = torch.ones(5, 1)
+    w = torch.softmax(adv / 3.0, dim=0)
+    expected = sum((w[:, n] * (pi[:, n, : sizes[n]] - a[:, n, : sizes[n]]).square().mean(-1)).sum() for n in range(2))
+    torch.testing.assert_close(awr_actor_loss(pi, a, adv, rows, 3.0, action_sizes), expected)
+    # equal sizes: the plain means, unchanged
+    same = Problem(2, 3, 6, (3, 3), (6, 6), np.zeros((2, 3), np.float32), np.ones((2, 3), np.float32), 10)
+    assert own_action_sizes(same, torch.device("cpu")) is None
+    assert torch.equal(bc_actor_loss(q_pi, pi, a, 2.5, None),
+                       (-(lmbda * q_pi.mean(0)) + (pi - a).square().mean(dim=(0, 2))).sum())

@@ -302,6 +302,23 @@ def action_mask(problem: Problem, device: torch.device) -> Tensor:
     return mask
 
 
+def own_action_sizes(problem: Problem, device: torch.device) -> Tensor | None:
+    """``[N]`` each agent's true action size where agents' sizes differ (padded to A, as on world), else None."""
+    if all(size == problem.action_dim for size in problem.action_sizes):
+        return None
+    return torch.tensor(problem.action_sizes, dtype=torch.float32, device=device)
+
+
+def action_mean(x: Tensor, action_sizes: Tensor | None, over_batch: bool = True) -> Tensor:
+    """Per-agent mean of ``x [B, N, A]`` over each agent's OWN action dimensions (and the batch): ``-> [N]``, or
+    ``[B, N]`` with ``over_batch=False``. Padded dimensions (zero in x) are not counted, as in the authors' per-agent
+    ``F.mse_loss`` over an agent's own actions; ``action_sizes`` None (every agent uses all A) is the plain mean."""
+    if action_sizes is None:
+        return x.mean(dim=(0, 2)) if over_batch else x.mean(-1)
+    per_row = x.sum(-1) / action_sizes  # [B, N]
+    return per_row.mean(0) if over_batch else per_row
+
+
 @torch.no_grad()
 def deterministic_act(
     actor: nn.Module, normalizer: ObsNormalizer, obs: Tensor, mask: Tensor | None = None
@@ -503,6 +520,7 @@ __all__ = [
     "ObsNormalizer",
     "TD3Networks",
     "action_mask",
+    "action_mean",
     "bf16_autocast",
     "clip_grad_norm",
     "deterministic_act",
@@ -513,6 +531,7 @@ __all__ = [
     "make_adam",
     "module_states",
     "optimizer_step",
+    "own_action_sizes",
     "tanh_gaussian_log_prob",
     "tanh_gaussian_sample",
     "td3_networks",

@@ -34,7 +34,7 @@ Deviations:
 - With a centralized critic, agent n's penalty samples only its own action; the other agents' actions come from
   the dataset (the authors' centralized variant is not public).
 - Padded action dimensions (agents with smaller action spaces) are zeroed in every action the critics see, and the
-  uniform log-density uses each agent's true action size.
+  uniform log-density uses each agent's true action size (as does the actor's L2 term's mean, since 2026-12-06).
 - Twin critics have separate input BatchNorm affine parameters (the authors share one BatchNorm between the heads);
   both see the same inputs, so the normalising statistics are the same.
 
@@ -84,6 +84,8 @@ from offline_bench.algos.common import (
     make_adam,
     module_states,
     optimizer_step,
+    action_mean,
+    own_action_sizes,
     td3_networks,
     td_target,
     uniform_actions,
@@ -307,6 +309,7 @@ class MACQL:
             actor_final_init=config.actor_final_init,
         )
         adopt_networks(self, nets)
+        self.action_sizes = own_action_sizes(problem, self.device)  # [N] where agents' sizes differ (world)
         self.multiplier = penalty_multiplier(config, problem.n_agents, self.device)
         self.updates = 0
         self.last_actor_loss = torch.zeros((), device=self.device)  # updated in place (CUDA graphs read it)
@@ -331,7 +334,7 @@ class MACQL:
             with bf16_autocast(self.device, c.bf16):
                 pi = self.actor(obs).float() * self.mask  # [B, N, A]
                 q_pi = self.critic.first(obs, pi, others=batch.action).float()  # [B, N]
-            actor_loss = (-q_pi.mean(0) + c.action_l2 * pi.square().mean(dim=(0, 2))).sum()
+            actor_loss = (-q_pi.mean(0) + c.action_l2 * action_mean(pi.square(), self.action_sizes)).sum()
             optimizer_step(self.actor_opt, actor_loss, self.actor_params, c.max_grad_norm, self.problem.n_agents)
             soft_update(self.critic_target, self.critic, c.polyak)
             soft_update(self.actor_target, self.actor, c.polyak)

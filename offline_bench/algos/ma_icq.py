@@ -26,7 +26,8 @@ Deviations:
   of both losses and both softmaxes; B_valid counts the rows with a next action.
 - Critic and actor are updated every step with the same batch and the target critic soft-updated after each step,
   as in the reference (ICQ needs no target actor); its actor weight decay (1e-4) is kept as ``actor_weight_decay``.
-- Padded action dimensions are zeroed in the actor's output.
+- Padded action dimensions are zeroed in the actor's output, and the regression error is a mean over each
+  agent's own action dimensions (over the padded width until 2026-12-06; only world has padding).
 - No ``reward_scale``: MA-CQL and OMAR multiply spread's rewards (8 / 15 / 22) to reach the scale their
   conservative penalty was tuned on; ICQ trains on the simulator's rewards, as its reference does, although its
   ``softmax(Q / 600)`` weights are not scale-free either.
@@ -55,6 +56,8 @@ from offline_bench.algos.common import (
     load_module_states,
     module_states,
     optimizer_step,
+    action_mean,
+    own_action_sizes,
     td3_networks,
 )
 from offline_bench.algos.ma_cql import CRITIC_KINDS
@@ -112,11 +115,13 @@ def icq_critic_target(batch: Batch, next_q: Tensor, gamma: float, beta: float, a
     return batch.reward + gamma * (not_done * next_q * w).unsqueeze(-1), w  # [B, N, 1], [B, N]
 
 
-def awr_actor_loss(pi: Tensor, data_action: Tensor, advantage: Tensor, rows: Tensor, beta: float) -> Tensor:
+def awr_actor_loss(pi: Tensor, data_action: Tensor, advantage: Tensor, rows: Tensor, beta: float,
+                   action_sizes: Tensor | None = None) -> Tensor:
     """Advantage-weighted regression per agent, summed over agents: pi, data_action ``[B, N, A]``, advantage
-    ``[B, N]``, rows ``[B, 1]`` -> scalar ``sum_n sum_b softmax_b(A / beta) * mean_A (pi - a)^2``."""
+    ``[B, N]``, rows ``[B, 1]`` -> scalar ``sum_n sum_b softmax_b(A / beta) * mean_{A_n} (pi - a)^2``, the mean over
+    each agent's own action dimensions (``action_sizes [N]``; None: all A)."""
     weights = masked_batch_softmax(advantage, rows, beta)  # [B, N]
-    error = (pi - data_action).square().mean(-1)  # [B, N]
+    error = action_mean((pi - data_action).square(), action_sizes, over_batch=False)  # [B, N]
     return (weights * error).sum()
 
 
@@ -137,6 +142,7 @@ class MAICQ:
             actor_target=False,
         )
         adopt_networks(self, nets)
+        self.action_sizes = own_action_sizes(problem, self.device)  # [N] where agents' sizes differ (world)
         self.updates = 0
 
     def _amp(self) -> torch.autocast:
@@ -175,7 +181,7 @@ class MAICQ:
             advantage = batch.reward.squeeze(-1) + c.gamma * not_done * q_next * batch.next_action_valid - q_now
         with self._amp():
             pi = self.actor(obs).float() * self.mask  # [B, N, A]
-        actor_loss = awr_actor_loss(pi, batch.action, advantage, rows, c.icq_beta)
+        actor_loss = awr_actor_loss(pi, batch.action, advantage, rows, c.icq_beta, self.action_sizes)
         optimizer_step(self.actor_opt, actor_loss, self.actor_params, c.max_grad_norm, n)
 
         soft_update(self.critic_target, self.critic, c.polyak)

@@ -32,7 +32,8 @@ Deviations:
   spread, which on a one-step bandit left the policy worse than the noisy data; with running statistics it
   recovers the best action.
 - Agents with fewer action dimensions than the padded size get exact zeros on the padding (policy, target and
-  evaluation actions), matching the dataset's padding.
+  evaluation actions), matching the dataset's padding; the BC term is a mean over each agent's own action
+  dimensions (over the padded width until 2026-12-06, which on world weighted BC by 1/3 for the 2-dim agents).
 - The twin critics have separate input BatchNorm statistics (the authors share one BatchNorm between the two
   heads); both see the same inputs, so the statistics are equal and only the affine parameters differ.
 """
@@ -54,6 +55,7 @@ from offline_bench.algos.common import (
     load_module_states,
     module_states,
     optimizer_step,
+    own_action_sizes,
     td3_networks,
     td_target,
 )
@@ -101,6 +103,7 @@ class MATD3BC:
             actor_final_init=config.actor_final_init, eval_targets=True,
         )
         adopt_networks(self, nets)
+        self.action_sizes = own_action_sizes(problem, self.device)  # [N] where agents' sizes differ (world)
         self.updates = 0
         self.last_actor_loss = torch.zeros((), device=self.device)  # updated in place (CUDA graphs read it)
 
@@ -133,7 +136,7 @@ class MATD3BC:
                 pi = self.actor(obs).float() * self.mask  # [B, N, A], zero padding as in the data
             with bf16_autocast(self.device, c.bf16), eval_mode(self.critic):  # Q at pi on the data's input scale
                 q_pi = self.critic.first(obs, pi, others=batch.action).float()  # [B, N]
-            actor_loss = bc_actor_loss(q_pi, pi, batch.action, c.alpha)
+            actor_loss = bc_actor_loss(q_pi, pi, batch.action, c.alpha, self.action_sizes)
             optimizer_step(self.actor_opt, actor_loss, self.actor_params, c.max_grad_norm, self.problem.n_agents)
             soft_update(self.critic_target, self.critic, c.polyak)
             soft_update(self.actor_target, self.actor, c.polyak)

@@ -25,7 +25,9 @@ code that produced its tables).
 Deviations: MA-CQL's (see ``ma_cql.py``; its ``reward_scale`` also sets the scale the softmax(beta * Q) weights see;
 its opt-in ``cql_lagrange`` applies here too), and:
 - With a centralized critic, agent n's search varies only its own action; the others' come from the dataset.
-- Sampled actions are zeroed on padded action dimensions, like every action the critics see.
+- Sampled actions are zeroed on padded action dimensions, like every action the critics see, and the actor's
+  squared errors are means over each agent's own action dimensions (the authors' per-agent ``F.mse_loss``;
+  until 2026-12-06 over the padded width, which on world scaled the 2-dim agents' terms by 1/3).
 - The search scores samples with critic 0 of each agent only, as the authors do (``critic.Q1``), through a
   gradient-free pass over the first critic's weights (``first_critic_values``); its input BatchNorm uses the
   samples' batch statistics, as the authors' train-mode BatchNorm does, but does not update the running statistics
@@ -57,6 +59,8 @@ from offline_bench.algos.common import (
     load_module_states,
     module_states,
     optimizer_step,
+    action_mean,
+    own_action_sizes,
     td3_networks,
 )
 from offline_bench.algos.ma_cql import (
@@ -202,10 +206,14 @@ def rectify_actions(
     return torch.where(keep_pi, pi_action, best)  # [B, N, A]
 
 
-def omar_actor_loss(pi: Tensor, a_hat: Tensor, q_pi: Tensor, omar_coe: float, action_l2: float) -> Tensor:
-    """Eq. (2) per agent, summed over agents: pi, a_hat ``[B, N, A]``, q_pi ``[B, N]`` -> scalar."""
-    mimic = (pi - a_hat).square().mean(dim=(0, 2))  # [N]
-    return (omar_coe * mimic - (1.0 - omar_coe) * q_pi.mean(0) + action_l2 * pi.square().mean(dim=(0, 2))).sum()
+def omar_actor_loss(pi: Tensor, a_hat: Tensor, q_pi: Tensor, omar_coe: float, action_l2: float,
+                    action_sizes: Tensor | None = None) -> Tensor:
+    """Eq. (2) per agent, summed over agents: pi, a_hat ``[B, N, A]``, q_pi ``[B, N]`` -> scalar. The squared
+    errors are means over each agent's own action dimensions (``action_sizes [N]``; None: all A), as the authors'
+    per-agent ``F.mse_loss``."""
+    mimic = action_mean((pi - a_hat).square(), action_sizes)  # [N]
+    l2 = action_mean(pi.square(), action_sizes)  # [N]
+    return (omar_coe * mimic - (1.0 - omar_coe) * q_pi.mean(0) + action_l2 * l2).sum()
 
 
 class OMAR:
@@ -228,6 +236,7 @@ class OMAR:
             actor_final_init=config.actor_final_init,
         )
         adopt_networks(self, nets)
+        self.action_sizes = own_action_sizes(problem, self.device)  # [N] where agents' sizes differ (world)
         self.multiplier = penalty_multiplier(config, problem.n_agents, self.device)
         self.updates = 0
         self.last_actor_loss = torch.zeros((), device=self.device)  # updated in place (CUDA graphs read it)
@@ -262,7 +271,7 @@ class OMAR:
                 q_fn, pi.detach(), q_pi.detach(), self.mask,
                 c.omar_iters, c.omar_n_samples, c.omar_mu, c.omar_sigma, c.omar_n_elites, c.omar_beta,
             )  # [B, N, A]
-            actor_loss = omar_actor_loss(pi, a_hat, q_pi, c.omar_coe, c.action_l2)
+            actor_loss = omar_actor_loss(pi, a_hat, q_pi, c.omar_coe, c.action_l2, self.action_sizes)
             optimizer_step(self.actor_opt, actor_loss, self.actor_params, c.max_grad_norm, self.problem.n_agents)
             soft_update(self.critic_target, self.critic, c.polyak)
             soft_update(self.actor_target, self.actor, c.polyak)

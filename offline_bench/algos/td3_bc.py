@@ -27,6 +27,7 @@ from torch import Tensor
 from offline_bench.algos.base import Problem
 from offline_bench.algos.common import (
     adopt_networks,
+    action_mean,
     TD3_STATE_NAMES,
     bf16_autocast,
     deterministic_act,
@@ -63,17 +64,19 @@ def td3_critic_loss(q: Tensor, target: Tensor) -> Tensor:
     return (q - target).square().mean(0).sum()
 
 
-def bc_actor_loss(q_pi: Tensor, pi_action: Tensor, data_action: Tensor, alpha: float) -> Tensor:
+def bc_actor_loss(q_pi: Tensor, pi_action: Tensor, data_action: Tensor, alpha: float,
+                  action_sizes: Tensor | None = None) -> Tensor:
     """TD3+BC actor loss, per agent, summed over agents (agents' actors are independent, so each gets exactly its
-    own TD3+BC gradient): ``sum_n [ -lambda_n * mean_B Q_n(o, pi(o)) + mean_{B,A} (pi(o) - a)^2 ]`` with
-    ``lambda_n = alpha / mean_B |Q_n|`` (detached).
+    own TD3+BC gradient): ``sum_n [ -lambda_n * mean_B Q_n(o, pi(o)) + mean_{B,A_n} (pi(o) - a)^2 ]`` with
+    ``lambda_n = alpha / mean_B |Q_n|`` (detached), the BC mean over each agent's own action dimensions
+    (``action_sizes [N]``, ``common.action_mean``; None: all A).
 
     q_pi ``[B, N]``, pi_action and data_action ``[B, N, A]`` -> scalar.
     """
     assert q_pi.dim() == 2 and pi_action.shape[:2] == q_pi.shape, f"q_pi {tuple(q_pi.shape)}, pi {tuple(pi_action.shape)}"
     lmbda = alpha / q_pi.abs().mean(0).detach()  # [N]
     q_term = -(lmbda * q_pi.mean(0))  # [N]
-    bc_term = (pi_action - data_action).square().mean(dim=(0, 2))  # [N]
+    bc_term = action_mean((pi_action - data_action).square(), action_sizes)  # [N]
     return (q_term + bc_term).sum()
 
 
