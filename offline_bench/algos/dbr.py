@@ -69,6 +69,16 @@ Choices the paper leaves open, and ours:
   alpha climbs to ~1e4 and the actor all but imitates, while DBR's bound binds at a reachable level with alpha ~15,
   so the actor follows the still-young critic more (``Q(data)`` 55 at 6k against BEAR's 43, critic loss 17 against
   7).
+- **Known instability in longer runs (open).** With the defaults above and the learning check's settings
+  (hopper-medium 100k, ``warmup_steps=2000``, bf16, seed 0) run to 30k updates, the critic diverges once the actor
+  exploits it at the edge of the anchored trust region (``E[D(pi, beta+)]`` 0.13-0.15, alpha 11 -> 2750): critic
+  loss 6.7 / 62 / 627 / 1.9e5 and ``Q(data)`` 41 / 104 / 293 / 4590 at 5k / 10k / 15k / 30k updates, the score
+  peaking at 35 (15k) and ending near 0 (mean of the last 10 evaluations 10.5). BEAR in the same setting stays
+  stable to 30k (critic loss 5-11, ``Q(data)`` 128 at 30k; score 32.5). ``mmd_bound_max=0.1`` (a bound of BEAR's
+  reach) kept DBR bounded to 20k (critic loss 13.5, ``Q(data)`` 117 at 20k; score 23.9, the mean of its 8
+  evaluations), though both rose slowly once its constraint went slack; ``target_lambda=1`` alone did not stop the
+  climb (critic loss 35 at 9k). Measured 2026-12-06; the defaults stay until a longer, multi-seed check settles
+  them.
 - **The multiplier's pace** (ours): ``lagrange_lr`` 1e-2 (BEAR's reference code and d3rlpy use 1e-3). With Adam
   the step on log alpha has a size of about ``lagrange_lr`` whatever the violation's size, so at 1e-3 alpha
   changes tenfold in no fewer than ~2300 updates. BEAR's fixed epsilon = 0.05 lies below what its policy can
