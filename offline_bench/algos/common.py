@@ -226,12 +226,20 @@ class AgentCritics(nn.Module):
         norm = self.net.input_norm
         if self.n_critics == 1 or (norm is not None and (norm.training or norm.norm.running_mean is None)):
             return self.forward(obs, action, others)[..., 0]
+        return self.first_strided(obs, action, others)
+
+    def first_strided(self, obs: Tensor, action: Tensor, others: Tensor | None = None,
+                      batch_stats: bool = False) -> Tensor:
+        """Critic 0 of each agent alone, through every E-th group of the stacked layers (strided weight views):
+        ``-> [..., N]``. An input BatchNorm normalises with critic 0's running statistics, or with
+        ``batch_stats=True`` with this input's batch statistics (train mode's normalisation) without updating the
+        running ones (OMAR's sampling search)."""
         e, n = self.n_critics, self.n_agents
         x = self._inputs(obs, action, others)  # [..., N, D]
         lead = x.shape[:-2]
         h = x.reshape(-1, n, x.shape[-1]).transpose(0, 1)  # [N, B', D]
-        if norm is not None:
-            h = _first_of_each_agent_norm(norm, h, n, e)  # [N, B', D]
+        if self.net.input_norm is not None:
+            h = _first_of_each_agent_norm(self.net.input_norm, h, n, e, batch_stats)  # [N, B', D]
         for i, layer in enumerate(self.net.hidden):
             h = torch.baddbmm(layer.bias[::e], h, layer.weight[::e])  # [N, B', H]
             if self.net.norms is not None:
@@ -241,17 +249,18 @@ class AgentCritics(nn.Module):
         return q.squeeze(-1).transpose(0, 1).reshape(*lead, n)  # [..., N]
 
 
-def _first_of_each_agent_norm(norm: StackedBatchNorm, x: Tensor, n_agents: int, n_critics: int) -> Tensor:
-    """An eval-mode input BatchNorm of ``N * E`` agent-major groups applied to critic 0 of each agent only:
-    ``x [N, B', D] -> [N, B', D]`` (the same elementwise affine map as the full layer's, on those groups' features)."""
+def _first_of_each_agent_norm(norm: StackedBatchNorm, x: Tensor, n_agents: int, n_critics: int,
+                              batch_stats: bool) -> Tensor:
+    """The input BatchNorm of ``N * E`` agent-major groups applied to critic 0 of each agent only: ``x [N, B', D]
+    -> [N, B', D]``, on those groups' running statistics or (``batch_stats``) on x's own, updating nothing."""
     bn, d = norm.norm, x.shape[-1]
 
     def pick(t: Tensor | None) -> Tensor | None:  # [N*E*D] -> [N*D], critic 0's features
         return None if t is None else t.view(n_agents, n_critics, d)[:, 0].reshape(-1)
 
+    mean, var = (None, None) if batch_stats else (pick(bn.running_mean), pick(bn.running_var))
     flat = x.transpose(0, 1).reshape(x.shape[1], n_agents * d)  # [B', N*D]
-    flat = F.batch_norm(flat, pick(bn.running_mean), pick(bn.running_var), pick(bn.weight), pick(bn.bias),
-                        training=False, eps=bn.eps)
+    flat = F.batch_norm(flat, mean, var, pick(bn.weight), pick(bn.bias), training=batch_stats, eps=bn.eps)
     return flat.reshape(-1, n_agents, d).transpose(0, 1)  # [N, B', D]
 
 

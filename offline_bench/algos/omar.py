@@ -46,7 +46,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from offline_bench.algos.base import Problem
@@ -72,7 +71,7 @@ from offline_bench.algos.ma_cql import (
 )
 from offline_bench.batch import Batch
 from offline_bench.config import cfg
-from offline_bench.nn import soft_update, stacked_linear
+from offline_bench.nn import soft_update
 
 
 @dataclass(frozen=True)
@@ -119,26 +118,7 @@ def first_critic_values(critic: AgentCritics, obs: Tensor, action: Tensor, other
     The sampling search scores K x J actions per state; skipping the other E - 1 critics there makes OMAR's extra
     cost E times smaller. Input BatchNorm (if any) normalises with this input's batch statistics, as in train mode.
     """
-    n, e = critic.n_agents, critic.n_critics
-    mlp = critic.net
-    x = critic._inputs(obs, action, others)  # [..., N, D]
-    lead = x.shape[:-2]
-    x = x.reshape(-1, n, x.shape[-1]).transpose(0, 1)  # [N, B', D]
-    if mlp.input_norm is not None:
-        d = x.shape[-1]
-        bn = mlp.input_norm.norm
-        weight = bn.weight.view(n, e, d)[:, 0].reshape(-1) if bn.weight is not None else None  # [N*D]
-        bias = bn.bias.view(n, e, d)[:, 0].reshape(-1) if bn.bias is not None else None
-        flat = x.transpose(0, 1).reshape(x.shape[1], n * d)  # [B', N*D]
-        flat = F.batch_norm(flat, None, None, weight, bias, training=True, eps=bn.eps)
-        x = flat.reshape(-1, n, d).transpose(0, 1)  # [N, B', D]
-    for i, layer in enumerate(mlp.hidden):
-        x = torch.baddbmm(layer.bias[::e], x, layer.weight[::e])  # [N, B', H]
-        if mlp.norms is not None:
-            x = mlp.norms[i](x)
-        x = x.relu_() if mlp.activation is torch.relu else mlp.activation(x)  # in place: see StackedMLP
-    q = stacked_linear(x, mlp.out.weight[::e], mlp.out.bias[::e])  # [N, B', 1]
-    return q.squeeze(-1).transpose(0, 1).reshape(*lead, n)  # [..., N]
+    return critic.first_strided(obs, action, others, batch_stats=True)
 
 
 @torch.no_grad()
