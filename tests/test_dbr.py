@@ -63,11 +63,12 @@ def test_anchor_carries_no_gradient() -> None:
     assert d_plus.grad.item() == 1.0 and (separation.grad is None or separation.grad.item() == 0.0)
 
 
-def _far_policy_violation(anchor: bool) -> dict[str, torch.Tensor]:
+def _far_policy_violation(anchor: bool, bound_max: float = 0.0) -> dict[str, torch.Tensor]:
     """One update with the actor's pre-tanh mean pushed to +4, far from both (fresh) behaviour models."""
     p = problem()
     torch.manual_seed(0)
-    algo = DBR(DBRConfig(warmup_steps=0, anchor_bound=anchor, **TINY), p, torch.device("cpu"))
+    config = DBRConfig(warmup_steps=0, anchor_bound=anchor, mmd_bound_max=bound_max, **TINY)
+    algo = DBR(config, p, torch.device("cpu"))
     with torch.no_grad():
         algo.actor.net.out.bias[..., : p.action_dim] += 4.0
     return algo.update(random_batch(p, 64, torch.Generator().manual_seed(3)))
@@ -80,6 +81,15 @@ def test_a_policy_that_leaves_the_data_violates_the_anchored_constraint_but_not_
     assert paper["mmd_plus"] > 3 * paper["mmd_separation"], "the policy should be far from both models"
     assert abs(paper["violation"]) < 0.1 * paper["mmd_plus"]
     assert anchored["violation"] > 0.5 * anchored["mmd_plus"] and anchored["lagrange"] > 1.0
+
+
+def test_the_fixed_cap_is_on_by_default_and_bounds_even_the_papers_constraint() -> None:
+    """The default ``mmd_bound_max`` (0.1) caps the bound whatever the behaviour models' distances: far from the
+    data, ``g >= E[D(pi, beta+)] - 0.1`` with or without the anchor."""
+    assert DBRConfig().mmd_bound_max == 0.1
+    for anchor in (False, True):
+        capped = _far_policy_violation(anchor, bound_max=DBRConfig().mmd_bound_max)
+        torch.testing.assert_close(capped["violation"], capped["mmd_plus"] - 0.1)
 
 
 def test_multiplier_is_frozen_during_warmup_and_moves_after() -> None:

@@ -59,26 +59,35 @@ Choices the paper leaves open, and ours:
   with an uninformative split (``beta+ = beta-``) DBR becomes BEAR regularised towards ``beta+``, the variant the
   paper itself names. Near the data nothing changes (there ``D(pi, beta-) ~ D(beta+, beta-)``); away from it
   the bound no longer grows with the drift. ``anchor_bound=False`` gives the paper's bound alone;
-  ``mmd_bound_max`` (off) additionally caps the bound at a fixed level.
-- **Measured with the anchor** (hopper-medium, 100k transitions, ``--steps 6000 --set warmup_steps=2000``, seeds 0
-  and 1): the constraint binds and holds, ``E[D(pi, beta+)]`` 0.143-0.15 against a bound of 0.143-0.149 from update
-  4000 on, alpha 1 -> 8-10 -> 15-17; no collapse, normalized score at 2k/4k/6k updates 20.2/12.1/11.1 and
-  25.6/14.0/11.1 (mean of the 3 evaluations 14.5 and 16.9; the paper's bound alone, before these changes:
-  18.4/1.9/-0.1). BEAR on the same budget: 17.5/32.8/31.0. What remains is the looseness the paper chose: BEAR's
-  epsilon (and a fixed ``mmd_bound_max=0.1``, 26.7/13.6/31.7 on seed 0) lies below what its actor can reach, so its
-  alpha climbs to ~1e4 and the actor all but imitates, while DBR's bound binds at a reachable level with alpha ~15,
-  so the actor follows the still-young critic more (``Q(data)`` 55 at 6k against BEAR's 43, critic loss 17 against
-  7).
-- **Known instability in longer runs (open).** With the defaults above and the learning check's settings
-  (hopper-medium 100k, ``warmup_steps=2000``, bf16, seed 0) run to 30k updates, the critic diverges once the actor
-  exploits it at the edge of the anchored trust region (``E[D(pi, beta+)]`` 0.13-0.15, alpha 11 -> 2750): critic
-  loss 6.7 / 62 / 627 / 1.9e5 and ``Q(data)`` 41 / 104 / 293 / 4590 at 5k / 10k / 15k / 30k updates, the score
-  peaking at 35 (15k) and ending near 0 (mean of the last 10 evaluations 10.5). BEAR in the same setting stays
-  stable to 30k (critic loss 5-11, ``Q(data)`` 128 at 30k; score 32.5). ``mmd_bound_max=0.1`` (a bound of BEAR's
-  reach) kept DBR bounded to 20k (critic loss 13.5, ``Q(data)`` 117 at 20k; score 23.9, the mean of its 8
-  evaluations), though both rose slowly once its constraint went slack; ``target_lambda=1`` alone did not stop the
-  climb (critic loss 35 at 9k). Measured 2026-12-06; the defaults stay until a longer, multi-seed check settles
-  them.
+  ``mmd_bound_max`` (0.1 by default, see "The fixed cap" below) caps the bound at a fixed level on top.
+- **Measured with the anchor, before the fixed cap** (hopper-medium, 100k transitions, ``--steps 6000 --set
+  warmup_steps=2000``, seeds 0 and 1): the constraint binds and holds, ``E[D(pi, beta+)]`` 0.143-0.15 against a bound
+  of 0.143-0.149 from update 4000 on, alpha 1 -> 8-10 -> 15-17; no collapse, normalized score at 2k/4k/6k updates
+  20.2/12.1/11.1 and 25.6/14.0/11.1 (mean of the 3 evaluations 14.5 and 16.9; the paper's bound alone, before these
+  changes: 18.4/1.9/-0.1). BEAR on the same budget: 17.5/32.8/31.0. What remained (the fixed cap below answers it) was
+  the looseness the paper chose: BEAR's epsilon (and a fixed ``mmd_bound_max=0.1``, 26.7/13.6/31.7 on seed 0) lies
+  below what its actor can reach, so its alpha climbs to ~1e4 and the actor all but imitates, while DBR's bound binds
+  at a reachable level with alpha ~15, so the actor follows the still-young critic more (``Q(data)`` 55 at 6k against
+  BEAR's 43, critic loss 17 against 7).
+- **The fixed cap** ``mmd_bound_max = 0.1`` (ours; the default since 2026-12-06). The anchor kept the 6k learning
+  check from collapsing, but not longer runs: with the learning check's settings (hopper-medium 100k,
+  ``warmup_steps=2000``, bf16) run to 30k updates, the critic diverged once the actor exploited it at the edge of
+  the anchored trust region (``E[D(pi, beta+)]`` 0.13-0.15). Seed 0: critic loss 6.7 / 62 / 627 / 1.9e5 and
+  ``Q(data)`` 41 / 104 / 293 / 4590 at 5k / 10k / 15k / 30k updates, the score peaking at 35 (15k) and ending
+  near 0 (mean of the last 10 evaluations 10.5); seed 1 was on the same path (critic loss 31 at 8k, where the
+  capped run had 4.8). The data's own discounted return-to-go averages 126 (at most 188), so a ``Q(data)`` in the
+  hundreds or thousands is over-estimation that no policy realises. With the bound capped at 0.1 the actor first
+  sits against the cap with alpha saturated (~2e4, as BEAR's), then, from about 10k updates, settles inside it
+  (``E[D(pi, beta+)]`` 0.093-0.105, alpha 15-220), and the critic stays bounded to 30k on both seeds: critic loss
+  16 / 12.5 and ``Q(data)`` 152 / 149 at 30k (seeds 0 / 1), mean of the last 10 evaluations 21.7 / 24.3 (best
+  35.3 / 42.2). BEAR, seed 0, same settings: ``Q(data)`` 128 at 30k, 32.5. On the 6k learning check the cap
+  scores 28.7 in bf16 (was 16.9; ``leaderboards/README.md``). What remains: ``Q(data)`` still creeps, 117 -> 152
+  between 20k and 30k updates on seed 0 (about 20% above the data's value by 30k), and the score drifts down
+  from its peak at 5-10k updates. On hopper-medium ``E[D(beta+, beta-)]`` (0.114-0.154) and ``E[D(pi, beta-)]``
+  (0.115-0.13) stay above 0.1, so the cap is the bound throughout: DBR runs there as BEAR regularised towards
+  ``beta+`` with epsilon 0.1, the variant the paper itself names; the dynamic part binds only where the behaviour
+  models lie closer than the cap. The cap is a distance in the MMD of the task's kernel, so at sigma 20 (walker2d,
+  ant: smaller distances) it binds less; it was measured on hopper only. ``--set mmd_bound_max=0`` removes it.
 - **The multiplier's pace** (ours): ``lagrange_lr`` 1e-2 (BEAR's reference code and d3rlpy use 1e-3). With Adam
   the step on log alpha has a size of about ``lagrange_lr`` whatever the violation's size, so at 1e-3 alpha
   changes tenfold in no fewer than ~2300 updates. BEAR's fixed epsilon = 0.05 lies below what its policy can
@@ -173,7 +182,8 @@ class DBRConfig:
     mmd_threshold: float = cfg(0.05, "epsilon: floor of the dynamic bound max(epsilon, E[MMD(pi, beta-)])")
     anchor_bound: bool = cfg(True, "also cap the bound at E[MMD(beta+, beta-)], the behaviour models' own "
                              "separation, so leaving the data cannot satisfy it (False: the paper's bound alone)")
-    mmd_bound_max: float = cfg(0.0, "fixed cap on the bound max(epsilon, ...); <= 0: no fixed cap")
+    mmd_bound_max: float = cfg(0.1, "fixed cap on the bound max(epsilon, ...) (ours; keeps the critic from "
+                               "diverging in longer runs, module docstring); <= 0: no fixed cap")
     repel_negative: bool = cfg(False, "let the actor's gradient flow through MMD(pi, beta-) (push away from beta-)")
     value_lr: float = cfg(3e-4, "learning rate of V(s), the data's state value that splits D+ from D-")
     initial_lagrange: float = cfg(1.0, "initial value of alpha, the Lagrange multiplier")
