@@ -71,23 +71,24 @@ Choices the paper leaves open, and ours:
   BEAR's 43, critic loss 17 against 7).
 - **The fixed cap** ``mmd_bound_max = 0.1`` (ours; the default since 2026-12-06). The anchor kept the 6k learning
   check from collapsing, but not longer runs: with the learning check's settings (hopper-medium 100k,
-  ``warmup_steps=2000``, bf16) run to 30k updates, the critic diverged once the actor exploited it at the edge of
-  the anchored trust region (``E[D(pi, beta+)]`` 0.13-0.15). Seed 0: critic loss 6.7 / 62 / 627 / 1.9e5 and
-  ``Q(data)`` 41 / 104 / 293 / 4590 at 5k / 10k / 15k / 30k updates, the score peaking at 35 (15k) and ending
-  near 0 (mean of the last 10 evaluations 10.5); seed 1 was on the same path (critic loss 31 at 8k, where the
-  capped run had 4.8). The data's own discounted return-to-go averages 126 (at most 188), so a ``Q(data)`` in the
-  hundreds or thousands is over-estimation that no policy realises. With the bound capped at 0.1 the actor first
-  sits against the cap with alpha saturated (~2e4, as BEAR's), then, from about 10k updates, settles inside it
-  (``E[D(pi, beta+)]`` 0.093-0.105, alpha 15-220), and the critic stays bounded to 30k on both seeds: critic loss
-  16 / 12.5 and ``Q(data)`` 152 / 149 at 30k (seeds 0 / 1), mean of the last 10 evaluations 21.7 / 24.3 (best
-  35.3 / 42.2). BEAR, seed 0, same settings: ``Q(data)`` 128 at 30k, 32.5. On the 6k learning check the cap
-  scores 28.7 in bf16 (was 16.9; ``leaderboards/README.md``). What remains: ``Q(data)`` still creeps, 117 -> 152
-  between 20k and 30k updates on seed 0 (about 20% above the data's value by 30k), and the score drifts down
-  from its peak at 5-10k updates. On hopper-medium ``E[D(beta+, beta-)]`` (0.114-0.154) and ``E[D(pi, beta-)]``
-  (0.115-0.13) stay above 0.1, so the cap is the bound throughout: DBR runs there as BEAR regularised towards
-  ``beta+`` with epsilon 0.1, the variant the paper itself names; the dynamic part binds only where the behaviour
-  models lie closer than the cap. The cap is a distance in the MMD of the task's kernel, so at sigma 20 (walker2d,
-  ant: smaller distances) it binds less; it was measured on hopper only. ``--set mmd_bound_max=0`` removes it.
+  ``warmup_steps=2000``, bf16) run to 30k updates, the critic diverged once the actor exploited it at the edge of the
+  anchored trust region (``E[D(pi, beta+)]`` 0.13-0.15). Seed 0: critic loss 6.7 / 62 / 627 / 1.9e5 and ``Q(data)`` 41
+  / 104 / 293 / 4590 at 5k / 10k / 15k / 30k updates, the score peaking at 35 (15k) and ending near 0 (mean of the
+  last 10 evaluations 10.5); seed 1 was on the same path (critic loss 31 at 8k, where the capped run had 4.8). The
+  data's own discounted return-to-go averages 126 (at most 188), so a ``Q(data)`` in the hundreds or thousands is
+  over-estimation that no policy realises. With the bound capped at 0.1 the actor first sits against the cap with
+  alpha saturated (~2e4, as BEAR's), then, from about 10k updates, settles inside it (``E[D(pi, beta+)]`` 0.093-0.105,
+  alpha 15-220), and the critic stays bounded to 30k on both seeds: critic loss 16 / 12.5 and ``Q(data)`` 152 / 149 at
+  30k (seeds 0 / 1), mean of the last 10 evaluations 21.7 / 24.3 (best 35.3 / 42.2). BEAR, seed 0, same settings:
+  ``Q(data)`` 128 at 30k, 32.5. On the 6k learning check the cap scored 28.7 in bf16 (was 16.9;
+  ``leaderboards/README.md``). These runs used BEAR's 10-sample target; with it ``Q(data)`` still crept, 117 -> 152
+  between 20k and 30k updates on seed 0 (about 20% above the data's value by 30k), and the score drifted down from its
+  peak at 5-10k updates. The single-sample target ("One target-actor sample per next state", below) answers most of
+  that. On hopper-medium ``E[D(beta+, beta-)]`` (0.114-0.154) and ``E[D(pi, beta-)]`` (0.115-0.13) stay above 0.1, so
+  the cap is the bound throughout: DBR runs there as BEAR regularised towards ``beta+`` with epsilon 0.1, the variant
+  the paper itself names; the dynamic part binds only where the behaviour models lie closer than the cap. The cap is a
+  distance in the MMD of the task's kernel, so at sigma 20 (walker2d, ant: smaller distances) it binds less; it was
+  measured on hopper only. ``--set mmd_bound_max=0`` removes it.
 - **The multiplier's pace** (ours): ``lagrange_lr`` 1e-2 (BEAR's reference code and d3rlpy use 1e-3). With Adam
   the step on log alpha has a size of about ``lagrange_lr`` whatever the violation's size, so at 1e-3 alpha
   changes tenfold in no fewer than ~2300 updates. BEAR's fixed epsilon = 0.05 lies below what its policy can
@@ -101,13 +102,28 @@ Choices the paper leaves open, and ours:
   warm-up (ours; BEAR's code updates it): nothing pushes against the constraint then, so the dual ascent would
   only learn that the constraint is slack (``D(pi, beta+)`` 0.13 < bound 0.145) and hand a decayed alpha to
   the first updates that maximise Q.
-- The critic, target (soft clipped double-Q over 10 target-actor samples), actor (tanh-Gaussian) and acting rule
-  (best of 10 actor samples by Q) are BEAR's, with BEAR's defaults and deviations (see ``bear.py``).
-- **Cost**: per update DBR does BEAR's work plus a second VAE (trained and sampled), the value network and two
-  more MMD pairs (computed without a graph: only ``MMD(pi, beta+)`` is differentiated, unless
-  ``repel_negative``); at 256x256 networks that is ~1.0 GMAC in warm-up (BEAR ~0.75) and
-  ~1.4 GMAC after it (BEAR ~1.1), against ~0.75-0.8 for d3rlpy's BEAR (one Q sample for the actor), so in
-  float32 DBR cannot be much faster than d3rlpy. ``bf16=True`` (off by default, as in TD3+BC, CQL and BEAR) runs
+- The critic (soft clipped double-Q, ``target_lambda`` 0.75), actor (tanh-Gaussian) and acting rule (best of 10
+  actor samples by Q) are BEAR's, with BEAR's defaults and deviations (see ``bear.py``), except the target's
+  sampling below.
+- **One target-actor sample per next state** (``n_target_samples=1``, ours; since 2026-12-06). BEAR's target takes the
+  maximum over 10 target-actor samples; the paper places DBR in the BRAC framework, whose target (like SAC's) takes a
+  single sample of the policy. The maximum selects the most over-estimated of 10 actions, and DBR's actor, which
+  (unlike BEAR's, held near the data by a saturated alpha) settles inside its bound with alpha in the tens, lives
+  where the critic extrapolates. Measured with the fixed cap (hopper-medium 100k, warm-up 2000, bf16, 30k updates), 10
+  samples -> 1 sample: seed 0 critic loss 16 -> 4.6 and ``Q(data)`` 152 -> 116 at 30k (the data's discounted
+  return-to-go averages 126), mean of the last 10 evaluations 21.7 -> 28.9; seed 1 critic loss 12.5 -> 4.5,
+  ``Q(data)`` 149 -> 113, 24.3 -> 27.0. With one sample ``Q(data)`` approaches the data's value from below and slows
+  (seed 1: 99 / 105 / 110 / 113 at 22.5k / 25k / 27.5k / 30k). ``target_lambda=1`` (the pure ensemble minimum) instead
+  changed little (seed 0, 17k updates: critic loss 11.9 against 13.2, ``Q(data)`` 100 against 109). The 6k learning
+  check with both changes: bf16 30.9, float32 34.7 (the cap alone: 28.7, 34.3; neither: 16.9, 15.9). A single sample
+  also saves most of the target's critic pass: 1.09-1.14x faster updates in bf16, 1.21-1.29x in float32 (256x256
+  networks, A/B in one process on a busy CPU).
+- **Cost**: per update DBR does BEAR's work, with one target sample instead of 10, plus a second VAE (trained
+  and sampled), the value network and two more MMD pairs (computed without a graph: only ``MMD(pi, beta+)`` is
+  differentiated, unless ``repel_negative``); at 256x256 networks that is 1.34 GFLOP in matrix products in
+  warm-up and 2.06 after it (torch's FlopCounterMode; 1.99 and 2.71 with 10 target samples; our BEAR 1.48 and
+  2.20), against 1.44 and 1.84 for d3rlpy's BEAR (one Q sample for the actor), so in float32 DBR can be only a
+  little faster than d3rlpy. ``bf16=True`` (off by default, as in TD3+BC, CQL and BEAR) runs
   the network calls under bfloat16 autocast: 1.4-1.7x faster updates at 256x256 on this project's CPU (AMX), 1.7x
   on the hopper-medium learning check, which scored like float32 (``leaderboards/README.md``); the MMDs, losses,
   Adam and the multiplier stay float32 (the MMD subtracts kernel means of similar size, which bfloat16 could not
@@ -172,7 +188,8 @@ class DBRConfig:
     vae_kl_weight: float = cfg(0.5, "weight of the VAEs' KL term")
     n_critics: int = cfg(2, "critics in the ensemble (one batched network)")
     target_lambda: float = cfg(0.75, "soft clipped double-Q: weight of the ensemble min (1 - it on the max)")
-    n_target_samples: int = cfg(10, "actor samples per next state in the critic target (max over them)")
+    n_target_samples: int = cfg(1, "target-actor samples per next state in the critic target, max over them "
+                                   "(BRAC and SAC: 1; BEAR: 10, which over-estimates here, module docstring)")
     n_mmd_samples: int = cfg(5, "actor and behaviour samples per state for the MMDs")
     n_action_samples: int = cfg(10, "actor samples ranked by Q when acting")
     n_actor_q_samples: int = cfg(5, "MMD actor samples averaged in the actor's Q term (authors: all; d3rlpy: 1)")
