@@ -113,11 +113,14 @@ Choices the paper leaves open, and ours:
   samples -> 1 sample: seed 0 critic loss 16 -> 4.6 and ``Q(data)`` 152 -> 116 at 30k (the data's discounted
   return-to-go averages 126), mean of the last 10 evaluations 21.7 -> 28.9; seed 1 critic loss 12.5 -> 4.5,
   ``Q(data)`` 149 -> 113, 24.3 -> 27.0. With one sample ``Q(data)`` approaches the data's value from below and slows
-  (seed 1: 99 / 105 / 110 / 113 at 22.5k / 25k / 27.5k / 30k). ``target_lambda=1`` (the pure ensemble minimum) instead
-  changed little (seed 0, 17k updates: critic loss 11.9 against 13.2, ``Q(data)`` 100 against 109). The 6k learning
-  check with both changes: bf16 30.9, float32 34.7 (the cap alone: 28.7, 34.3; neither: 16.9, 15.9). A single sample
-  also saves most of the target's critic pass: 1.09-1.14x faster updates in bf16, 1.21-1.29x in float32 (256x256
-  networks, A/B in one process on a busy CPU).
+  (seed 1: 99 / 105 / 110 / 113 at 22.5k / 25k / 27.5k / 30k). Both runs resumed to 50k updates: critic loss 7.0 /
+  5.3, ``Q(data)`` 140 / 136 (10% above the data's value, rising 3-5 per 5k updates at the end; seed 0: 116 / 124 /
+  131 / 135 / 140 at 30k / 35k / 40k / 45k / 50k), mean of the last 10 evaluations 34.8 / 33.8 (best 81.3 / 65.2);
+  BEAR's 30k run, for scale: 32.5. ``target_lambda=1`` (the pure ensemble minimum) instead changed little (seed 0, 17k
+  updates: critic loss 11.9 against 13.2, ``Q(data)`` 100 against 109). The 6k learning check with both changes: bf16
+  30.9, float32 34.7 (the cap alone: 28.7, 34.3; neither: 16.9, 15.9). A single sample also saves most of the target's
+  critic pass: 1.09-1.14x faster updates in bf16, 1.21-1.29x in float32 (256x256 networks, A/B in one process on a
+  busy CPU).
 - **Cost**: per update DBR does BEAR's work, with one target sample instead of 10, plus a second VAE (trained
   and sampled), the value network and two more MMD pairs (computed without a graph: only ``MMD(pi, beta+)`` is
   differentiated, unless ``repel_negative``); at 256x256 networks that is 1.34 GFLOP in matrix products in
