@@ -85,7 +85,7 @@ def test_a_policy_that_leaves_the_data_violates_the_anchored_constraint_but_not_
 
 def test_the_fixed_cap_is_on_by_default_and_bounds_even_the_papers_constraint() -> None:
     """The default ``mmd_bound_max`` (0.1) caps the bound whatever the behaviour models' distances: far from the
-    data, ``g >= E[D(pi, beta+)] - 0.1`` with or without the anchor."""
+    data, ``g = E[D(pi, beta+)] - 0.1`` with or without the anchor."""
     assert DBRConfig().mmd_bound_max == 0.1
     for anchor in (False, True):
         capped = _far_policy_violation(anchor, bound_max=DBRConfig().mmd_bound_max)

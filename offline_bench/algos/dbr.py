@@ -60,15 +60,15 @@ Choices the paper leaves open, and ours:
   paper itself names. Near the data nothing changes (there ``D(pi, beta-) ~ D(beta+, beta-)``); away from it
   the bound no longer grows with the drift. ``anchor_bound=False`` gives the paper's bound alone;
   ``mmd_bound_max`` (0.1 by default, see "The fixed cap" below) caps the bound at a fixed level on top.
-- **Measured with the anchor, before the fixed cap** (hopper-medium, 100k transitions, ``--steps 6000 --set
-  warmup_steps=2000``, seeds 0 and 1): the constraint binds and holds, ``E[D(pi, beta+)]`` 0.143-0.15 against a bound
-  of 0.143-0.149 from update 4000 on, alpha 1 -> 8-10 -> 15-17; no collapse, normalized score at 2k/4k/6k updates
-  20.2/12.1/11.1 and 25.6/14.0/11.1 (mean of the 3 evaluations 14.5 and 16.9; the paper's bound alone, before these
-  changes: 18.4/1.9/-0.1). BEAR on the same budget: 17.5/32.8/31.0. What remained (the fixed cap below answers it) was
-  the looseness the paper chose: BEAR's epsilon (and a fixed ``mmd_bound_max=0.1``, 26.7/13.6/31.7 on seed 0) lies
-  below what its actor can reach, so its alpha climbs to ~1e4 and the actor all but imitates, while DBR's bound binds
-  at a reachable level with alpha ~15, so the actor follows the still-young critic more (``Q(data)`` 55 at 6k against
-  BEAR's 43, critic loss 17 against 7).
+- **Measured with the anchor, before the fixed cap** (hopper-medium, 100k transitions, ``--steps 6000``,
+  ``warmup_steps=2000``, seeds 0 and 1): the constraint binds and holds, ``E[D(pi, beta+)]`` 0.143-0.15 against a
+  bound of 0.143-0.149 from update 4000 on, alpha 1 -> 8-10 -> 15-17; no collapse, normalized score at 2k/4k/6k
+  updates 20.2/12.1/11.1 and 25.6/14.0/11.1 (mean of the 3 evaluations 14.5 and 16.9; the paper's bound alone, before
+  these changes: 18.4/1.9/-0.1). BEAR on the same budget: 17.5/32.8/31.0. What remained (the fixed cap below answers
+  it) was the looseness the paper chose: BEAR's epsilon (and a fixed ``mmd_bound_max=0.1``, 26.7/13.6/31.7 on seed 0)
+  lies below what its actor can reach, so its alpha climbs to ~1e4 and the actor all but imitates, while DBR's bound
+  binds at a reachable level with alpha ~15, so the actor follows the still-young critic more (``Q(data)`` 55 at 6k
+  against BEAR's 43, critic loss 17 against 7).
 - **The fixed cap** ``mmd_bound_max = 0.1`` (ours; the default since 2026-12-06). The anchor kept the 6k learning
   check from collapsing, but not longer runs: with the learning check's settings (hopper-medium 100k,
   ``warmup_steps=2000``, bf16) run to 30k updates, the critic diverged once the actor exploited it at the edge of the
@@ -87,8 +87,11 @@ Choices the paper leaves open, and ours:
   that. On hopper-medium ``E[D(beta+, beta-)]`` (0.114-0.154) and ``E[D(pi, beta-)]`` (0.115-0.13) stay above 0.1, so
   the cap is the bound throughout: DBR runs there as BEAR regularised towards ``beta+`` with epsilon 0.1, the variant
   the paper itself names; the dynamic part binds only where the behaviour models lie closer than the cap. The cap is a
-  distance in the MMD of the task's kernel, so at sigma 20 (walker2d, ant: smaller distances) it binds less; it was
-  measured on hopper only. ``--set mmd_bound_max=0`` removes it.
+  distance in the MMD of the task's kernel (sigma 20 on walker2d and ant). With the new defaults, 15k updates, seed 0,
+  bf16: on walker2d-medium ``E[D(pi, beta+)]`` was still 0.11-0.12 at 15k and on halfcheetah-medium (6 action
+  dimensions) 0.18-0.2, both above the cap with alpha saturated, so there DBR ran BEAR-like throughout (mean of 6
+  evaluations 44.4 and 51.8, 71.3 and 63.1 at 15k; behaviour 87.6 and 54.8), critic loss 0.46 and 4.1.
+  ``mmd_bound_max=0`` removes it.
 - **The multiplier's pace** (ours): ``lagrange_lr`` 1e-2 (BEAR's reference code and d3rlpy use 1e-3). With Adam
   the step on log alpha has a size of about ``lagrange_lr`` whatever the violation's size, so at 1e-3 alpha
   changes tenfold in no fewer than ~2300 updates. BEAR's fixed epsilon = 0.05 lies below what its policy can
