@@ -78,9 +78,9 @@ Choices the paper leaves open, and ours:
   data's own discounted return-to-go averages 126 (at most 188), so a ``Q(data)`` in the hundreds or thousands is
   over-estimation that no policy realises. With the bound capped at 0.1 the actor first sits against the cap with
   alpha saturated (~2e4, as BEAR's), then, from about 10k updates, settles inside it (``E[D(pi, beta+)]`` 0.093-0.105,
-  alpha 15-220), and the critic stays bounded to 30k on both seeds: critic loss 16 / 12.5 and ``Q(data)`` 152 / 149 at
-  30k (seeds 0 / 1), mean of the last 10 evaluations 21.7 / 24.3 (best 35.3 / 42.2). BEAR, seed 0, same settings:
-  ``Q(data)`` 128 at 30k, 32.5. On the 6k learning check the cap scored 28.7 in bf16 (was 16.9;
+  alpha down to 15-220 from 17.5k on), and the critic stays bounded to 30k on both seeds: critic loss 16 / 12.5 and
+  ``Q(data)`` 152 / 149 at 30k (seeds 0 / 1), mean of the last 10 evaluations 21.7 / 24.3 (best 35.3 / 42.2). BEAR,
+  seed 0, same settings: ``Q(data)`` 128 at 30k, 32.5. On the 6k learning check the cap scored 28.7 in bf16 (was 16.9;
   ``leaderboards/README.md``). These runs used BEAR's 10-sample target; with it ``Q(data)`` still crept, 117 -> 152
   between 20k and 30k updates on seed 0 (about 20% above the data's value by 30k), and the score drifted down from its
   peak at 5-10k updates. The single-sample target ("One target-actor sample per next state", below) answers most of
