@@ -121,9 +121,9 @@ Choices the paper leaves open, and ours:
   131 / 135 / 140 at 30k / 35k / 40k / 45k / 50k), mean of the last 10 evaluations 34.8 / 33.8 (best 81.3 / 65.2);
   BEAR's 30k run, for scale: 32.5. ``target_lambda=1`` (the pure ensemble minimum) instead changed little (seed 0, 17k
   updates: critic loss 11.9 against 13.2, ``Q(data)`` 100 against 109). The 6k learning check with both changes: bf16
-  30.9, float32 34.7 (the cap alone: 28.7, 34.3; neither: 16.9, 15.9). A single sample also saves most of the target's
-  critic pass: 1.09-1.14x faster updates in bf16, 1.21-1.29x in float32 (256x256 networks, A/B in one process on a
-  busy CPU).
+  30.9, float32 34.7 on seed 0 (seed 1: 33.0, 29.9; seed 0 with the cap alone: 28.7, 34.3; neither: 16.9, 15.9). A
+  single sample also saves most of the target's critic pass: 1.09-1.14x faster updates in bf16, 1.21-1.29x in float32
+  (256x256 networks, A/B in one process on a busy CPU).
 - **Cost**: per update DBR does BEAR's work, with one target sample instead of 10, plus a second VAE (trained
   and sampled), the value network and two more MMD pairs (computed without a graph: only ``MMD(pi, beta+)`` is
   differentiated, unless ``repel_negative``); at 256x256 networks that is 1.34 GFLOP in matrix products in
