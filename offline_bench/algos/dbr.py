@@ -117,7 +117,7 @@ Choices the paper leaves open, and ours:
   return-to-go averages 126), mean of the last 10 evaluations 21.7 -> 28.9; seed 1 critic loss 12.5 -> 4.5,
   ``Q(data)`` 149 -> 113, 24.3 -> 27.0. With one sample ``Q(data)`` approaches the data's value from below and slows
   (seed 1: 99 / 105 / 110 / 113 at 22.5k / 25k / 27.5k / 30k). Both runs resumed to 50k updates: critic loss 7.0 /
-  5.3, ``Q(data)`` 140 / 136 (10% above the data's value, rising 3-5 per 5k updates at the end; seed 0: 116 / 124 /
+  5.3, ``Q(data)`` 140 / 136 (8-11% above the data's value, rising 3-5 per 5k updates at the end; seed 0: 116 / 124 /
   131 / 135 / 140 at 30k / 35k / 40k / 45k / 50k), mean of the last 10 evaluations 34.8 / 33.8 (best 81.3 / 65.2);
   BEAR's 30k run, for scale: 32.5. ``target_lambda=1`` (the pure ensemble minimum) instead changed little (seed 0, 17k
   updates: critic loss 11.9 against 13.2, ``Q(data)`` 100 against 109). The 6k learning check with both changes: bf16
