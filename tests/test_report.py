@@ -27,7 +27,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 def write_run(runs: Path, dataset_id: str, algo: str, seed: int, scores: list[float] | None,
               finished: bool = True, normalized: bool = True, eval_every: int = 10,
-              algo_config: dict | None = None) -> Path:
+              algo_config: dict | None = None, dataset: dict | None = None) -> Path:
     """A run directory as offline_bench.train.loop writes it: config.json, metrics.csv, result.json when finished."""
     path = runs / dataset_id / algo / f"seed{seed}"
     path.mkdir(parents=True)
@@ -35,6 +35,7 @@ def write_run(runs: Path, dataset_id: str, algo: str, seed: int, scores: list[fl
         "algo": algo, "train_config": {"steps": eval_every * len(scores or [0]), "last_k": 2, "device": "auto"},
         "device": "cpu", "device_name": "x86_64", "versions": {"offline-bench": "0.1.0"},
         **({"algo_config": algo_config} if algo_config is not None else {}),
+        **({"dataset": dataset} if dataset is not None else {}),
     }))
     rows = []
     for i, score in enumerate(scores or []):
@@ -317,6 +318,30 @@ def test_cells_whose_seeds_differ_in_settings_say_so(tmp_path: Path, caplog: pyt
     assert warnings == ["hopper-random-v0 / td3bc averages seeds trained with different settings: gamma (0.99, 0.5) "
                         "and steps (20, 30) (see the notes under the table)"]
     assert f"- {note}" in to_markdown(board)
+
+
+def test_notes_name_each_dataset_file_and_the_datas_own_score(tmp_path: Path,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """A mixed dataset rebuilt with `collect --retrain` on another machine is another file: the notes name every file
+    a cell's runs trained on, with the data's own mean score, and warn where one dataset id had several."""
+    runs = tmp_path / "runs"
+    refs = {"random": -300.0, "expert": 7100.0, "source": "manifest"}
+    first = {"sha256": "a" * 64, "transitions": 135000, "episode_return_mean": 2660.0, "references": refs}
+    rebuilt = {**first, "sha256": "b" * 64, "episode_return_mean": 1180.0}
+    write_run(runs, "halfcheetah-2x3-mixed-v0", "ma-icq", 0, [3.0, 4.0], dataset=first)
+    write_run(runs, "halfcheetah-2x3-mixed-v0", "ma-icq", 1, [5.0, 6.0], dataset=rebuilt)
+    write_run(runs, "halfcheetah-2x3-mixed-v0", "ma-td3bc", 0, [20.0, 30.0], dataset=rebuilt)
+    write_run(runs, "halfcheetah-2x3-medium-v0", "ma-icq", 0, [30.0, 32.0],
+              dataset={"sha256": "c" * 64, "transitions": 1000000, "references": refs})  # no episode_return_mean
+    with caplog.at_level(logging.WARNING):
+        notes = make_report(runs, None).leaderboard.notes
+    datasets = next(n for n in notes if n.startswith("Datasets"))
+    assert ("halfcheetah-2x3-medium-v0 1,000,000 (sha256 cccccccccccc); halfcheetah-2x3-mixed-v0 135,000 (sha256 "
+            "aaaaaaaaaaaa, the data 40.0; sha256 bbbbbbbbbbbb, the data 20.0).") in datasets  # 100 (R + 300) / 7400
+    warning = ("halfcheetah-2x3-mixed-v0: the runs trained on 2 different files (aaaaaaaaaaaa: ma-icq seed 0; "
+               "bbbbbbbbbbbb: ma-icq seed 1, ma-td3bc seed 0)")
+    assert any(n.startswith(warning) for n in notes)
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [warning]
 
 
 def test_seeds_with_equal_settings_add_no_note(runs: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -78,6 +78,7 @@ def test_run_directory_contents(data_root, tmp_path):
     manifest = json.loads((data_root / "hopper-random-v0.json").read_text())
     assert config["algo"] == "td3bc" and config["dataset"]["id"] == "hopper-random-v0"
     assert config["dataset"]["sha256"] == manifest["sha256"]
+    assert config["dataset"]["episode_return_mean"] == manifest["episode_returns"]["mean"]  # the data's own score
     assert config["algo_config"]["hidden_sizes"] == [16, 16] and config["train_config"]["steps"] == 30
     assert config["sources"]["hidden_sizes"] == "--set" and config["sources"]["steps"] == "--steps"
     assert config["device"] == "cpu" and config["versions"]["torch"] == torch.__version__

@@ -50,7 +50,8 @@ CURVE_SCORE_COLUMNS: dict[str, str] = {"normalized": "normalized_score", "return
 RUN_COLUMNS: tuple[str, ...] = (
     "dataset_id", "task", "quality", "version", "algo", "seed", "finished", "final", "last-k", "best",
     "declared_statistic", "last_k", "evaluations", "steps", "steps_done", "eval_every", "eval_episodes",
-    "transitions", "ref_random", "ref_expert", "device", "hardware", "package_version", "wall_time_s", "settings",
+    "transitions", "dataset_sha256", "data_return", "ref_random", "ref_expert", "device", "hardware",
+    "package_version", "wall_time_s", "settings",
     "path",
 )
 # The budget fields of train_config that change what a run computes and scores (not its seed, device, logging or
@@ -162,6 +163,8 @@ def read_run(path: Path, score: str = "normalized") -> dict[str, Any]:
         eval_every=loop.get("eval_every"),
         eval_episodes=source.get("eval_episodes", loop.get("eval_episodes")),
         transitions=dataset.get("transitions"),
+        dataset_sha256=dataset.get("sha256"),
+        data_return=_number(dataset.get("episode_return_mean")),  # the data's own mean episode return
         ref_random=_number(references.get("random")),
         ref_expert=_number(references.get("expert")),
         device=source.get("device", config.get("device")),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -245,8 +246,7 @@ def _notes(runs: pd.DataFrame, cells: pd.DataFrame, stat: str, expected: int, sc
         budget = "; ".join(f"{task}: {_ranges(group['steps'])} updates, {_ranges(group['eval_episodes'])} "
                            f"episodes every {_ranges(group['eval_every'])} updates" for task, group in by_task)
         notes.append(f"Budget per run (as configured) and evaluation: {budget}.")
-        sizes = finished.groupby("dataset_id")["transitions"].agg(lambda v: _ranges(v))
-        notes.append("Dataset sizes (transitions): " + "; ".join(f"{d} {n}" for d, n in sizes.items()) + ".")
+        notes += _dataset_notes(finished, score)
         if score == "normalized":
             refs = [f"{task} {g['ref_random'].iloc[0]:.2f} / {g['ref_expert'].iloc[0]:.2f}" for task, g in by_task
                     if g["ref_random"].notna().any() and g["ref_expert"].notna().any()]
@@ -269,6 +269,50 @@ def _notes(runs: pd.DataFrame, cells: pd.DataFrame, stat: str, expected: int, sc
         if provenance:
             notes.append("Runs: " + "; ".join(provenance) + ".")
     return tuple(notes)
+
+
+def _data_score(runs: pd.DataFrame, score: str) -> float:
+    """The data's own mean episode score of ``runs`` (one dataset file) on the table's scale; NaN where unrecorded."""
+    recorded = runs.dropna(subset=["data_return"])
+    if not len(recorded):
+        return math.nan
+    row = recorded.iloc[0]
+    if score != "normalized":
+        return float(row["data_return"])
+    span = row["ref_expert"] - row["ref_random"]
+    return float(100.0 * (row["data_return"] - row["ref_random"]) / span) if span else math.nan
+
+
+def _runs_named(runs: pd.DataFrame) -> str:
+    """``"ma-icq seeds 0, 1, ma-td3bc seed 0"``: the runs of one dataset file, by algorithm."""
+    named = []
+    for algo, seeds in runs.groupby("algo")["seed"]:
+        numbers = ", ".join(str(int(k)) for k in sorted(seeds))
+        named.append(f"{algo} seed{'s' if len(seeds) > 1 else ''} {numbers}")
+    return ", ".join(named)
+
+
+def _dataset_notes(finished: pd.DataFrame, score: str) -> list[str]:
+    """What the finished runs trained on: each dataset's size, file (sha256) and the data's own mean episode score,
+    and a warning note for a dataset id whose runs trained on more than one file (a mixed dataset rebuilt with
+    ``collect --retrain`` on another machine is another replay buffer, so its scores need not be comparable)."""
+    described, warnings = [], []
+    for dataset_id, group in finished.groupby("dataset_id"):
+        files = list(group.groupby("dataset_sha256", sort=False))  # runs whose config.json names no file: left out
+        parts = []
+        for sha, runs in files:
+            data = _data_score(runs, score)
+            parts.append(f"sha256 {sha[:12]}" + (f", the data {data:.1f}" if math.isfinite(data) else ""))
+        described.append(f"{dataset_id} {_ranges(group['transitions'])}" + (f" ({'; '.join(parts)})" if parts else ""))
+        if len(files) > 1:
+            used = "; ".join(f"{sha[:12]}: {_runs_named(runs)}" for sha, runs in files)
+            log.warning("%s: the runs trained on %d different files (%s)", dataset_id, len(files), used)
+            warnings.append(f"{dataset_id}: the runs trained on {len(files)} different files ({used}); scores on "
+                            "different files need not be comparable (a mixed dataset rebuilt with `collect "
+                            "--retrain` on another machine is another replay buffer).")
+    what = "normalized score" if score == "normalized" else "return"
+    return [f"Datasets (transitions; the file's sha256; the data's own mean episode {what}, where recorded): "
+            + "; ".join(described) + ".", *warnings]
 
 
 def _shown(value: Any) -> str:

@@ -8,8 +8,8 @@ by side (``offline_bench.evaluate.Evaluator``). With ``cuda_graphs=true`` (CUDA 
 
 Run directory ``<runs>/<dataset-id>/<algo-id>/seed<k>/``:
 
-- ``config.json``: resolved algorithm + loop config (and where each value came from), dataset id + sha256 + references,
-  package versions, device. Written before the first update.
+- ``config.json``: resolved algorithm + loop config (and where each value came from), dataset id + sha256 + references
+  + the data's own mean episode return, package versions, device. Written before the first update.
 - ``metrics.csv``: one row per log step (every ``log_every`` updates, plus evaluation and checkpoint steps and the
   last one): ``step, time_s, eval_return, eval_return_std, normalized_score`` (empty on rows without an evaluation),
   then the algorithm's metrics averaged over the updates since the previous row.
@@ -292,7 +292,9 @@ def _fmt(value: Any) -> str:
 
 # ------------------------------------------------------------------------------------------------------- dataset
 def dataset_facts(dataset: Any) -> dict[str, Any]:
-    """What config.json records about the dataset: id, sha256, task, quality, references, path.
+    """What config.json records about the dataset: id, sha256, task, quality, references, path, and the data's own
+    mean episode return (``episode_return_mean``, the manifest's; None where it has none), the yardstick a score on
+    this file is read against.
 
     References are the manifest's (``references: {random, expert}``); where the manifest lacks either, the task's
     current catalog pair (``dataset.references``) is used whole, and ``references.source`` says which was used.
@@ -319,6 +321,7 @@ def dataset_facts(dataset: Any) -> dict[str, Any]:
         "quality": quality,
         "path": str(getattr(dataset, "path", "") or ""),
         "transitions": manifest.get("transitions"),
+        "episode_return_mean": (manifest.get("episode_returns") or {}).get("mean"),
         "references": {"random": ref_random, "expert": ref_expert, "source": source},
         # how actions reach the simulator (the MPE tasks' v0 and v1 differ); evaluation uses the same layout
         "action_layout": getattr(dataset, "action_layout", None),
