@@ -35,6 +35,18 @@ Deviations:
 As in the reference, the "advantage" is the one-step TD residual of the dataset transition (not Q(o, a) - V(o)); once
 the critic fits the data it is near zero, and with beta 600 the actor loss is close to behaviour cloning.
 
+The temperature. ``icq_beta`` 600 is the reference's value for D4RL. Where advantages spread over a few reward units
+(every task here), ``softmax(A / 600)`` is uniform over the batch, and so is ``softmax(Q' / 600)``: the implicit
+weights sit at 1 / alpha = 0.5, which makes the critic's discount effectively gamma / alpha (the reference's own
+return helper divides gamma by alpha too), and the actor loss is plain behaviour cloning. The OMAR paper does not
+give the beta it used; the default stays the reference's. Measured on halfcheetah-2x3 (seed 0, 10k updates,
+evaluations every 2k, normalized; mixed = a rebuild here, sha256 49d82c39f733, whose episodes average 40.0):
+
+- medium (the data averages 31.5): 25.1-33.2 with beta 600, 27.7-39.5 with ``icq_beta=1``;
+- mixed: beta 600 stands still (3.9-4.0), exactly as plain behaviour cloning does there (``icq_beta=1e9``, and
+  MA-TD3+BC with ``alpha=0``: 3.9-4.0), while ``icq_beta=1`` weights the better transitions up and scores 47.1-54.6
+  (MA-TD3+BC with its defaults: 22.8-41.3).
+
 ``bf16=True`` (off by default; not in the paper) runs the network calls under bfloat16 autocast; the network outputs
 are cast back to float32 before both batch softmaxes and the losses, and parameters and Adam stay float32. Measured
 on this project's CPU: 1.31x faster updates at 2 agents x 256x256 (halfcheetah-2x3), 1.06x at the authors' MPE
