@@ -79,6 +79,23 @@ def test_awr_weights_favour_higher_advantage_and_ignore_masked_rows() -> None:
     torch.testing.assert_close(loss, (w[:, 0] * 1.0).sum())  # every squared error is 1
 
 
+def test_at_beta_600_reward_scale_values_give_behaviour_cloning_and_a_halved_discount() -> None:
+    """The docstring's "The temperature": values spread over a few reward units (halfcheetah-2x3's advantages and
+    next values) leave both softmaxes uniform at beta 600, so the actor loss is plain behaviour cloning and the
+    implicit weights are 1 / alpha; at beta 1 the same values are weighted apart."""
+    torch.manual_seed(0)
+    b, n = 256, 2
+    values = 2.6 + 2.0 * torch.randn(b, n)  # [B, N]: the spread of MA-ICQ's advantages on halfcheetah-2x3-mixed
+    rows = torch.ones(b, 1)
+    pi, data = torch.randn(b, n, 3).tanh(), torch.randn(b, n, 3).tanh()
+    bc = (pi - data).square().mean(-1).mean(0).sum()  # uniform weights: mean squared error per agent, summed
+    torch.testing.assert_close(awr_actor_loss(pi, data, values, rows, 600.0), bc, rtol=2e-3, atol=0.0)
+    weights = implicit_weights(values, rows, 600.0, 2.0)  # [B, N]
+    torch.testing.assert_close(weights, torch.full((b, n), 0.5), rtol=2e-2, atol=0.0)
+    sharp = masked_batch_softmax(values, rows, 1.0)  # [B, N]
+    assert sharp.max() > 20.0 / b, "at beta 1 the best rows weigh far more than 1/B"
+
+
 def test_rows_without_target_do_not_move_the_critic() -> None:
     """A batch whose rows all lack a next action and a terminal gives a zero critic loss and no critic change."""
     problem = make_problem(2)
