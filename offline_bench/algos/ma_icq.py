@@ -45,7 +45,10 @@ evaluations every 2k, normalized; mixed = a rebuild here, sha256 49d82c39f733, w
 - medium (the data averages 31.5): 25.1-33.2 with beta 600, 27.7-39.5 with ``icq_beta=1``;
 - mixed: beta 600 stands still (3.9-4.0), exactly as plain behaviour cloning does there (``icq_beta=1e9``, and
   MA-TD3+BC with ``alpha=0``: 3.9-4.0), while ``icq_beta=1`` weights the better transitions up and scores 47.1-54.6
-  (MA-TD3+BC with its defaults: 22.8-41.3).
+  (MA-TD3+BC with its defaults: 22.8-41.3). It does not hold that: at the full budget (100k updates, evaluations
+  every 500) its evaluations average 51, 51, 39, 27 and 15 over the first five blocks of 10k updates and 8.5-15.5
+  after, with many that stand still; last 10 evaluations 15.9, best 63.0 (at 21k). A temperature between, or an
+  early stop, is not explored here.
 
 ``bf16=True`` (off by default; not in the paper) runs the network calls under bfloat16 autocast; the network outputs
 are cast back to float32 before both batch softmaxes and the losses, and parameters and Adam stay float32. Measured
