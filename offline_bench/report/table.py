@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from offline_bench.evaluate import normalized_score
 from offline_bench.report.runs import QUALITY_ORDER, STATISTIC_TEXT, STATISTICS
 from offline_bench.train.config import split_dataset_id
 
@@ -279,8 +280,10 @@ def _data_score(runs: pd.DataFrame, score: str) -> float:
     row = recorded.iloc[0]
     if score != "normalized":
         return float(row["data_return"])
-    span = row["ref_expert"] - row["ref_random"]
-    return float(100.0 * (row["data_return"] - row["ref_random"]) / span) if span else math.nan
+    try:
+        return normalized_score(row["data_return"], row["ref_random"], row["ref_expert"])
+    except ValueError:  # a reference missing, or both equal: no normalized score
+        return math.nan
 
 
 def _runs_named(runs: pd.DataFrame) -> str:
