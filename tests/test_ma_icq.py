@@ -85,7 +85,7 @@ def test_at_beta_600_reward_scale_values_give_behaviour_cloning_and_a_halved_dis
     implicit weights are 1 / alpha; at beta 1 the same values are weighted apart."""
     torch.manual_seed(0)
     b, n = 256, 2
-    values = 2.6 + 2.0 * torch.randn(b, n)  # [B, N]: the spread of MA-ICQ's advantages on halfcheetah-2x3-mixed
+    values = 2.6 + 2.0 * torch.randn(b, n)  # [B, N]: a few reward units around the mean advantage measured there
     rows = torch.ones(b, 1)
     pi, data = torch.randn(b, n, 3).tanh(), torch.randn(b, n, 3).tanh()
     bc = (pi - data).square().mean(-1).mean(0).sum()  # uniform weights: mean squared error per agent, summed
