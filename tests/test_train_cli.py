@@ -36,7 +36,7 @@ def run_cli(*args: str):
 def assert_one_line_error(result, *fragments: str) -> None:
     assert result.exit_code == 1, result.output
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
     assert "Traceback" not in result.output
     for fragment in fragments:
         assert fragment in lines[0]

@@ -131,7 +131,7 @@ def train(
     except BrokenPipeError:
         raise  # stdout closed by a pager or `head`: main() exits quietly
     except user_errors as err:
-        click.echo(f"error: {_message(err)}", err=True)
+        click.echo(f"Error: {_message(err)}", err=True)  # click's own usage errors read the same
         sys.exit(1)
     except KeyboardInterrupt:
         click.echo("interrupted: run the same command to resume from the last checkpoint", err=True)
