@@ -82,6 +82,10 @@ def test_run_directory_contents(data_root, tmp_path):
     assert config["algo_config"]["hidden_sizes"] == [16, 16] and config["train_config"]["steps"] == 30
     assert config["sources"]["hidden_sizes"] == "--set" and config["sources"]["steps"] == "--steps"
     assert config["device"] == "cpu" and config["versions"]["torch"] == torch.__version__
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():  # the CPU's model (tables name it under their runs), not only "x86_64"
+        assert any(line.startswith("model name") and line.split(":", 1)[1].strip() == config["device_name"]
+                   for line in cpuinfo.read_text().splitlines())
 
     rows = read_metrics(run_dir)
     assert [int(r["step"]) for r in rows] == [5, 10, 15, 20, 25, 30]

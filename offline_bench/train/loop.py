@@ -389,15 +389,25 @@ def _summarize(evals: list[dict[str, Any]], last_k: int, has_refs: bool) -> dict
     return summary
 
 
+def _cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``'s ``model name`` on Linux, e.g. ``AMD EPYC``), else what ``platform``
+    knows (often only ``x86_64``). Tables name it under their runs: the same project's wall times differ by CPU."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and ":" in line:
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _config_record(resolved: ResolvedConfig, facts: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {
         **resolved.to_json(),
         "dataset": facts,
         "sources": resolved.sources,
         "device": str(device),
-        "device_name": (
-            torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-        ),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
         "torch_threads": torch.get_num_threads(),
         "versions": package_versions(),
         "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
