@@ -233,6 +233,13 @@ def test_measure_random_return_runs_exactly_the_requested_episodes() -> None:
     assert stats == measure_random_return("spread", episodes=5, seed=0, num_envs=2)
 
 
+def _default_sigint() -> None:
+    """In the child before exec: Ctrl-C's default action. A shell without job control starts background commands
+    (``make test &``, ``nohup ... &``) with SIGINT ignored, children inherit that, and Python then installs no
+    KeyboardInterrupt handler: the SIGINT below would be ignored and the collection would run on."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_interrupted_collection_leaves_nothing_complete(tmp_path: Path) -> None:
     """SIGTERM, SIGINT (Ctrl-C) and SIGKILL during `collect`, in three real processes run side by side."""
     env = dict(os.environ, OFFLINE_BENCH_THREADS="1", PYTHONUNBUFFERED="1")
@@ -244,6 +251,7 @@ def test_interrupted_collection_leaves_nothing_complete(tmp_path: Path) -> None:
             [sys.executable, str(REPO / "cli.py"), "-v", "collect", "hopper-random", "--steps", "1000000",
              "--root", str(root)],
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=root,
+            preexec_fn=_default_sigint,
         )
     errors = {sig: "" for sig in procs}
     try:
