@@ -194,7 +194,7 @@ def test_matd3_update_shapes(task):
 
 def test_spread_run_exports_policies_and_mixed_data_equals_the_buffer(tmp_path):
     from offline_bench.behaviour.export import export_policies
-    from offline_bench.behaviour.policy import load_policy, read_index
+    from offline_bench.behaviour.policy import load_policy, read_index, write_index
     from offline_bench.behaviour.recipes import collect_mixed
     from offline_bench.data import load_dataset
 
@@ -226,12 +226,22 @@ def test_spread_run_exports_policies_and_mixed_data_equals_the_buffer(tmp_path):
     data = tmp_path / "data"
     manifest = collect_mixed("spread", root=data, run_dir=run_dir, policies=policies)
     assert manifest["transitions"] == medium["step"]
-    assert manifest["behaviour_policy"]["bit_identical_to_index"] is True
+    made = manifest["behaviour_policy"]
+    assert made["bit_identical_to_index"] is True
+    assert made["buffer_sha256"] == made["indexed_buffer_sha256"] == entry["mixed"]["sha256"]
     dataset = load_dataset("spread-mixed", root=data)
     prefix = trainer.buffer.prefix(medium["step"])
     for key in ("observations", "actions", "rewards", "next_observations", "terminals"):
         np.testing.assert_array_equal(dataset.agent_axis(key) if key != "terminals" else dataset.terminals, prefix[key])
     assert dataset.episodes == -(-medium["step"] // 25)  # 25-step episodes, the last one possibly cut
+
+    # A buffer that is not the indexed run's (a re-run on another machine) is recorded as what it is.
+    index = read_index(policies)
+    index["tasks"]["spread"]["mixed"]["sha256"] = "0" * 64
+    write_index(index, policies)
+    other = collect_mixed("spread", root=tmp_path / "data2", run_dir=run_dir, policies=policies)["behaviour_policy"]
+    assert other["bit_identical_to_index"] is False and other["indexed_buffer_sha256"] == "0" * 64
+    assert other["buffer_sha256"] == made["buffer_sha256"]
 
 
 def test_tag_freezes_a_co_trained_opponent_then_trains_against_it(tmp_path):

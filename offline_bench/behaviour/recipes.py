@@ -206,8 +206,10 @@ def mixed_file_arrays(buffer_arrays: dict[str, np.ndarray], run_seed: int, n_age
 class _ReplaySource:
     """What the manifest records as the mixed data's behaviour: the online learner, not one policy."""
 
-    def __init__(self, task: str, entry: dict[str, Any], how: str, reproduced: bool | None) -> None:
-        self.task, self.entry, self.how, self.reproduced = task, entry, how, reproduced
+    def __init__(self, task: str, entry: dict[str, Any], how: str, buffer_sha256: str) -> None:
+        self.task, self.entry, self.how, self.buffer_sha256 = task, entry, how, buffer_sha256
+        indexed = entry["mixed"].get("sha256")
+        self.reproduced = None if not indexed else buffer_sha256 == indexed
 
     def describe(self) -> dict[str, Any]:
         run, medium = self.entry["run"], self.entry["medium"]
@@ -220,7 +222,10 @@ class _ReplaySource:
             "algo_overrides": run["algo_overrides"],
             "medium_step": medium["step"],
             "medium_policy_sha256": medium["sha256"],
-            "buffer_sha256": self.entry["mixed"]["sha256"],
+            # The buffer this file was made from (before any action-layout conversion) and the committed run's;
+            # a re-run on another machine can differ from it in the last bits of a float.
+            "buffer_sha256": self.buffer_sha256,
+            "indexed_buffer_sha256": self.entry["mixed"].get("sha256"),
             # Where the buffer came from (a saved run or a re-run) is logged, not recorded: both give the same file.
             "bit_identical_to_index": self.reproduced,
         }
@@ -330,8 +335,7 @@ def collect_mixed(
     log.info("%s mixed data: %s", task, how)
     expected = entry["mixed"].get("sha256")
     actual = arrays_sha256(buffer_arrays)
-    reproduced = None if not expected else actual == expected
-    if reproduced is False:
+    if expected and actual != expected:
         log.warning("%s mixed data differs from the indexed run (sha256 %s vs %s): floating-point differences "
                     "between machines; the manifest records it", task, actual[:12], expected[:12])
     version = newest_version(task) if version is None else version
@@ -348,7 +352,7 @@ def collect_mixed(
         buffer_arrays = dict(buffer_arrays, actions=convert(buffer_arrays["actions"]) * spec.action_mask())
     arrays, facts = mixed_file_arrays(buffer_arrays, entry["run"]["seed"], spec.n_agents)
     catalog = replace(target, recipe=_mixed_recipe(task, entry, note))
-    source = _ReplaySource(task, entry, how, reproduced)
+    source = _ReplaySource(task, entry, how, actual)
     manifest_facts = {"last_episode_cut": facts["last_episode_cut"],
                       "episode_returns": return_stats(facts["returns"], facts["lengths"])}
     seeds = {"run_seed": entry["run"]["seed"], "first_env_seed": episode_seed(entry["run"]["seed"], 0)}
