@@ -235,7 +235,7 @@ def test_spread_run_exports_policies_and_mixed_data_equals_the_buffer(tmp_path):
         np.testing.assert_array_equal(dataset.agent_axis(key) if key != "terminals" else dataset.terminals, prefix[key])
     assert dataset.episodes == -(-medium["step"] // 25)  # 25-step episodes, the last one possibly cut
 
-    # A buffer that is not the indexed run's (a re-run on another machine) is recorded as what it is.
+    # A buffer that is not the indexed run's (a re-run on another CPU or code) is recorded as what it is.
     index = read_index(policies)
     index["tasks"]["spread"]["mixed"]["sha256"] = "0" * 64
     write_index(index, policies)

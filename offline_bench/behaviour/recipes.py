@@ -223,7 +223,7 @@ class _ReplaySource:
             "medium_step": medium["step"],
             "medium_policy_sha256": medium["sha256"],
             # The buffer this file was made from (before any action-layout conversion) and the committed run's;
-            # a re-run on another machine can differ from it in the last bits of a float.
+            # a re-run on another CPU, or on code changed since the run, can differ from it in the last bits.
             "buffer_sha256": self.buffer_sha256,
             "indexed_buffer_sha256": self.entry["mixed"].get("sha256"),
             # Where the buffer came from (a saved run or a re-run) is logged, not recorded: both give the same file.
@@ -336,8 +336,8 @@ def collect_mixed(
     expected = entry["mixed"].get("sha256")
     actual = arrays_sha256(buffer_arrays)
     if expected and actual != expected:
-        log.warning("%s mixed data differs from the indexed run (sha256 %s vs %s): floating-point differences "
-                    "between machines; the manifest records it", task, actual[:12], expected[:12])
+        log.warning("%s mixed data differs from the indexed run (sha256 %s vs %s): the last bits of floats, from "
+                    "a CPU or code that is not the run's; the manifest records it", task, actual[:12], expected[:12])
     version = newest_version(task) if version is None else version
     target = catalog_entry(f"{task}-mixed-v{version}")
     spec = task_spec(task, target.action_layout)
