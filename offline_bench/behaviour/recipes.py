@@ -333,11 +333,11 @@ def collect_mixed(
     buffer_arrays, how = mixed_buffer(task, run_dir, retrain, progress, policies)
     entry = read_index(policies)["tasks"][task]
     log.info("%s mixed data: %s", task, how)
-    expected = entry["mixed"].get("sha256")
-    actual = arrays_sha256(buffer_arrays)
-    if expected and actual != expected:
+    source = _ReplaySource(task, entry, how, arrays_sha256(buffer_arrays))
+    if source.reproduced is False:
         log.warning("%s mixed data differs from the indexed run (sha256 %s vs %s): the last bits of floats, from "
-                    "a CPU or code that is not the run's; the manifest records it", task, actual[:12], expected[:12])
+                    "a CPU or code that is not the run's; the manifest records it", task, source.buffer_sha256[:12],
+                    entry["mixed"]["sha256"][:12])
     version = newest_version(task) if version is None else version
     target = catalog_entry(f"{task}-mixed-v{version}")
     spec = task_spec(task, target.action_layout)
@@ -352,7 +352,6 @@ def collect_mixed(
         buffer_arrays = dict(buffer_arrays, actions=convert(buffer_arrays["actions"]) * spec.action_mask())
     arrays, facts = mixed_file_arrays(buffer_arrays, entry["run"]["seed"], spec.n_agents)
     catalog = replace(target, recipe=_mixed_recipe(task, entry, note))
-    source = _ReplaySource(task, entry, how, actual)
     manifest_facts = {"last_episode_cut": facts["last_episode_cut"],
                       "episode_returns": return_stats(facts["returns"], facts["lengths"])}
     seeds = {"run_seed": entry["run"]["seed"], "first_env_seed": episode_seed(entry["run"]["seed"], 0)}
