@@ -103,6 +103,11 @@ class EvalResult:
     def std_return(self) -> float:
         return float(self.returns.std())
 
+    @property
+    def mean_length(self) -> float:
+        """Mean steps per episode: below the time limit where episodes end early (a walker that falls)."""
+        return float(self.lengths.mean())
+
 
 class Evaluator:
     """Keeps ``episodes`` env copies open so a training run evaluates many times without rebuilding them."""

@@ -95,6 +95,8 @@ def test_run_directory_contents(data_root, tmp_path):
     for row in eval_rows:  # the hopper references are D4RL's, so every evaluation has a normalized score
         expected = 100 * (float(row["eval_return"]) - 20.058972) / (1441.8059623430963 - 20.058972)
         assert float(row["normalized_score"]) == pytest.approx(expected)
+        assert 1 <= float(row["eval_length"]) <= 1000  # mean steps per episode, hopper's time limit at most
+    assert all(r["eval_length"] == "" for r in rows if not r["eval_return"])
     assert all(float(r["critic_loss"]) > 0 for r in rows)
 
     result = json.loads((run_dir / "result.json").read_text())
@@ -103,6 +105,8 @@ def test_run_directory_contents(data_root, tmp_path):
     assert result["score"] == pytest.approx(sum(scores) / 3) == pytest.approx(result["last_k_score"])
     assert result["final_score"] == pytest.approx(scores[-1]) and result["best_score"] == pytest.approx(max(scores))
     assert result["evaluations"] == 3 and result["steps_done"] == 30
+    lengths = [float(r["eval_length"]) for r in eval_rows]
+    assert result["final_length"] == lengths[-1] and result["last_k_length"] == pytest.approx(sum(lengths) / 3)
 
     ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
     assert ckpt["step"] == 30 and {"algo", "sampler", "torch_rng", "numpy_rng", "evals"} <= ckpt.keys()
@@ -141,6 +145,32 @@ def test_resume_after_interruption_equals_uninterrupted_run(data_root, tmp_path)
     b = torch.load(resumed.run_dir / "checkpoint.pt", weights_only=False)
     assert_same_state(a["algo"], b["algo"])
     assert_same_state(a["sampler"], b["sampler"])
+
+
+def test_resume_of_a_run_from_before_the_episode_length(data_root, tmp_path):
+    """A run stopped before metrics.csv had ``eval_length`` and its checkpoint's evaluations a length resumes: its
+    old rows keep an empty length, new evaluation rows have one, and result.json leaves the length out (its last
+    evaluations are not all measured) while the scores are the same as an uninterrupted run's."""
+    args = dict(steps=40, sets=TINY, root=data_root)
+    whole = train("td3bc", "hopper-random", runs=tmp_path / "a", **args)
+    stopped = train("td3bc", "hopper-random", runs=tmp_path / "b", stop_after=27, **args)
+    ckpt_path = stopped.run_dir / "checkpoint.pt"
+    ckpt = torch.load(ckpt_path, weights_only=False)
+    ckpt["evals"] = [{k: v for k, v in e.items() if k != "length"} for e in ckpt["evals"]]
+    torch.save(ckpt, ckpt_path)
+    rows = read_metrics(stopped.run_dir, drop=("eval_length",))
+    with open(stopped.run_dir / "metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+    resumed = train("td3bc", "hopper-random", runs=tmp_path / "b", **args)
+    assert resumed.status == "finished" and resumed.start_step == 20
+    lengths = {int(r["step"]): r["eval_length"] for r in read_metrics(resumed.run_dir) if r["eval_return"]}
+    assert lengths[10] == lengths[20] == "" and float(lengths[30]) >= 1 and float(lengths[40]) >= 1
+    old, new = read_result(resumed.run_dir), read_result(whole.run_dir)
+    assert "last_k_length" not in old and "final_length" not in old
+    assert old == {k: v for k, v in new.items() if k not in ("final_length", "last_k_length")}
 
 
 def test_training_flushes_subnormals_and_restores_the_default(data_root, tmp_path, monkeypatch):

@@ -11,15 +11,17 @@ Run directory ``<runs>/<dataset-id>/<algo-id>/seed<k>/``:
 - ``config.json``: resolved algorithm + loop config (and where each value came from), dataset id + sha256 + references
   + the data's own mean episode return, package versions, device. Written before the first update.
 - ``metrics.csv``: one row per log step (every ``log_every`` updates, plus evaluation and checkpoint steps and the
-  last one): ``step, time_s, eval_return, eval_return_std, normalized_score`` (empty on rows without an evaluation),
-  then the algorithm's metrics averaged over the updates since the previous row.
+  last one): ``step, time_s, eval_return, eval_return_std, normalized_score, eval_length`` (the mean episode length;
+  empty on rows without an evaluation), then the algorithm's metrics averaged over the updates since the previous
+  row.
 - ``checkpoint.pt``: algorithm state, sampler generator state, torch CPU/CUDA and numpy RNG states, step, the
   evaluations so far. Written atomically (temp file + rename) every ``checkpoint_every`` updates and at the end.
 - ``result.json`` (written last; its presence means the run is finished): ``final_score``, ``last_k_score`` (mean
-  of the last ``last_k`` evaluations), ``best_score`` (normalized) and the same for the raw return
-  (``final_return``, ...). Tables use ``score`` = ``last_k_score`` (``"statistic": "last_k_mean"``, k = 10 by
-  default), as the DBR paper reports "the mean over the last 10 evaluation steps". Without reference returns in the
-  manifest the scores are absent (``"normalized": false``) and only raw returns are recorded.
+  of the last ``last_k`` evaluations), ``best_score`` (normalized), the same for the raw return (``final_return``,
+  ...) and the mean episode length (``final_length``, ``last_k_length``). Tables use ``score`` = ``last_k_score``
+  (``"statistic": "last_k_mean"``, k = 10 by default), as the DBR paper reports "the mean over the last 10
+  evaluation steps". Without reference returns in the manifest the scores are absent (``"normalized": false``) and
+  only raw returns are recorded.
 
 Resume: the same command on an unfinished run loads ``checkpoint.pt``, truncates ``metrics.csv`` back to the
 checkpoint step and continues; on CPU the result equals an uninterrupted run's. A finished run is not re-run.
@@ -68,7 +70,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 1
 TABLE_STATISTIC = "last_k_mean"
 _EXECUTION_KEYS = ("device", "cuda_graphs")  # how a run executes, not what it computes: may change on resume
-_FIXED_COLUMNS = ("step", "time_s", "eval_return", "eval_return_std", "normalized_score")
+_FIXED_COLUMNS = ("step", "time_s", "eval_return", "eval_return_std", "normalized_score", "eval_length")
 _VERSIONED_PACKAGES = (
     "torch", "numpy", "h5py", "gymnasium", "pybullet", "mpe2", "pettingzoo", "gymnasium-robotics", "mujoco",
 )
@@ -378,6 +380,8 @@ def _summarize(evals: list[dict[str, Any]], last_k: int, has_refs: bool) -> dict
         "last_k_return": float(np.mean([e["return"] for e in last])),
         "best_return": max(e["return"] for e in evals),
     }
+    if all("length" in e for e in last):  # evaluations resumed from checkpoints older than the length have none
+        summary |= {"final_length": evals[-1]["length"], "last_k_length": float(np.mean([e["length"] for e in last]))}
     if has_refs:
         scores = [e["score"] for e in evals]
         summary |= {
@@ -707,12 +711,14 @@ def _train_locked(
                                               action_layout=facts["action_layout"])
                     res: EvalResult = evaluator(algo.act, eval_seed(tc.seed, step))
                     score = normalized_score(res.mean_return, ref_random, ref_expert) if has_refs else None
-                    latest = {"step": step, "return": res.mean_return, "return_std": res.std_return, "score": score}
+                    latest = {"step": step, "return": res.mean_return, "return_std": res.std_return, "score": score,
+                              "length": res.mean_length}
                     evals.append(latest)
                     row |= {"eval_return": res.mean_return, "eval_return_std": res.std_return,
-                            "normalized_score": score}
-                    log.info("%s step %d: return %.2f +- %.2f, normalized score %s", facts["id"], step,
-                             res.mean_return, res.std_return, "n/a" if score is None else f"{score:.1f}")
+                            "normalized_score": score, "eval_length": res.mean_length}
+                    log.info("%s step %d: return %.2f +- %.2f, normalized score %s, %.0f steps per episode",
+                             facts["id"], step, res.mean_return, res.std_return, "n/a" if score is None else f"{score:.1f}",
+                             res.mean_length)
                 row["time_s"] = round(time.perf_counter() - t0, 3)
                 row |= _average_metrics(buffer)
                 buffer = {}
