@@ -717,8 +717,8 @@ def _train_locked(
                     row |= {"eval_return": res.mean_return, "eval_return_std": res.std_return,
                             "normalized_score": score, "eval_length": res.mean_length}
                     log.info("%s step %d: return %.2f +- %.2f, normalized score %s, %.0f steps per episode",
-                             facts["id"], step, res.mean_return, res.std_return, "n/a" if score is None else f"{score:.1f}",
-                             res.mean_length)
+                             facts["id"], step, res.mean_return, res.std_return,
+                             "n/a" if score is None else f"{score:.1f}", res.mean_length)
                 row["time_s"] = round(time.perf_counter() - t0, 3)
                 row |= _average_metrics(buffer)
                 buffer = {}
