@@ -1,10 +1,13 @@
-"""``offline-bench train``: parse arguments, call ``offline_bench.train.train``, show a progress bar."""
+"""``offline-bench train``: parse arguments, call ``offline_bench.train.train``, show a progress bar;
+``offline-bench evaluate``: roll out trained runs' policies again (``offline_bench.train.reevaluate``)."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 
 from offline_bench.cli.main import main
 
@@ -154,3 +157,59 @@ def train(
     elif result:
         click.echo(f"return: {result['last_k_return']:.1f} ({which}; "
                    "no reference returns, so no normalized score)")
+
+
+def _evaluation_line(ev: Any) -> str:
+    where = f"step {ev.step:,} of {ev.steps:,}" + ("" if ev.finished else ", unfinished: its last checkpoint")
+    score = "" if ev.mean_score is None else f", normalized {ev.mean_score:.1f} ± {ev.std_score:.1f}"
+    return (f"{ev.run_dir} ({ev.algo} on {ev.dataset_id}, {where}): {ev.episodes} episodes, "
+            f"return {ev.mean_return:.1f} ± {ev.std_return:.1f}{score}, {ev.mean_length:.0f} steps per episode")
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False), metavar="RUN_DIR...")
+@click.option("--episodes", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Episodes per run, run side by side with one batched policy forward per step.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Evaluation seed: the episodes' env seeds and torch's generator derive from it.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Device of the policy; auto uses CUDA when available.")
+@click.option("--root", type=click.Path(file_okay=False), default=None,
+              help="Dataset directory (default: the folder of the file each run trained on, where it exists, "
+              "else $OFFLINE_BENCH_DATA, else ./datasets).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write every run's evaluation (per-episode returns, scores, lengths, seeds) to this file.")
+def evaluate(run_dirs: tuple[str, ...], episodes: int, seed: int, device: str, root: str | None,
+             json_path: str | None) -> None:
+    """Evaluate trained runs' policies again: the last checkpoint of each RUN_DIR, over --episodes episodes.
+
+    \b
+    offline-bench evaluate runs/hopper-medium-v0/td3bc/seed0 --episodes 100
+    offline-bench evaluate runs/hopper-medium-v0/cql/seed* --json cql-100.json
+
+    The scores use the reference returns each run was trained with. Nothing is written into the run directories;
+    several runs also print the mean ± std of their normalized scores over the runs.
+    """
+    from offline_bench.data.catalog import UnknownDatasetError
+    from offline_bench.train import TrainError
+    from offline_bench.train.loop import write_json
+    from offline_bench.train.reevaluate import evaluate_run
+
+    user_errors: tuple[type[BaseException], ...] = (TrainError, ValueError, UnknownDatasetError, OSError)
+    results = []
+    try:
+        for run_dir in run_dirs:
+            results.append(evaluate_run(run_dir, episodes=episodes, seed=seed, device=device, root=root))
+            click.echo(_evaluation_line(results[-1]))
+    except BrokenPipeError:
+        raise
+    except user_errors as err:
+        click.echo(f"Error: {_message(err)}", err=True)
+        sys.exit(1)
+    scores = [ev.mean_score for ev in results]
+    if len(results) > 1 and all(s is not None for s in scores):
+        click.echo(f"{len(results)} runs: normalized {np.mean(scores):.1f} ± {np.std(scores):.1f} "
+                   "(mean ± std over the runs of each run's mean)")
+    if json_path is not None:
+        write_json(Path(json_path), [ev.to_json() for ev in results])
+        click.echo(f"wrote {json_path}")
