@@ -1,4 +1,5 @@
 """`offline-bench evaluate`: a trained run's policy rolled out again, matching the run's own evaluations."""
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -8,6 +9,8 @@ import torch
 from click.testing import CliRunner
 
 from offline_bench.cli import main
+from offline_bench.data import catalog, collect
+from offline_bench.data.catalog import task_references
 from offline_bench.evaluate import eval_seed
 from offline_bench.train import TrainError, train
 from offline_bench.train.reevaluate import evaluate_run
@@ -105,3 +108,28 @@ def test_bad_input_is_one_clear_line(run_dir, data_root, tmp_path):
     assert refused.exit_code == 2 and "'--episodes': 0 is not in the range x>=1" in refused.output
     with pytest.raises(TrainError, match="--episodes must be >= 1, got 0"):
         evaluate_run(run_dir, episodes=0)
+
+
+
+def test_a_multi_agent_run_is_reproduced(data_root, tmp_path):
+    train("ma-td3bc", "spread-random", steps=10, sets=TINY, root=data_root, runs=tmp_path)
+    run = tmp_path / "spread-random-v1" / "ma-td3bc" / "seed0"
+    final = [row for row in read_metrics(run) if row["eval_return"]][-1]
+    ev = evaluate_run(run, episodes=TINY["eval_episodes"], seed=eval_seed(0, 10), device="cpu", root=data_root)
+    assert ev.mean_return == pytest.approx(float(final["eval_return"]), rel=1e-12)
+    assert ev.mean_score == pytest.approx(float(final["normalized_score"]), rel=1e-12)
+
+
+def test_scores_use_the_runs_references_and_none_without_them(tmp_path, monkeypatch):
+    full = task_references("world")  # world: a multi-agent task with fixed opponents
+    monkeypatch.setitem(catalog.REFERENCES, "world", dataclasses.replace(full, expert=None))
+    collect("world-random", steps=60, root=tmp_path / "data")
+    outcome = train("ma-td3bc", "world-random", steps=10, sets={**TINY, "hidden_sizes": "[8]"},
+                    root=tmp_path / "data", runs=tmp_path / "runs")
+    monkeypatch.setitem(catalog.REFERENCES, "world", full)  # an expert reference known since: not the run's
+    final = [row for row in read_metrics(outcome.run_dir) if row["eval_return"]][-1]
+    ev = evaluate_run(outcome.run_dir, episodes=TINY["eval_episodes"], seed=eval_seed(0, 10), device="cpu")
+    assert ev.mean_return == pytest.approx(float(final["eval_return"]), rel=1e-12)
+    assert ev.references["expert"] is None and ev.scores is None and ev.mean_score is None
+    result = CliRunner().invoke(main, ["evaluate", str(outcome.run_dir), "--episodes", "2"])
+    assert result.exit_code == 0 and "normalized" not in result.output, result.output
