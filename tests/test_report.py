@@ -250,13 +250,16 @@ def test_leaderboards_readme_commands_run(runs: Path, tmp_path: Path) -> None:
     readme = Path(__file__).resolve().parent.parent / "leaderboards" / "README.md"
     lines = [shlex.split(line.split("  #")[0]) for line in readme.read_text().splitlines()
              if line.startswith("offline-bench ")]
-    assert {"collect", "sweep", "report"} <= {args[1] for args in lines} <= {"collect", "sweep", "report", "train", "behaviour"}
+    assert {"collect", "sweep", "report"} <= {args[1] for args in lines} <= {"collect", "sweep", "report", "train", "behaviour",
+                                                                            "evaluate"}
     for args in lines:
         args = args[1:]
         if args[0] == "collect":
             args = [args[0], "--help"]  # collecting 1M transitions is not a unit test
         elif args[0] == "behaviour":
             args = args[:2] + ["--help"]  # needs a behaviour run's replay buffer
+        elif args[0] == "evaluate":
+            args = args + ["--help"]  # needs trained runs' checkpoints: the options are parsed, nothing runs
         elif args[0] == "train":
             args += ["--show-config"]  # resolves every option and --set key against the real configs
         elif args[0] == "sweep":
