@@ -103,7 +103,8 @@ def test_bad_input_is_one_clear_line(run_dir, data_root, tmp_path):
     message = error_of(str(other_file), "--root", str(data_root))
     assert "is not the file" in message and "trained on" in message and "--root" in message
 
-    assert "hopper-random-v0 is not collected" in error_of(str(run_dir), "--root", str(tmp_path / "empty"))
+    message = error_of(str(run_dir), "--root", str(tmp_path / "empty"))
+    assert "needs the dataset it trained on (hopper-random-v0)" in message and "is not collected" in message
     refused = CliRunner().invoke(main, ["evaluate", str(run_dir), "--episodes", "0"])
     assert refused.exit_code == 2 and "'--episodes': 0 is not in the range x>=1" in refused.output
     with pytest.raises(TrainError, match="--episodes must be >= 1, got 0"):

@@ -132,6 +132,7 @@ def evaluate_run(
     ``dataset.path``) where it exists, else ``$OFFLINE_BENCH_DATA``, else ./datasets.
     """
     from offline_bench.data import load_dataset
+    from offline_bench.data.format import DatasetError
 
     if episodes < 1:
         raise TrainError(f"--episodes must be >= 1, got {episodes}")
@@ -144,7 +145,11 @@ def evaluate_run(
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         raise TrainError(f"{run_dir}'s config.json does not fit this version's {algo_id} config ({message})") from None
     facts = stored["dataset"]
-    dataset = load_dataset(str(facts["id"]), root=_data_root(stored, root))
+    try:
+        dataset = load_dataset(str(facts["id"]), root=_data_root(stored, root))
+    except DatasetError as err:
+        raise TrainError(f"{run_dir} needs the dataset it trained on ({facts['id']}), and {err}; or pass --root "
+                         "with the folder that holds that file") from None
     sha256 = dataset.manifest.get("sha256")
     if facts.get("sha256") and sha256 != facts["sha256"]:
         raise TrainError(
