@@ -47,6 +47,11 @@ def normalized_score(ret: float, ref_random: float | None, ref_expert: float | N
     return 100.0 * (float(ret) - float(ref_random)) / (float(ref_expert) - float(ref_random))  # type: ignore[arg-type]
 
 
+def has_references(ref_random: float | None, ref_expert: float | None) -> bool:
+    """Whether a score can be normalized with this pair: both references present and different."""
+    return ref_random is not None and ref_expert is not None and float(ref_random) != float(ref_expert)
+
+
 def reference_returns(manifest: Mapping[str, Any]) -> tuple[float | None, float | None]:
     """The (random, expert) reference returns recorded in a dataset manifest; None where absent.
 
@@ -177,6 +182,7 @@ __all__ = [
     "episode_seeds",
     "eval_seed",
     "evaluate",
+    "has_references",
     "normalized_score",
     "reference_returns",
 ]

@@ -250,8 +250,8 @@ def test_leaderboards_readme_commands_run(runs: Path, tmp_path: Path) -> None:
     readme = Path(__file__).resolve().parent.parent / "leaderboards" / "README.md"
     lines = [shlex.split(line.split("  #")[0]) for line in readme.read_text().splitlines()
              if line.startswith("offline-bench ")]
-    assert {"collect", "sweep", "report"} <= {args[1] for args in lines} <= {"collect", "sweep", "report", "train", "behaviour",
-                                                                            "evaluate"}
+    commands = {args[1] for args in lines}
+    assert {"collect", "sweep", "report"} <= commands <= {"collect", "sweep", "report", "train", "behaviour", "evaluate"}
     for args in lines:
         args = args[1:]
         if args[0] == "collect":

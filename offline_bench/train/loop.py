@@ -59,7 +59,14 @@ import torch
 from torch import Tensor
 
 from offline_bench import __version__
-from offline_bench.evaluate import EvalResult, Evaluator, eval_seed, normalized_score, reference_returns
+from offline_bench.evaluate import (
+    EvalResult,
+    Evaluator,
+    eval_seed,
+    has_references,
+    normalized_score,
+    reference_returns,
+)
 from offline_bench.paths import runs_root
 from offline_bench import config as config_lib
 from offline_bench.train.config import ResolvedConfig, TrainConfig, resolve_config, split_dataset_id
@@ -221,7 +228,8 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
-    """``checkpoint.pt`` as saved; a file torch cannot read (damaged on disk, copied in part) is a TrainError.
+    """``checkpoint.pt`` as saved; a file torch cannot read (damaged on disk, copied in part) or of another
+    checkpoint format is a TrainError.
 
     Checkpoints are written atomically, so this is damage after the fact; the run can only restart without it.
     """
@@ -233,6 +241,11 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
         why = text.splitlines()[0].split(". ")[0] if text else type(err).__name__
     else:
         if isinstance(ckpt, dict):
+            if ckpt.get("format") != CHECKPOINT_FORMAT:
+                raise TrainError(
+                    f"{path} has checkpoint format {ckpt.get('format')}, expected {CHECKPOINT_FORMAT}; "
+                    "delete the run directory to start over"
+                )
             return ckpt
         why = f"it holds a {type(ckpt).__name__}, not a checkpoint"
     raise TrainError(
@@ -665,7 +678,7 @@ def _train_locked(
         facts = _kept_references(facts, stored, run_dir)
 
     ref_random, ref_expert = facts["references"]["random"], facts["references"]["expert"]
-    has_refs = ref_random is not None and ref_expert is not None and ref_random != ref_expert
+    has_refs = has_references(ref_random, ref_expert)
     if not has_refs:
         log.warning("%s carries no random/expert reference returns: evaluations record raw returns only", facts["id"])
 
@@ -673,11 +686,6 @@ def _train_locked(
     start, elapsed, evals = 0, 0.0, []
     if resuming:
         ckpt = _load_checkpoint(ckpt_path)
-        if ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise TrainError(
-                f"{ckpt_path} has checkpoint format {ckpt.get('format')}, expected {CHECKPOINT_FORMAT}; "
-                "delete the run directory to start over"
-            )
         algo.load_state_dict(ckpt["algo"])
         sampler.load_state_dict(ckpt["sampler"])
         torch.set_rng_state(ckpt["torch_rng"])

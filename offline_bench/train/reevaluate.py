@@ -28,9 +28,8 @@ import numpy as np
 import torch
 
 from offline_bench import config as config_lib
-from offline_bench.evaluate import Evaluator, normalized_score
+from offline_bench.evaluate import Evaluator, has_references, normalized_score
 from offline_bench.train.loop import (
-    CHECKPOINT_FORMAT,
     TrainError,
     _load_checkpoint,
     _opponent,
@@ -163,8 +162,6 @@ def evaluate_run(
     opponent, _ = _opponent(dataset, task)
 
     ckpt = _load_checkpoint(ckpt_path)
-    if ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise TrainError(f"{ckpt_path} has checkpoint format {ckpt.get('format')}, expected {CHECKPOINT_FORMAT}")
     with cpu_denormals_flushed():
         algo = algo_cls(algo_config, problem, torch_device)
         algo.load_state_dict(ckpt["algo"])
@@ -174,7 +171,7 @@ def evaluate_run(
             res = evaluator(algo.act, seed)
 
     refs = dict(facts.get("references") or {})
-    has_refs = refs.get("random") is not None and refs.get("expert") is not None and refs["random"] != refs["expert"]
+    has_refs = has_references(refs.get("random"), refs.get("expert"))
     steps = int(stored["train_config"].get("steps", 0))
     finished = (run_dir / "result.json").exists()
     if not finished:
