@@ -3,6 +3,7 @@
 
     .venv/bin/python benchmarks/matmul_floor.py                      # td3bc and cql at compare_d3rlpy.py's shape
     .venv/bin/python benchmarks/matmul_floor.py --algos cql --peer cql=12.2
+    .venv/bin/python benchmarks/matmul_floor.py --algos bear,bear_main,dbr,dbr_main --peer bear=28.7,bear_main=26.3
 
 Every update of TD3+BC and CQL must compute the same forward and backward products, whoever writes it: d3rlpy, a
 hand-written loop or ours. This script times exactly those products on random float32 tensors (``addmm`` /
@@ -20,15 +21,27 @@ The products counted (E = 2 critics, R rows through the critics):
 - target: actor forward on B next observations, target critics forward on B rows.
 TD3+BC: R = B. CQL(H): R = B * (1 + 3K), the data action and K uniform, K pi(.|s) and K pi(.|s') actions (K = 10),
 plus the actor's mean and log-std heads (2 * 3 outputs).
+
+BEAR and DBR (``bear``, ``bear_main``, ``dbr``, ``dbr_main``: in warm-up and after it) have too many products to
+list by hand (VAEs, sampled actions, a value net), so their floor is CAPTURED: one of our updates runs under a
+``TorchDispatchMode`` that records every ``mm`` / ``addmm`` / ``bmm`` / ``baddbmm`` call (shapes, strides, out=),
+and the recorded calls are replayed in order on random tensors of the same layout and timed. That is the floor of
+OUR update: the products our configuration computes (its sample counts: ``--set n_mmd_samples=4 --set
+n_actor_q_samples=1`` are d3rlpy's). ``--captured`` times td3bc and cql that way too; for those the captured products
+and the hand-listed ones have the same FLOPs (``tests/test_speed_paths.py``).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 OBS, ACT, HID, BATCH, K, CRITICS = 15, 3, 256, 256, 10, 2
 
@@ -100,26 +113,135 @@ def update_products(algo: str) -> dict[str, tuple[float, list[Callable[[], objec
     raise ValueError(f"unknown algorithm {algo!r} (td3bc or cql)")
 
 
+CAPTURED = ("td3bc", "cql", "bear", "bear_main", "dbr", "dbr_main")  # "_main": after the warm-up (warmup_steps=0)
+PEER_OF = {"dbr": "bear", "dbr_main": "bear_main"}  # compare_d3rlpy.py compares DBR with d3rlpy's BEAR
+_PRODUCTS = {torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.bmm, torch.ops.aten.baddbmm}
+
+
+def _layout(x: object) -> object:
+    """A tensor argument as (shape, stride, dtype); anything else as itself."""
+    return (tuple(x.shape), tuple(x.stride()), x.dtype) if isinstance(x, torch.Tensor) else x
+
+
+class _ProductRecorder(TorchDispatchMode):
+    """Records every dense product dispatched inside it (forward and backward) as (op, argument layouts, kwargs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[object, tuple, dict]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        kwargs = kwargs or {}
+        if func.overloadpacket in _PRODUCTS:
+            self.calls.append((func, tuple(_layout(a) for a in args), {k: _layout(v) for k, v in kwargs.items()}))
+        return func(*args, **kwargs)
+
+
+def floor_algorithm(algo_id: str, **overrides: object) -> tuple[object, Callable[[], object]]:
+    """Our ``algo_id`` (``CAPTURED``) at ``compare_d3rlpy.py``'s shape and a batch sampler, after two updates. CQL
+    runs past its BC start (``bc_steps=0``) and ``*_main`` after the warm-up, as ``compare_d3rlpy.py`` measures them;
+    ``overrides`` change the config where the field exists (e.g. ``n_mmd_samples=4``)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_algos import SyntheticData, load, sized_config
+
+    name = algo_id.removesuffix("_main")
+    data = SyntheticData(5_000, 1, OBS, ACT)
+    cls = load(name)
+    config = sized_config(cls, (HID, HID), BATCH)
+    fields = {f.name for f in dataclasses.fields(config)}
+    changes: dict[str, object] = {"bc_steps": 0} if name == "cql" else {}
+    if algo_id.endswith("_main"):
+        changes["warmup_steps"] = 0
+    changes.update({k: v for k, v in overrides.items() if k in fields})
+    algo = cls(dataclasses.replace(config, **changes), data.problem, torch.device("cpu"))
+    for _ in range(2):
+        algo.update(data.sample(BATCH))
+    return algo, lambda: data.sample(BATCH)
+
+
+def captured_products(algo_id: str, updates: int = 2, **overrides: object) -> list[tuple[object, tuple, dict]]:
+    """The dense products of ``updates`` consecutive updates of ``floor_algorithm(algo_id, **overrides)``, in call
+    order (TD3+BC's actor step runs every 2nd update, so take an even number)."""
+    algo, sample = floor_algorithm(algo_id, **overrides)
+    with _ProductRecorder() as recorder:
+        for _ in range(updates):
+            algo.update(sample())
+    return recorder.calls
+
+
+def _materialize(x: object) -> object:
+    """A random float32 tensor with a recorded (shape, stride, dtype) layout; anything else unchanged."""
+    if isinstance(x, tuple) and len(x) == 3 and isinstance(x[2], torch.dtype):
+        shape, stride, dtype = x
+        size = 1 + sum((n - 1) * st for n, st in zip(shape, stride)) if all(shape) else 0  # expanded views share
+        return torch.randn(size, dtype=dtype).as_strided(shape, stride)
+    return x
+
+
+def replay(calls: list[tuple[object, tuple, dict]]) -> Callable[[], None]:
+    """A function that runs the recorded products in order on random tensors of the recorded layouts."""
+    bound = [(func, [_materialize(a) for a in args], {k: _materialize(v) for k, v in kwargs.items()})
+             for func, args, kwargs in calls]
+
+    def run() -> None:
+        for func, args, kwargs in bound:
+            func(*args, **kwargs)
+
+    return run
+
+
+def captured_floor(algo_id: str, n: int, updates: int = 2, **overrides: object) -> tuple[float, int]:
+    """(seconds per update of the captured products alone, products per update)."""
+    calls = captured_products(algo_id, updates, **overrides)
+    return _timed(replay(calls), n) / updates, len(calls) // updates
+
+
+def _override(text: str) -> tuple[str, object]:
+    key, _, value = text.partition("=")
+    for kind in (int, float):
+        try:
+            return key, kind(value)
+        except ValueError:
+            pass
+    return key, value
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--algos", default="td3bc,cql")
+    p.add_argument("--algos", default="td3bc,cql", help=f"any of {', '.join(CAPTURED)}")
+    p.add_argument("--captured", action="store_true", help="td3bc and cql from captured products too")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config change for the captured updates, e.g. n_mmd_samples=4 (ignored where absent)")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--n", type=int, default=0, help="calls per timing block (default: 2000 / 20 for td3bc / cql)")
-    p.add_argument("--peer", default="", help="d3rlpy rates measured in the same session, e.g. td3bc=114.1,cql=12.2")
+    p.add_argument("--n", type=int, default=0,
+                   help="calls per timing block (default: 2000 / 20 for hand-listed td3bc / cql, 10 for captured)")
+    p.add_argument("--peer", default="",
+                   help="d3rlpy rates measured in the same session, e.g. td3bc=114.1,cql=12.2,bear=28.7,bear_main=26.3")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     peers = {k: float(v) for k, v in (kv.split("=") for kv in args.peer.split(",") if kv)}
-    print(f"# torch {torch.__version__}, {torch.get_num_threads()} thread(s), float32, CPU clock", flush=True)
+    overrides = dict(_override(kv) for kv in args.set)
+    unknown = [a for a in args.algos.split(",") if a and a not in CAPTURED]
+    if unknown:
+        p.error(f"unknown algorithm(s) {unknown}; choose from {', '.join(CAPTURED)}")
+    print(f"# torch {torch.__version__}, {torch.get_num_threads()} thread(s), float32, CPU clock"
+          + (f", config changes {overrides}" if overrides else ""), flush=True)
     for algo in [a for a in args.algos.split(",") if a]:
-        n = args.n or (2000 if algo == "td3bc" else 20)
-        total = 0.0
-        for name, (weight, ops) in update_products(algo).items():
-            seconds = weight * sum(_timed(op, n) for op in ops)
-            total += seconds
-            print(f"{algo:<6} {name:<58} {seconds * 1e3:8.3f} ms per update", flush=True)
-        line = f"{algo:<6} {'all dense products':<58} {total * 1e3:8.3f} ms -> at most {1 / total:.1f} updates/s"
-        if algo in peers:
-            line += f", at most {1 / total / peers[algo]:.2f}x d3rlpy's {peers[algo]:.1f}"
+        if algo in ("td3bc", "cql") and not args.captured:
+            n = args.n or (2000 if algo == "td3bc" else 20)
+            total = 0.0
+            for name, (weight, ops) in update_products(algo).items():
+                seconds = weight * sum(_timed(op, n) for op in ops)
+                total += seconds
+                print(f"{algo:<9} {name:<58} {seconds * 1e3:8.3f} ms per update", flush=True)
+            label = "all dense products"
+        else:
+            total, count = captured_floor(algo, args.n or 10, **overrides)
+            label = f"captured dense products ({count} per update)"
+        line = f"{algo:<9} {label:<58} {total * 1e3:8.3f} ms -> at most {1 / total:.1f} updates/s"
+        peer = algo if algo in peers else PEER_OF.get(algo, "")
+        if peer in peers:
+            line += f", at most {1 / total / peers[peer]:.2f}x d3rlpy's {peers[peer]:.1f} ({peer})"
         print(line, flush=True)
 
 
