@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/matmul_floor.py                      # td3bc and cql at compare_d3rlpy.py's shape
     .venv/bin/python benchmarks/matmul_floor.py --algos cql --peer cql=12.2
     .venv/bin/python benchmarks/matmul_floor.py --algos bear,bear_main,dbr,dbr_main --peer bear=28.7,bear_main=26.3
+    .venv/bin/python benchmarks/matmul_floor.py --ours --algos td3bc,cql,bear_main   # share of our update in products
 
 Every update of TD3+BC and CQL must compute the same forward and backward products, whoever writes it: d3rlpy, a
 hand-written loop or ours. This script times exactly those products on random float32 tensors (``addmm`` /
@@ -28,7 +29,8 @@ list by hand (VAEs, sampled actions, a value net), so their floor is CAPTURED: o
 and the recorded calls are replayed in order on random tensors of the same layout and timed. That is the floor of
 OUR update: the products our configuration computes (its sample counts: ``--set n_mmd_samples=4 --set
 n_actor_q_samples=1`` are d3rlpy's). ``--captured`` times td3bc and cql that way too; for those the captured products
-and the hand-listed ones have the same FLOPs (``tests/test_speed_paths.py``).
+and the hand-listed ones have the same FLOPs (``tests/test_speed_paths.py``). ``--ours`` also times our whole update
+(sampling included) in blocks alternating with the replay and prints the share of it spent in products.
 """
 from __future__ import annotations
 
@@ -159,14 +161,17 @@ def floor_algorithm(algo_id: str, **overrides: object) -> tuple[object, Callable
     return algo, lambda: data.sample(BATCH)
 
 
-def captured_products(algo_id: str, updates: int = 2, **overrides: object) -> list[tuple[object, tuple, dict]]:
-    """The dense products of ``updates`` consecutive updates of ``floor_algorithm(algo_id, **overrides)``, in call
-    order (TD3+BC's actor step runs every 2nd update, so take an even number)."""
-    algo, sample = floor_algorithm(algo_id, **overrides)
+def _record(algo: object, sample: Callable[[], object], updates: int) -> list[tuple[object, tuple, dict]]:
     with _ProductRecorder() as recorder:
         for _ in range(updates):
             algo.update(sample())
     return recorder.calls
+
+
+def captured_products(algo_id: str, updates: int = 2, **overrides: object) -> list[tuple[object, tuple, dict]]:
+    """The dense products of ``updates`` consecutive updates of ``floor_algorithm(algo_id, **overrides)``, in call
+    order (TD3+BC's actor step runs every 2nd update, so take an even number)."""
+    return _record(*floor_algorithm(algo_id, **overrides), updates)
 
 
 def _materialize(x: object) -> object:
@@ -190,10 +195,38 @@ def replay(calls: list[tuple[object, tuple, dict]]) -> Callable[[], None]:
     return run
 
 
-def captured_floor(algo_id: str, n: int, updates: int = 2, **overrides: object) -> tuple[float, int]:
-    """(seconds per update of the captured products alone, products per update)."""
-    calls = captured_products(algo_id, updates, **overrides)
-    return _timed(replay(calls), n) / updates, len(calls) // updates
+def _timed_pair(first: Callable[[], object], second: Callable[[], object], n: int) -> tuple[float, float]:
+    """Median seconds per call of two functions timed in alternating blocks of ``n`` calls, 5 blocks each (CPU clock
+    of this process), so both see the same machine: this VM's speed drifts by 10-20% within minutes."""
+    for fn in (first, second):
+        for _ in range(max(3, n // 10)):
+            fn()
+    blocks: tuple[list[float], list[float]] = ([], [])
+    for _ in range(5):
+        for fn, out in zip((first, second), blocks):
+            start = time.process_time()
+            for _ in range(n):
+                fn()
+            out.append((time.process_time() - start) / n)
+    return statistics.median(blocks[0]), statistics.median(blocks[1])
+
+
+def captured_floor(algo_id: str, n: int, updates: int = 2, ours: bool = False,
+                   **overrides: object) -> tuple[float, int, float | None]:
+    """(seconds per update of the captured products alone, products per update, and with ``ours`` the seconds per
+    update of our whole update (sampling included) timed in alternating blocks with the products, else None)."""
+    algo, sample = floor_algorithm(algo_id, **overrides)
+    calls = _record(algo, sample, updates)
+    products = replay(calls)
+    if not ours:
+        return _timed(products, n) / updates, len(calls) // updates, None
+
+    def whole() -> None:
+        for _ in range(updates):
+            algo.update(sample())
+
+    floor, full = _timed_pair(products, whole, n)
+    return floor / updates, len(calls) // updates, full / updates
 
 
 def _override(text: str) -> tuple[str, object]:
@@ -210,11 +243,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--algos", default="td3bc,cql", help=f"any of {', '.join(CAPTURED)}")
     p.add_argument("--captured", action="store_true", help="td3bc and cql from captured products too")
+    p.add_argument("--ours", action="store_true",
+                   help="also time our whole update, in blocks alternating with its products (implies --captured)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config change for the captured updates, e.g. n_mmd_samples=4 (ignored where absent)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--n", type=int, default=0,
-                   help="calls per timing block (default: 2000 / 20 for hand-listed td3bc / cql, 10 for captured)")
+                   help="calls per timing block (default: 2000 / 20 for hand-listed td3bc / cql; captured, in pairs of "
+                        "updates: 200 for td3bc, else 10)")
     p.add_argument("--peer", default="",
                    help="d3rlpy rates measured in the same session, e.g. td3bc=114.1,cql=12.2,bear=28.7,bear_main=26.3")
     args = p.parse_args()
@@ -227,7 +263,8 @@ def main() -> None:
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} thread(s), float32, CPU clock"
           + (f", config changes {overrides}" if overrides else ""), flush=True)
     for algo in [a for a in args.algos.split(",") if a]:
-        if algo in ("td3bc", "cql") and not args.captured:
+        ours = None
+        if algo in ("td3bc", "cql") and not (args.captured or args.ours):
             n = args.n or (2000 if algo == "td3bc" else 20)
             total = 0.0
             for name, (weight, ops) in update_products(algo).items():
@@ -236,13 +273,17 @@ def main() -> None:
                 print(f"{algo:<9} {name:<58} {seconds * 1e3:8.3f} ms per update", flush=True)
             label = "all dense products"
         else:
-            total, count = captured_floor(algo, args.n or 10, **overrides)
+            total, count, ours = captured_floor(algo, args.n or (200 if algo == "td3bc" else 10), ours=args.ours,
+                                                **overrides)
             label = f"captured dense products ({count} per update)"
         line = f"{algo:<9} {label:<58} {total * 1e3:8.3f} ms -> at most {1 / total:.1f} updates/s"
         peer = algo if algo in peers else PEER_OF.get(algo, "")
         if peer in peers:
             line += f", at most {1 / total / peers[peer]:.2f}x d3rlpy's {peers[peer]:.1f} ({peer})"
         print(line, flush=True)
+        if ours is not None:
+            print(f"{algo:<9} {'ours, whole update (alternating blocks with the products)':<58} {ours * 1e3:8.3f} ms "
+                  f"-> {1 / ours:.1f} updates/s, {total / ours:.0%} of it in dense products", flush=True)
 
 
 if __name__ == "__main__":

@@ -295,3 +295,17 @@ def test_matmul_floor_replays_the_captured_products(algo_id: str) -> None:
         assert replayed == pytest.approx(hand, rel=0.01)
     if algo_id.endswith("_main"):  # after the warm-up the actor also takes Q at its samples: more products
         assert len(calls) // 2 > len(matmul_floor.captured_products(algo_id.removesuffix("_main"), updates=1))
+
+
+def test_matmul_floor_times_our_update_beside_its_products() -> None:
+    """``matmul_floor.py --ours``: our whole update and its replayed products are both timed (alternating blocks)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import matmul_floor
+
+    floor, count, ours = matmul_floor.captured_floor("td3bc", n=2, ours=True)
+    assert count == len(matmul_floor.captured_products("td3bc", updates=2)) // 2
+    assert 0.0 < floor < float("inf") and ours is not None and 0.0 < ours < float("inf")
+    assert matmul_floor.captured_floor("td3bc", n=2)[2] is None
