@@ -45,20 +45,30 @@ from pathlib import Path
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from offline_bench.train.loop import tune_cpu_allocator
+
 OBS, ACT, HID, BATCH, K, CRITICS = 15, 3, 256, 256, 10, 2
 
 
-def _timed(fn: Callable[[], object], n: int) -> float:
-    """Median seconds per call of ``fn`` over 5 blocks of ``n`` calls (CPU clock of this process)."""
-    for _ in range(max(3, n // 10)):
-        fn()
-    blocks = []
-    for _ in range(5):
-        start = time.process_time()
-        for _ in range(n):
+def _timed_blocks(fns: list[Callable[[], object]], n: int) -> list[float]:
+    """Median seconds per call of each function over 5 blocks of ``n`` calls (CPU clock of this process); with
+    several functions the blocks alternate, so all see the same machine (this VM's speed drifts by 10-20% within
+    minutes)."""
+    for fn in fns:
+        for _ in range(max(3, n // 10)):
             fn()
-        blocks.append((time.process_time() - start) / n)
-    return statistics.median(blocks)
+    blocks: list[list[float]] = [[] for _ in fns]
+    for _ in range(5):
+        for fn, out in zip(fns, blocks):
+            start = time.process_time()
+            for _ in range(n):
+                fn()
+            out.append((time.process_time() - start) / n)
+    return [statistics.median(b) for b in blocks]
+
+
+def _timed(fn: Callable[[], object], n: int) -> float:
+    return _timed_blocks([fn], n)[0]
 
 
 def mlp_products(groups: int, rows: int, sizes: list[int], forward: bool, weight_grads: bool,
@@ -195,22 +205,6 @@ def replay(calls: list[tuple[object, tuple, dict]]) -> Callable[[], None]:
     return run
 
 
-def _timed_pair(first: Callable[[], object], second: Callable[[], object], n: int) -> tuple[float, float]:
-    """Median seconds per call of two functions timed in alternating blocks of ``n`` calls, 5 blocks each (CPU clock
-    of this process), so both see the same machine: this VM's speed drifts by 10-20% within minutes."""
-    for fn in (first, second):
-        for _ in range(max(3, n // 10)):
-            fn()
-    blocks: tuple[list[float], list[float]] = ([], [])
-    for _ in range(5):
-        for fn, out in zip((first, second), blocks):
-            start = time.process_time()
-            for _ in range(n):
-                fn()
-            out.append((time.process_time() - start) / n)
-    return statistics.median(blocks[0]), statistics.median(blocks[1])
-
-
 def captured_floor(algo_id: str, n: int, updates: int = 2, ours: bool = False,
                    **overrides: object) -> tuple[float, int, float | None]:
     """(seconds per update of the captured products alone, products per update, and with ``ours`` the seconds per
@@ -225,7 +219,7 @@ def captured_floor(algo_id: str, n: int, updates: int = 2, ours: bool = False,
         for _ in range(updates):
             algo.update(sample())
 
-    floor, full = _timed_pair(products, whole, n)
+    floor, full = _timed_blocks([products, whole], n)
     return floor / updates, len(calls) // updates, full / updates
 
 
@@ -255,6 +249,7 @@ def main() -> None:
                    help="d3rlpy rates measured in the same session, e.g. td3bc=114.1,cql=12.2,bear=28.7,bear_main=26.3")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    tune_cpu_allocator()  # freed memory kept for reuse, as in training (compare_d3rlpy.py --allocator tuned)
     peers = {k: float(v) for k, v in (kv.split("=") for kv in args.peer.split(",") if kv)}
     overrides = dict(_override(kv) for kv in args.set)
     unknown = [a for a in args.algos.split(",") if a and a not in CAPTURED]

@@ -226,85 +226,50 @@ def test_allocator_tuning_is_idempotent() -> None:
         assert first is True
 
 
-@pytest.mark.parametrize("algo_id", ["td3bc", "cql"])
-def test_matmul_floor_counts_the_products_our_update_computes(algo_id: str) -> None:
-    """benchmarks/matmul_floor.py's floor is only a bound on our update if it times the same matrix products: the
-    FLOPs of its products equal the FLOPs torch counts in one of our updates at that shape (within 1%; our one-column
-    last layer's input gradient is an elementwise product, which the counter does not see)."""
-    import dataclasses
+@pytest.fixture(scope="module")
+def matmul_floor():
+    """``benchmarks/matmul_floor.py`` as a module."""
     import sys
     from pathlib import Path
 
-    from torch.utils.flop_counter import FlopCounterMode
-
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import matmul_floor
-    from bench_algos import SyntheticData, load, sized_config
 
-    data = SyntheticData(5_000, 1, matmul_floor.OBS, matmul_floor.ACT)
-    cls = load(algo_id)
-    config = sized_config(cls, (matmul_floor.HID, matmul_floor.HID), matmul_floor.BATCH)
-    if algo_id == "cql":
-        config = dataclasses.replace(config, bc_steps=0)  # the SAC actor step, as compare_d3rlpy.py measures
-    algo = cls(config, data.problem, torch.device("cpu"))
-    algo.update(data.sample(matmul_floor.BATCH))
+    return matmul_floor
+
+
+def _flops(fn) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
     with FlopCounterMode(display=False) as counter:
-        for _ in range(2):  # TD3+BC's actor step runs every 2nd update
-            algo.update(data.sample(matmul_floor.BATCH))
-    ours = counter.get_total_flops() / 2
-    floor = 0.0
-    for weight, ops in matmul_floor.update_products(algo_id).values():
-        with FlopCounterMode(display=False) as counter:
-            for op in ops:
-                op()
-        floor += weight * counter.get_total_flops()
-    assert floor == pytest.approx(ours, rel=0.01)
+        fn()
+    return counter.get_total_flops()
 
 
 @pytest.mark.parametrize("algo_id", ["td3bc", "cql", "bear", "bear_main", "dbr", "dbr_main"])
-def test_matmul_floor_replays_the_captured_products(algo_id: str) -> None:
-    """The captured floor (BEAR and DBR have no hand list) replays exactly the products of our update: the replay's
-    FLOPs equal the FLOPs torch counts in the same updates, every product is replayed with its recorded layout
-    (including expanded inputs and ``out=``), and for TD3+BC and CQL the capture agrees with the hand list (within
-    1%: our one-column last layer's input gradient is an elementwise product)."""
-    import sys
-    from pathlib import Path
-
-    from torch.utils.flop_counter import FlopCounterMode
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    import matmul_floor
-
+def test_matmul_floor_times_the_products_our_update_computes(matmul_floor, algo_id: str) -> None:
+    """benchmarks/matmul_floor.py's floor is only a bound on our update if it times the same matrix products. The
+    captured floor (BEAR and DBR have no hand list) replays exactly the products of our update: the replay's FLOPs
+    equal the FLOPs torch counts in the same updates (two, as TD3+BC's actor step runs every 2nd update), with every
+    product in its recorded layout (expanded inputs, ``out=``). For TD3+BC and CQL the hand list's FLOPs match too
+    (within 1%: our one-column last layer's input gradient is an elementwise product, which the counter does not
+    see)."""
     calls = matmul_floor.captured_products(algo_id, updates=2)
     assert calls, "no products recorded"
-    with FlopCounterMode(display=False) as counter:
-        matmul_floor.replay(calls)()
-    replayed = counter.get_total_flops() / 2
+    replayed = _flops(matmul_floor.replay(calls)) / 2
     algo, sample = matmul_floor.floor_algorithm(algo_id)  # the same construction, counted by torch this time
-    with FlopCounterMode(display=False) as counter:
-        for _ in range(2):
-            algo.update(sample())
-    assert replayed == pytest.approx(counter.get_total_flops() / 2)
+    ours = _flops(lambda: [algo.update(sample()) for _ in range(2)]) / 2
+    assert replayed == pytest.approx(ours)
     if algo_id in ("td3bc", "cql"):
-        hand = 0.0
-        for weight, ops in matmul_floor.update_products(algo_id).values():
-            with FlopCounterMode(display=False) as listed:
-                for op in ops:
-                    op()
-            hand += weight * listed.get_total_flops()
-        assert replayed == pytest.approx(hand, rel=0.01)
+        hand = sum(weight * _flops(lambda ops=ops: [op() for op in ops])
+                   for weight, ops in matmul_floor.update_products(algo_id).values())
+        assert hand == pytest.approx(ours, rel=0.01)
     if algo_id.endswith("_main"):  # after the warm-up the actor also takes Q at its samples: more products
         assert len(calls) // 2 > len(matmul_floor.captured_products(algo_id.removesuffix("_main"), updates=1))
 
 
-def test_matmul_floor_times_our_update_beside_its_products() -> None:
+def test_matmul_floor_times_our_update_beside_its_products(matmul_floor) -> None:
     """``matmul_floor.py --ours``: our whole update and its replayed products are both timed (alternating blocks)."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    import matmul_floor
-
     floor, count, ours = matmul_floor.captured_floor("td3bc", n=2, ours=True)
     assert count == len(matmul_floor.captured_products("td3bc", updates=2)) // 2
     assert 0.0 < floor < float("inf") and ours is not None and 0.0 < ours < float("inf")
