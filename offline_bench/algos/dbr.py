@@ -1,17 +1,28 @@
 """DBR: Dual Behavior Regularized reinforcement learning (Siu, Traish & Xu 2021, arXiv 2109.09037).
 
-Reference: section 2 "Dual Behavior Regularized Reinforcement Learning" of the paper (shared copy:
-``papers/dbr-and-marl-report-siu-xu.md``); its Table 1 holds the PyBullet offline results. No public code exists,
-so the paper is the reference; everything it leaves open is decided below and follows BEAR (``bear.py``, whose
-MMD, conditional VAE, target and action selection this file imports) wherever the paper says "as in BEAR".
+Reference: the section "Dual Behavior Regularized Reinforcement Learning" of Siu & Xu's report (shared copy:
+``papers/dbr-and-marl-report-siu-xu.md``), which presents DBR (citing arXiv 2109.09037 as its reference [33]); its
+Table 1 holds the PyBullet offline results. It gives no hyperparameter table. No public code exists, so that text is
+the reference; everything it leaves open is decided below and follows BEAR (``bear.py``, whose MMD, conditional
+VAE, target and action selection this file imports) wherever the paper says "as in BEAR".
 
 The paper's method: split the data by the sign of the advantage ``R - V(s)`` into ``D+`` (``R >= V(s)``) and
-``D-`` (``R <= V(s)``); fit one behaviour model on each by maximum likelihood (``beta+``, ``beta-``); regularise the
-actor towards ``beta+`` (its eq. 4) under the dynamic constraint
+``D-`` (``R <= V(s)``); fit one behaviour model on each by maximum likelihood (``beta+``, ``beta-``); regularise
+towards ``beta+`` (its eq. 4) under the dynamic constraint
 ``E_s[D(pi, beta+)] < max(epsilon, E_s[D(pi, beta-)])``, with D from BEAR's divergence family.
 
 Choices the paper leaves open, and ours:
 
+- **Where the divergence enters: the actor only** (BRAC's "policy regularization", as BEAR). Eq. 4 as printed,
+  ``V(s) = sum_t gamma^t E[R(s_t) - alpha D(pi(.|s_t), beta+(.|s_t))]``, is BRAC's "value penalty" form, which
+  would also subtract ``alpha D`` at the next state inside the critic's target; the update the paper then states
+  is a constraint with a threshold epsilon, BEAR's form, whose critic target carries no penalty. We implement
+  that: the critic's target is BEAR's (below) and ``alpha * D`` appears only in the actor's objective. A value
+  penalty is not implemented.
+- **beta+ and beta- are fitted on D+ and D- unweighted** (0/1 masks, below), the paper's formal definition
+  ``beta+ := argmax E_{D+}[log pi(a|s)]``. Its prose also says DBR "reweighs the learned behavioural policy
+  according to the clipped advantage" and ``beta+ ~ A+``, which could mean a likelihood weighted by
+  ``(R - V(s))_+`` (as SIL weights its imitation); we follow the definition.
 - **R is the critic's Q(s, a)** at the dataset action (min over the ensemble), not a Monte-Carlo return-to-go.
   It is the value the critic's own loss computes in the same update, before the critic's Adam step (until
   2026-12-06 a second critic pass after that step; the values differ by one step's change of the critic, and the
@@ -24,7 +35,8 @@ Choices the paper leaves open, and ours:
 - **V(s) is a learned state value of the DATA**, ``V_psi(s) ~ E_{a~D(.|s)} Q(s, a)``: a small network (the
   actor's hidden sizes) regressed by MSE on ``min_e Q(s, a_data)``. ``D+`` holds the rows whose action the critic
   rates at least as well as the typical dataset action in that state. In the paper's online setting (SIL, ARM)
-  the data comes from the current policy, so the data's value and the policy's coincide; offline they do not, and
+  the replay buffer is filled by the recent policies, so the data's value stays near the policy's; offline the two
+  can lie far apart, and
   ``V = E_{a~pi} Q(s, a)`` fails: once the critic over-estimates the policy's (out-of-data) actions, every
   dataset row falls in ``D-`` and ``beta+`` gets no data (we observed exactly this, ``D+`` emptying within a few
   hundred updates on a two-mode bandit). The data's value keeps both subsets populated and meaningful.
@@ -33,9 +45,11 @@ Choices the paper leaves open, and ours:
   (normalised by its own row count, 0 when its mask is empty), so each fits its own subset at full strength.
 - **Likelihood models**: BEAR's conditional VAEs (750-750, latent 2|A|, ELBO = MSE + 0.5 KL), the two as ONE
   stacked network over a model axis, trained on the same batch with the masks above.
-- **Divergence**: BEAR's MMD (Laplacian kernel, sigma 10) on pre-tanh actions, ``n_mmd_samples`` per state.
+- **Divergence**: BEAR's MMD (Laplacian kernel, sigma 10) on pre-tanh actions, ``n_mmd_samples`` per state (the
+  paper allows BEAR's MMD or BRAC's KL divergence).
 - **Constraint**: a Lagrange multiplier alpha on the batch-mean violation ``g = E[D(pi, beta+)] - bound`` with
-  ``bound = max(epsilon, min(E[D(pi, beta-)], E[D(beta+, beta-)]))`` (epsilon 0.05). The actor minimises
+  ``bound = max(epsilon, min(E[D(pi, beta-)], E[D(beta+, beta-)]))`` (epsilon 0.05, BEAR's: the paper gives no
+  value), capped at ``mmd_bound_max`` (below). The actor minimises
   ``-E[min_e Q] + alpha * g``; log alpha ascends ``alpha * g`` and is clamped to [-5, 10] (BEAR's dual step).
   By default (``repel_negative=False``) the bound is a moving threshold without gradient: the objective (the
   paper's eq. 4) penalises only ``D(pi, beta+)``, and ``beta-`` "restricts the policy improvement step" through
@@ -93,7 +107,11 @@ Choices the paper leaves open, and ours:
   evaluations 44.4 and 51.8, 71.3 and 63.1 at 15k; behaviour 87.6 and 54.8), critic loss 0.46 and 4.1. A 50k
   run on walker2d-medium (a new collection, the same settings): ``E[D(pi, beta+)]`` fell to 0.106, alpha saturated,
   critic loss 0.72, ``Q(data)`` 132 against the data's discounted return-to-go of 130 (rising 1-2 per 2.5k updates
-  at the end), last 10 evaluations 88.3 (the data: 88.0), best 93.1. ``mmd_bound_max=0`` removes it.
+  at the end), last 10 evaluations 88.3 (the data: 88.0), best 93.1. On ant-mixed (``leaderboards/``: 10k updates,
+  warm-up 2k, bf16, seeds 0-2) the same: after warm-up the bound before the cap was 0.215-0.227 at every logged step,
+  alpha sat at its clamp (e^10) from 4k updates on and ``E[D(pi, beta+)]`` ended at 0.21. So wherever we have looked
+  the default runs the paper's named variant, BEAR towards ``beta+`` (trained on ``D+``) with epsilon 0.1, and the
+  dynamic bound does not bind; ``mmd_bound_max=0`` removes the cap.
 - **The multiplier's pace** (ours): ``lagrange_lr`` 1e-2 (BEAR's reference code and d3rlpy use 1e-3). With Adam
   the step on log alpha has a size of about ``lagrange_lr`` whatever the violation's size, so at 1e-3 alpha
   changes tenfold in no fewer than ~2300 updates. BEAR's fixed epsilon = 0.05 lies below what its policy can

@@ -19,8 +19,10 @@ Run directory ``<runs>/<dataset-id>/<algo-id>/seed<k>/``:
 - ``result.json`` (written last; its presence means the run is finished): ``final_score``, ``last_k_score`` (mean
   of the last ``last_k`` evaluations), ``best_score`` (normalized), the same for the raw return (``final_return``,
   ...) and the mean episode length (``final_length``, ``last_k_length``). Tables use ``score`` = ``last_k_score``
-  (``"statistic": "last_k_mean"``, k = 10 by default), as the DBR paper reports "the mean over the last 10
-  evaluation steps". Without reference returns in the manifest the scores are absent (``"normalized": false``) and
+  (``"statistic": "last_k_mean"``, k = 10 by default), the statistic of the DBR report's learning-curve figures
+  ("the mean over the last 10 evaluation steps", Fig. 6 and the multi-agent Fig. 9; its Table 1 says only "the
+  average return and the standard deviation"). Without reference returns in the manifest the scores are absent
+  (``"normalized": false``) and
   only raw returns are recorded.
 
 Resume: the same command on an unfinished run loads ``checkpoint.pt``, truncates ``metrics.csv`` back to the
