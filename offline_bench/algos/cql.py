@@ -27,7 +27,11 @@ Deviations:
 - The behaviour-cloning warm start runs exactly ``bc_steps`` updates (40,000); the reference counts its epoch up
   before comparing with ``policy_eval_start`` and so runs 39,999.
 - Observations are standardised with the dataset's statistics (``normalize_obs``; CORL's option, off in the
-  authors' code).
+  authors' code), with the raw std as in TD3+BC here (CORL adds 1e-3 to it).
+- (Not a deviation.) With ``cql_lagrange`` the threshold is the authors': alpha' grows while
+  ``cql_alpha * penalty > cql_target_gap``. CORL and d3rlpy compare their threshold with the penalty before the
+  ``cql_alpha`` scaling (and CORL starts alpha' at e, not 1), so their tau is ``cql_target_gap = cql_alpha * tau``
+  here.
 - Optional ``bf16=true``: network matmuls under bfloat16 autocast (float32 parameters, optimizer and losses);
   off by default. On this project's CPUs (AVX512-BF16) it makes an update ~2.5x faster; the float32 update does
   the same FLOPs as d3rlpy's and runs at the same speed.

@@ -7,8 +7,9 @@ Reference implementation checked: github.com/sfujim/TD3_BC (``TD3_BC.py``, ``mai
 CORL's ``td3_bc.py`` and d3rlpy's ``TD3PlusBC``.
 
 Deviations:
-- Observations are normalised with ``Problem.obs_mean/obs_std`` (the data layer guarantees std > 0); the authors
-  add 1e-3 to the std instead.
+- Observations are normalised with ``Problem.obs_mean/obs_std``, the raw std (the data layer replaces a std below
+  1e-6 by 1); the authors add 1e-3 to the std, so a feature whose std lies between about 1e-6 and 1e-2 is scaled
+  up more here than in theirs.
 - Twin critics are one stacked network over an ensemble axis (same maths, one kernel per layer).
 - The actor's gradient is taken through the first critic with the critic's weight gradients skipped
   (``backward(inputs=actor params)``), which is what the reference computes and then discards.
