@@ -19,8 +19,20 @@ input BatchNorm, batch 1024, lr 0.01, polyak 0.01, gamma 0.95, per-agent gradien
 
 Deviations:
 - The actor is deterministic (tanh), like every other method of the OMAR paper's TD3 backbone, so the regression
-  is a weighted squared error; the authors' actor is a Gaussian with a weighted log-likelihood (the same objective
-  for a fixed-variance Gaussian, up to scale).
+  is a weighted squared error with every action dimension weighted alike. The authors' actor is a Gaussian around
+  ``tanh(mu)`` with a learned, state-independent std per dimension and a weighted log-likelihood, which weights
+  each dimension's squared error by ``1 / (2 sigma_d^2)`` (plus a ``log sigma_d`` term); ours is its fixed-variance
+  case. The batch normalisation of the weights is the same.
+- Which ICQ: the authors' single-agent continuous code (above), per agent. Their multi-agent learner is discrete
+  and uses other forms: an actor advantage ``Q_i(tau, a_i) - sum_a pi_i(a|tau) Q_i(tau, a)`` at temperature 0.1
+  and critic weights ``B * softmax(Q_tot / 1000)`` without the division by alpha or the clamp
+  (``offpg_learner.py``). The OMAR paper does not say which settings its MA-ICQ baseline used.
+- The target critic's pass and the gradient-free advantage passes run the critics' input BatchNorm in training
+  mode (batch statistics, as the OMAR authors' networks do). Rows without a next action (zero-filled ``next_action``:
+  every episode end, 1 row in 25 on MPE, 1 in 1,000 on halfcheetah-2x3) are masked out of the losses and softmaxes
+  but enter those statistics. MA-TD3+BC evaluates its targets with running statistics instead (``ma_td3_bc.py``).
+- The reference's own optimisation settings (batch 32, lr 3e-4, polyak 0.005, a 256-256 critic and a 4 x 256
+  actor) are replaced by the OMAR paper's shared settings (above), as for every baseline of its tables.
 - The authors drop every row without a next action (episode ends) from their buffer. We keep true terminals (their
   target is r: no bootstrap) and mask only rows that have neither a next action nor a terminal (time-limit ends) out
   of both losses and both softmaxes; B_valid counts the rows with a next action.
