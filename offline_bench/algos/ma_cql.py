@@ -43,8 +43,10 @@ Deviations:
   authors' ``main.py`` sets 0.99 for HalfCheetah but never passes it to the agent, whose default of 0.95 is what
   their runs, and so the paper's Table 6, used. We take 0.99 as their intent (elsewhere, as with OMAR's per-dataset
   ``omar_coe``, we follow what the code ran). Q is then about 5x larger there, and neither the conservative
-  penalty nor OMAR's balance of its two actor terms is scale-free; the effect on Table 6 is not measured
-  (``--set gamma=0.95`` trains as the authors' runs did).
+  penalty nor OMAR's balance of its two actor terms is scale-free (``--set gamma=0.95`` trains as the authors' runs
+  did). One probe (MA-CQL, halfcheetah-2x3-medium, seed 0, 10k rounds, ``leaderboards/README.md``) did not separate
+  them: both stood still (last 5 evaluations 3.6 at either discount; the data averages 31.5), with the mean Q of the
+  data's actions at 10k rounds 104.5 at 0.99 against 48.7 at 0.95.
 - The target networks' soft update also copies the online input BatchNorm's running statistics
   (``nn.soft_update``; the authors average parameters only). The targets run in train mode and normalise with batch
   statistics, so nothing reads those running statistics.
