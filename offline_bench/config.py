@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import typing
 from typing import Any, TypeVar
@@ -9,6 +10,7 @@ from typing import Any, TypeVar
 import yaml
 
 C = TypeVar("C")
+MAX_INT = 2**63 - 1  # the largest integer torch takes (a seed beyond it overflows inside torch.manual_seed)
 
 
 def cfg(default: Any, help: str, minimum: int | None = None) -> Any:  # noqa: A002 - `help` reads best at the call site
@@ -47,6 +49,42 @@ def minimum_of(field: dataclasses.Field, annotation: Any) -> int | None:
     return 1 if _AT_LEAST_ONE.search(field.name) and not zero_documented else 0
 
 
+# Float fields are finite, and those whose meaning has a range are checked against it, by name as above: a value
+# outside it would train to a finished run and a table cell (a discount of 2 makes Q grow without bound) or fail
+# deep inside torch naming no key (a negative learning rate). (low, high, low_open, high_open); None = unbounded.
+_FLOAT_RANGES: tuple[tuple[re.Pattern[str], tuple[float | None, float | None, bool, bool]], ...] = (
+    (re.compile(r"(^|_)lr$"), (0.0, None, True, False)),  # learning rates: > 0
+    (re.compile(r"^gamma$|^target_lambda$"), (0.0, 1.0, False, False)),  # discount, soft clipped double-Q weight
+    (re.compile(r"^polyak$|^tau$"), (0.0, 1.0, True, False)),  # target rates; 0 would freeze the targets
+    (re.compile(r"sigma$|temperature$|^icq_alpha$|^icq_beta$|^initial_lagrange$|^(entropy|init)_alpha$"),
+     (0.0, None, True, False)),  # divided by, or a logarithm taken
+    (re.compile(r"noise|weight|decay$|^action_l2$|^cql_alpha$|^mmd_threshold$|^alpha$|^omar_beta$"),
+     (0.0, None, False, False)),  # standard deviations, clips and weights of loss terms: >= 0
+)
+
+
+def float_range(field: dataclasses.Field) -> tuple[float | None, float | None, bool, bool] | None:
+    """The range a float field accepts beyond being finite (``_FLOAT_RANGES``), or None."""
+    for pattern, bounds in _FLOAT_RANGES:
+        if pattern.search(field.name):
+            return bounds
+    return None
+
+
+def _range_text(bounds: tuple[float | None, float | None, bool, bool]) -> str:
+    low, high, low_open, high_open = bounds
+    if high is None:
+        return f"{'>' if low_open else '>='} {low:g}"
+    return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+
+def _in_range(x: float, bounds: tuple[float | None, float | None, bool, bool]) -> bool:
+    low, high, low_open, high_open = bounds
+    above = low is None or (x > low if low_open else x >= low)
+    below = high is None or (x < high if high_open else x <= high)
+    return above and below
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -79,10 +117,14 @@ def _parse_sequence(value: str) -> Any:
         return value
 
 
-def coerce_value(value: Any, annotation: Any, name: str, minimum: int | None = None) -> Any:
+def coerce_value(value: Any, annotation: Any, name: str, minimum: int | None = None,
+                 bounds: tuple[float | None, float | None, bool, bool] | None = None, finite: bool = True) -> Any:
     """Turn a YAML/CLI value into the field's declared type, or raise ValueError naming ``name`` and what it takes.
 
-    ``name`` is how the message calls the field (``gamma``, or ``--seed`` for a value from that option).
+    ``name`` is how the message calls the field (``gamma``, or ``--seed`` for a value from that option). Integers
+    are checked against ``minimum`` and at most ``MAX_INT`` (a seed torch can take); floats must be finite (unless
+    ``finite=False``: a field whose default is NaN, meaning "not set") and, with ``bounds`` (``float_range``), inside
+    them.
     """
     origin = typing.get_origin(annotation)
     if annotation in (float, "float"):
@@ -94,13 +136,20 @@ def coerce_value(value: Any, annotation: Any, name: str, minimum: int | None = N
                 pass
         if isinstance(number, bool) or not isinstance(number, (int, float)):
             raise ValueError(f"{name} must be a number, got {value!r}")
-        return float(number)
+        number = float(number)
+        if finite and not math.isfinite(number):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if bounds is not None and not _in_range(number, bounds):
+            raise ValueError(f"{name} must be {_range_text(bounds)}, got {number:g}")
+        return number
     if annotation in (int, "int"):
         integer = _as_int(value)
         if integer is None:
             raise ValueError(f"{name} must be an integer, got {value!r}")
         if minimum is not None and integer < minimum:
             raise ValueError(f"{name} must be >= {minimum}, got {integer}")
+        if integer > MAX_INT:
+            raise ValueError(f"{name} must be at most 2**63 - 1, got {integer}")
         return integer
     if annotation in (bool, "bool"):
         if isinstance(value, str):
@@ -139,7 +188,9 @@ def coerce_field(config_cls: type, key: str, value: Any, name: str | None = None
             value = yaml.safe_load(value)
         except yaml.YAMLError:
             pass  # left a string: the type check below says what was expected
-    return coerce_value(value, annotation, name or key, minimum_of(field, annotation))
+    bounds = float_range(field) if annotation in (float, "float") else None
+    finite = not (isinstance(field.default, float) and not math.isfinite(field.default))
+    return coerce_value(value, annotation, name or key, minimum_of(field, annotation), bounds, finite)
 
 
 def check_minimums(config: Any) -> None:

@@ -3,11 +3,13 @@ import csv
 import dataclasses
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
+from offline_bench import config as config_lib
 from offline_bench.algos.td3_bc import TD3BC
 from offline_bench.data import catalog, collect, load_dataset
 from offline_bench.data.catalog import task_references
@@ -470,6 +472,44 @@ def test_config_values_are_typed_and_counts_checked():
         resolved("bear", warmup_steps="-1")
     with pytest.raises(ValueError, match="^steps must be >= 1, got 0"):
         TrainConfig(steps=0)
+
+
+def test_float_values_must_be_finite_and_inside_their_meaning():
+    """A discount of 2 or a negative learning rate would train to a finished run (or fail inside torch naming no
+    key); each is refused with the key, the range and the layer it came from. Range edges that mean something pass."""
+    from offline_bench.algos import get_algorithm
+    from offline_bench.behaviour.matd3 import MATD3Config
+    from offline_bench.behaviour.sac import SACConfig
+
+    def resolved(algo, **sets):
+        return resolve_config(algo, get_algorithm(algo).config_cls, "hopper-random", sets=sets).algo_config
+
+    for algo, key, value, message in [
+        ("td3bc", "gamma", "2", "must be in [0, 1], got 2"),
+        ("td3bc", "polyak", "0", "must be in (0, 1], got 0"),
+        ("td3bc", "actor_lr", "-0.1", "must be > 0, got -0.1"),
+        ("td3bc", "policy_noise", "-1", "must be >= 0, got -1"),
+        ("td3bc", "alpha", "nan", "must be a finite number, got 'nan'"),
+        ("bear", "vae_lr", "inf", "must be a finite number, got 'inf'"),
+        ("bear", "mmd_sigma", "0", "must be > 0, got 0"),
+        ("cql", "entropy_alpha", "0", "must be > 0, got 0"),  # its logarithm is the learned parameter
+        ("ma-icq", "icq_beta", "-600", "must be > 0, got -600"),
+        ("omar", "omar_sigma", "0", "must be > 0, got 0"),
+    ]:
+        with pytest.raises(ValueError, match=rf"^{key} {re.escape(message)} \(from --set\)$"):
+            resolved(algo, **{key: value})
+    # The edges that are meaningful: behaviour cloning (alpha 0, cql_alpha 0 is SAC), a myopic critic, no noise.
+    config = resolved("td3bc", alpha="0", gamma="0", policy_noise="0", polyak="1")
+    assert (config.alpha, config.gamma, config.policy_noise, config.polyak) == (0.0, 0.0, 0.0, 1.0)
+    assert resolved("cql", cql_alpha="0").cql_alpha == 0.0
+    # Seeds beyond what torch takes, from a flag or --set; and the shipped configs' defaults all pass the rules.
+    with pytest.raises(ValueError, match=r"^--seed must be at most 2\*\*63 - 1"):
+        resolve_config("td3bc", get_algorithm("td3bc").config_cls, "hopper-random", flags={"seed": 2**64})
+    for config_cls in [get_algorithm(a).config_cls for a in ("td3bc", "cql", "bear", "dbr", "ma-td3bc", "ma-cql",
+                                                             "ma-icq", "omar")] + [MATD3Config, SACConfig]:
+        defaults = config_cls()
+        for f in dataclasses.fields(config_cls):
+            assert config_lib.coerce_field(config_cls, f.name, getattr(defaults, f.name)) == getattr(defaults, f.name)
 
 
 class BrokenTD3BC(TD3BC):

@@ -11,8 +11,9 @@ config or to ``TrainConfig``):
 5. ``--set key=value`` (repeatable), and the explicit flags ``--steps``, ``--seed``, ``--device``; a flag and a
    ``--set`` of the same key that disagree are refused (neither silently wins).
 
-Unknown keys raise with the list of valid keys; every value is checked against its field's type (and an integer's
-minimum, ``offline_bench.config.minimum_of``) with the key and its layer in the message. ``ResolvedConfig.sources``
+Unknown keys raise with the list of valid keys; every value is checked against its field's type (an integer's
+minimum, ``offline_bench.config.minimum_of``; a float is finite and inside its meaning's range, ``float_range``: a
+learning rate > 0, a discount in [0, 1], ...) with the key and its layer in the message. ``ResolvedConfig.sources``
 records which layer set each field.
 """
 from __future__ import annotations
