@@ -149,6 +149,28 @@ def test_resume_after_interruption_equals_uninterrupted_run(data_root, tmp_path)
     assert_same_state(a["sampler"], b["sampler"])
 
 
+def test_metrics_reach_the_disk_before_the_checkpoint_that_follows_them(data_root, tmp_path, monkeypatch):
+    """After a power loss a checkpoint must not be ahead of metrics.csv (resume keeps the rows up to its step): the
+    rows are fsynced before each checkpoint is written, and each rename's folder after it."""
+    import os
+
+    from offline_bench.train import loop
+
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append(Path(os.readlink(f"/proc/self/fd/{fd}")).name)
+        real_fsync(fd)
+
+    monkeypatch.setattr(loop.os, "fsync", fsync)
+    train("td3bc", "hopper-random", steps=20, sets={**TINY, "checkpoint_every": 10}, root=data_root, runs=tmp_path)
+    checkpoints = [i for i, name in enumerate(synced) if name == "checkpoint.pt.tmp"]
+    assert len(checkpoints) == 2
+    for i in checkpoints:
+        assert synced[i - 1] == "metrics.csv" and synced[i + 1] == "seed0"  # rows, checkpoint, its folder
+
+
 def test_resume_of_a_run_from_before_the_episode_length(data_root, tmp_path):
     """A run stopped before metrics.csv had ``eval_length`` and its checkpoint's evaluations a length resumes: its
     old rows keep an empty length, new evaluation rows have one, and result.json leaves the length out (its last

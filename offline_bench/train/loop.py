@@ -207,6 +207,16 @@ def write_atomic(path: Path, data: bytes | str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    try:  # the rename itself is durable only once its folder is synced (POSIX)
+        folder = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(folder)
+    except OSError:
+        pass  # some file systems do not sync folders; the rename is still atomic
+    finally:
+        os.close(folder)
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -297,6 +307,11 @@ class MetricsCSV:
             return
         with open(self.path, "a", newline="") as f:
             csv.DictWriter(f, fieldnames=self.columns, lineterminator="\n").writerow(text)
+
+    def sync(self) -> None:
+        """Flush the appended rows to the disk (``fsync``): a checkpoint written after it never gets ahead of them."""
+        with open(self.path, "rb") as f:
+            os.fsync(f.fileno())
 
 
 def _fmt(value: Any) -> str:
@@ -734,6 +749,7 @@ def _train_locked(
                 buffer = {}
                 metrics.append(row)
                 if do_ckpt:
+                    metrics.sync()  # on disk before the checkpoint that vouches for its rows (power loss)
                     save_checkpoint(ckpt_path, {
                         "format": CHECKPOINT_FORMAT,
                         "step": step,
