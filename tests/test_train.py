@@ -291,6 +291,18 @@ def test_single_agent_algorithm_refuses_multi_agent_data(data_root, tmp_path):
     with pytest.raises(TrainError, match="td3bc is a single-agent algorithm but spread-random-v1 has 3 agents"):
         train("td3bc", "spread-random", steps=5, sets=TINY, root=data_root, runs=tmp_path)
     assert not (tmp_path / "spread-random-v1").exists()
+    # before a missing dataset's collect command is suggested: collecting it would not help
+    with pytest.raises(TrainError, match="td3bc is a single-agent algorithm but tag-random-v1 has 3 agents"):
+        train("td3bc", "tag-random", steps=5, sets=TINY, root=tmp_path / "empty", runs=tmp_path)
+
+
+def test_a_missing_mixed_dataset_says_its_collect_may_need_retrain(tmp_path):
+    from offline_bench.data import DatasetError
+
+    with pytest.raises(DatasetError, match=r"^dataset spread-mixed-v1 is not collected in .*: run `offline-bench "
+                       r"collect spread-mixed-v1 --root .*`, adding --retrain where no behaviour run of spread is "
+                       r"saved on this machine \(it re-runs \d+ training steps"):
+        train("omar", "spread-medium-replay", steps=5, sets=TINY, root=tmp_path / "empty", runs=tmp_path)
 
 
 def test_v0_mpe_data_trains_and_evaluates_in_its_own_action_layout(tmp_path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from offline_bench.algos.base import Problem
-from offline_bench.data.catalog import CATALOG, TaskReferences, resolve_dataset_id, task_references
+from offline_bench.data.catalog import CATALOG, TaskReferences, resolve_dataset_id, retrain_cost, task_references
 from offline_bench.data.format import DatasetError, hdf5_path, manifest_path, read_arrays, read_manifest
 from offline_bench.envs.tasks import recorded_action_layout
 from offline_bench.paths import data_root
@@ -125,12 +126,22 @@ def load_dataset(dataset_id: str, root: str | os.PathLike[str] | None = None, ch
     """
     canonical = resolve_dataset_id(dataset_id)
     directory = data_root(root)
-    recipe = CATALOG[canonical].recipe
-    if not recipe.collectable and dataset_status(canonical, directory) == "missing":
-        raise DatasetError(
-            f"dataset {canonical} is not collected in {directory}, and it needs a behaviour policy first "
-            f"({recipe.description}); see `offline-bench behaviour --help`"
-        )
+    if dataset_status(canonical, directory) == "missing":
+        from offline_bench.data.collection import ensure_behaviour_recipes
+
+        ensure_behaviour_recipes()  # whether the id is collectable, and how, is the behaviour layer's to say
+        entry = CATALOG[canonical]
+        if not entry.recipe.collectable:
+            raise DatasetError(
+                f"dataset {canonical} is not collected in {directory}, and it needs a behaviour policy first "
+                f"({entry.recipe.description}); see `offline-bench behaviour --help`"
+            )
+        if entry.quality == "mixed":
+            raise DatasetError(
+                f"dataset {canonical} is not collected in {directory}: run `offline-bench collect {canonical} --root "
+                f"{shlex.quote(str(directory))}`, adding --retrain where no behaviour run of {entry.task} is saved on "
+                f"this machine (it re-runs {retrain_cost(entry.task)})"
+            )
     manifest = read_manifest(directory, canonical)
     arrays = read_arrays(directory, canonical, manifest, check_hash=check_hash)
     return Dataset(dataset_id=canonical, path=hdf5_path(directory, canonical), manifest=manifest, **arrays)

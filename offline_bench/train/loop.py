@@ -54,6 +54,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -247,7 +248,8 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     """
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, zipfile.BadZipFile) as err:
+    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError, zipfile.BadZipFile, OSError) as err:
+        # (a file cut short near its end fails as OSError "Invalid argument", seeking past what is there)
         log.debug("cannot read %s", path, exc_info=True)
         text = str(err).strip()  # torch's message runs on for several sentences; the first says what failed
         why = text.splitlines()[0].split(". ")[0] if text else type(err).__name__
@@ -386,6 +388,15 @@ def check_compatible(algo_cls: type, algo_id: str, problem: Any, dataset_id: str
             f"{algo_id} is a single-agent algorithm but {dataset_id} has {problem.n_agents} agents; "
             f"use a multi-agent one: {', '.join(ma)}"
         )
+
+
+def catalog_agents(dataset_id: str) -> int:
+    """Learning agents of a catalog dataset, from its task's static facts: no dataset file or simulator needed, so
+    ``check_compatible`` can refuse a pairing before a missing dataset's collect command is suggested."""
+    from offline_bench.data.catalog import catalog_entry
+    from offline_bench.envs.tasks import task_spec
+
+    return task_spec(catalog_entry(dataset_id).task).n_agents
 
 
 # ---------------------------------------------------------------------------------------------------------- loop
@@ -681,7 +692,11 @@ def _train_locked(
     result_path, config_path, ckpt_path = run_dir / "result.json", run_dir / "config.json", run_dir / "checkpoint.pt"
     record = _config_record(resolved, facts, device)
     resuming = ckpt_path.exists()
-    stored = json.loads(config_path.read_text()) if config_path.exists() else None
+    try:
+        stored = json.loads(config_path.read_text()) if config_path.exists() else None
+    except ValueError as err:
+        raise TrainError(f"{config_path} is damaged and cannot be read (not valid JSON: {err}); delete the run "
+                         f"directory {run_dir} to start this run over") from None
     if stored is not None:
         diffs = _same_run(stored, record, resolved)
         if diffs:
@@ -877,7 +892,10 @@ def train(
     algo_cls, resolved = prepare(
         algo, dataset, seed=seed, steps=steps, device=device, config_file=config_file, sets=sets
     )  # config errors before the (possibly slow) dataset load
-    finished = run_dir_for(_canonical_id(dataset), resolved.algo_id, resolved.train_config.seed, runs)
+    canonical = _canonical_id(dataset)
+    # and a pairing that cannot train, before a missing dataset's collect command is suggested
+    check_compatible(algo_cls, resolved.algo_id, SimpleNamespace(n_agents=catalog_agents(canonical)), canonical)
+    finished = run_dir_for(canonical, resolved.algo_id, resolved.train_config.seed, runs)
     if (finished / "result.json").exists():  # no need to load (and hash) the dataset
         return _finished(finished, resolved, None)
     loaded = load_dataset(dataset, root=root)
