@@ -32,6 +32,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -228,14 +229,6 @@ def resolve_grid(
     return specs
 
 
-def _dataset_agents(dataset_id: str) -> int:
-    """Learning agents of a catalog dataset, from its task's static facts: no dataset file or simulator needed."""
-    from offline_bench.data.catalog import catalog_entry
-    from offline_bench.envs.tasks import task_spec
-
-    return task_spec(catalog_entry(dataset_id).task).n_agents
-
-
 def check_grid(specs: Sequence[RunSpec]) -> None:
     """Refuse a grid whose runs ``train`` would refuse, before any of them starts (SweepError, one line).
 
@@ -248,7 +241,7 @@ def check_grid(specs: Sequence[RunSpec]) -> None:
     from offline_bench.config import parse_sets
     from offline_bench.train import TrainError, prepare
     from offline_bench.train.config import TrainConfig
-    from offline_bench.train.loop import check_compatible, load_algorithm
+    from offline_bench.train.loop import catalog_agents, check_compatible, load_algorithm, resolve_device
 
     if not specs:
         return
@@ -268,13 +261,17 @@ def check_grid(specs: Sequence[RunSpec]) -> None:
     if lacking:
         which = "; ".join(f"{key!r} (not a key of {', '.join(algos)})" for key, algos in lacking.items())
         example = next(iter(lacking.values()))[0]
+        known = [key for key in lacking if len(lacking[key]) < len(algo_ids)]  # keys of some algorithms only
+        scoped = (f"; a key of some algorithms only ({', '.join(map(repr, known))}) needs a sweep of those "
+                  "algorithms on their own, into the same --runs folder" if known else "")
         raise SweepError(f"unknown config key{'s' if len(lacking) > 1 else ''} in --set: {which}; nothing was "
-                         f"started (`offline-bench train --algo {example} --show-config` lists the valid keys)")
+                         f"started (`offline-bench train --algo {example} --show-config` lists the valid keys)"
+                         + scoped)
     unfit = []
     for algo_id in algo_ids:
         algo_cls = load_algorithm(algo_id)[1]
         for dataset_id in dataset_ids:
-            agents = _dataset_agents(dataset_id)
+            agents = catalog_agents(dataset_id)
             try:
                 check_compatible(algo_cls, algo_id, SimpleNamespace(n_agents=agents), dataset_id)
             except TrainError:
@@ -286,11 +283,15 @@ def check_grid(specs: Sequence[RunSpec]) -> None:
         raise SweepError(f"single-agent algorithms cannot train on multi-agent datasets: {', '.join(unfit)}; use a "
                          f"multi-agent algorithm there ({', '.join(multi_agent)}) or leave those datasets out; "
                          "nothing was started")
+    if "seed" in overrides:  # every run would refuse it: its --seed (0..N-1) and the --set disagree
+        raise SweepError(f"--set seed={overrides['seed']}: a sweep's seeds are 0..N-1 from --seeds N (one run "
+                         "each); leave seed out of --set; nothing was started")
     # Every run's whole config (shipped per-task files, then --set and --steps): bad values fail here, not per run.
     for dataset_id in dataset_ids:
         for algo_id in algo_ids:
             try:
-                prepare(algo_id, dataset_id, steps=steps, sets=overrides)
+                _, resolved = prepare(algo_id, dataset_id, steps=steps, sets=overrides)
+                resolve_device(resolved.train_config.device, resolved.sources.get("device", "default"))
             except (TrainError, ValueError, KeyError, FileNotFoundError) as err:
                 text = err.args[0] if type(err) is KeyError and err.args else str(err)
                 raise SweepError(f"{algo_id} on {dataset_id}: {text}; nothing was started") from None
@@ -333,6 +334,18 @@ def check_runs_folder(specs: Sequence[RunSpec], runs: Path | str | None) -> None
             f"(first: {spec.name}: {'; '.join(diffs)}); pass another --runs folder, or delete those runs, to train "
             "with these settings (--dry-run marks them 'conflict'); nothing was started"
         )
+
+
+def check_writable(folder: Path, option: str) -> None:
+    """Make ``folder`` (and its parents) or raise SweepError naming ``option``: before any run starts, not once per
+    run in its log."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-")
+        probe.close()
+    except OSError as err:
+        raise SweepError(f"cannot write to the {option} folder {folder} ({err.strerror or err}); pass a folder you "
+                         "can write to; nothing was started") from None
 
 
 def stop_processes(procs: Sequence[subprocess.Popen], grace: float = STOP_GRACE_S) -> list[int]:
@@ -425,12 +438,15 @@ def run_cli_process(args: Sequence[str], log_path: str, children: ChildProcesses
     return code, time.perf_counter() - start
 
 
-def _tail(path: Path, lines: int = 5) -> str:
+def _last_attempt(path: Path) -> str:
+    """The output of the last attempt in a run's log: the log keeps every attempt, each after its
+    ``$ offline-bench ...`` line (``run_cli_process``)."""
     try:
-        text = path.read_text(errors="replace").strip().splitlines()
+        text = path.read_text(errors="replace")
     except OSError:
         return ""
-    return " | ".join(line.strip() for line in text[-lines:])
+    start = text.rfind("$ offline-bench ")
+    return text if start < 0 else text[start:].split("\n", 1)[-1]
 
 
 def _outcome(spec: RunSpec, runs: Path, code: int, seconds: float) -> RunOutcome:
@@ -438,7 +454,7 @@ def _outcome(spec: RunSpec, runs: Path, code: int, seconds: float) -> RunOutcome
     if code == 0 and run_status(spec, runs) == "finished":
         return RunOutcome(spec, "finished", seconds, log_path)
     why = f"exit code {code}" if code != 0 else "exited 0 but wrote no result.json"
-    return RunOutcome(spec, "failed", seconds, log_path, f"{why}; log {log_path}: {_tail(log_path)}")
+    return RunOutcome(spec, "failed", seconds, log_path, f"{why}; log {log_path}: {_error_line(_last_attempt(log_path))}")
 
 
 def _error_line(text: str) -> str:
@@ -504,6 +520,7 @@ def run_sweep(
         emit(outcome)
 
     check_runs_folder(specs, runs_dir)
+    check_writable(runs_dir, "--runs")
     children = ChildProcesses()
     try:
         missing = [d for d in dict.fromkeys(s.dataset_id for s in specs) if not is_collected(d, root_dir)]

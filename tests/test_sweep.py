@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from click.testing import CliRunner, Result
 
 from offline_bench.cli import main
 import offline_bench.sweep as sweep_module
-from offline_bench.sweep import (PRESETS, QUICK_STEPS, RunSpec, SweepError, _check_reachable, _import_ray,
+from offline_bench.sweep import (LOG_DIR, PRESETS, QUICK_STEPS, RunSpec, SweepError, _check_reachable, _import_ray,
                                  quick_budget_text, resolve_grid, run_status, stop_processes)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -189,6 +190,9 @@ def test_failed_runs_are_reported_with_their_log(swept: Path) -> None:
     seed2 = swept / "runs" / "hopper-random-v0" / "td3bc" / "seed2"
     seed2.mkdir(parents=True)
     (seed2 / ".lock").write_text(str(os.getpid()))  # as if a live process (this one) were training the run
+    log_path = swept / "runs" / LOG_DIR / "hopper-random-v0" / "td3bc" / "seed2.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.write_text("$ offline-bench train ...\nError: an earlier attempt's cause\n")  # the log keeps attempts
     try:
         result = CliRunner().invoke(main, ["sweep", "--algos", "td3bc", "--datasets", "hopper-random", "--seeds", "3",
                                            "--root", str(swept / "data"), "--runs", str(swept / "runs"), *TINY])
@@ -196,7 +200,8 @@ def test_failed_runs_are_reported_with_their_log(swept: Path) -> None:
         shutil.rmtree(seed2)
     assert result.exit_code == 1
     assert "FAILED hopper-random-v0/td3bc/seed2: exit code" in result.output
-    assert f"is being trained by process {os.getpid()}" in result.output  # the log's tail says why
+    assert f"is being trained by process {os.getpid()}" in result.output  # this attempt's error line says why
+    assert "an earlier attempt's cause" not in result.output and "an earlier attempt's cause" in log_path.read_text()
     assert "0 finished, 2 already finished, 1 failed" in result.output
 
 
@@ -212,13 +217,36 @@ def test_grid_with_unknown_set_keys_is_refused_before_anything_starts(tmp_path: 
         assert result.exit_code == 1, result.output
         assert result.output.strip().splitlines() == [
             "Error: unknown config keys in --set: 'foo' (not a key of td3bc, omar); 'omar_coe' (not a key of td3bc); "
-            "nothing was started (`offline-bench train --algo td3bc --show-config` lists the valid keys)"]
+            "nothing was started (`offline-bench train --algo td3bc --show-config` lists the valid keys); a key of "
+            "some algorithms only ('omar_coe') needs a sweep of those algorithms on their own, into the same --runs "
+            "folder"]
     bad_value = _sweep_cli("--algos", "td3bc", "--datasets", "hopper-random", "--set", "eval_every=0", "--dry-run",
                            root=tmp_path, runs=runs)
     assert bad_value.exit_code == 1
     assert bad_value.output.startswith("Error: td3bc on hopper-random-v0: eval_every must be >= 1, got 0")
     assert not runs.exists() and not (tmp_path / "data").exists()
     assert len(resolve_grid(["omar"], ["hopper-random"], sets=["omar_coe=0.5"])) == 1  # a key of the algorithm
+
+
+def test_grids_every_run_would_refuse_and_unwritable_runs_folders_are_refused_up_front(tmp_path: Path) -> None:
+    """A seed in --set (each run's --seed disagrees), CUDA where there is none, a --runs folder that cannot be made:
+    one line before anything starts, not one failure per run in its log."""
+    grid = ("--algos", "td3bc", "--datasets", "hopper-random", "--steps", "5")
+    seed = _sweep_cli(*grid, "--set", "seed=3", root=tmp_path, runs=tmp_path / "runs")
+    assert seed.exit_code == 1 and seed.output.strip().splitlines() == [
+        "Error: --set seed=3: a sweep's seeds are 0..N-1 from --seeds N (one run each); leave seed out of --set; "
+        "nothing was started"]
+    if not torch.cuda.is_available():
+        cuda = _sweep_cli(*grid, "--set", "device=cuda", root=tmp_path, runs=tmp_path / "runs")
+        assert cuda.exit_code == 1 and cuda.output.startswith(
+            "Error: td3bc on hopper-random-v0: device 'cuda' (from --set device=cuda) was asked for but CUDA is not "
+            "available here")
+    (tmp_path / "a-file").write_text("")
+    blocked = _sweep_cli(*grid, root=tmp_path, runs=tmp_path / "a-file" / "runs")
+    assert blocked.exit_code == 1 and blocked.output.strip().splitlines()[-1].startswith(
+        f"Error: cannot write to the --runs folder {tmp_path / 'a-file' / 'runs'} (")
+    assert "Traceback" not in blocked.output
+    assert not (tmp_path / "runs").exists()
 
 
 def test_single_agent_algorithms_on_multi_agent_datasets_are_refused(tmp_path: Path) -> None:
