@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import click
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -55,14 +56,20 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_collect_writes_the_file_and_list_shows_it(root: Path) -> None:
     assert sorted(p.name for p in root.iterdir()) == ["hopper-random-v0.hdf5", "hopper-random-v0.json"]
-    result = run("datasets", "list", "--root", str(root))
+    result = run("datasets", "list", "--root", str(root), env={"OFFLINE_BENCH_RUNS": str(root / "runs")})
     assert result.exit_code == 0
-    lines = {line.split()[0]: line.split() for line in result.output.splitlines()[2:]}
+    *rows, note = result.output.splitlines()[2:]
+    lines = {line.split()[0]: line.split() for line in rows}
     assert len(lines) == 32 + 12  # the MPE tasks' ids also at v1 (their force action layout)
     assert lines["hopper-random-v0"][1:] == ["collectable", "yes", "yes", "120"]
     assert lines["spread-random-v1"][1:] == ["collectable", "no", "-"]
+    # No saved behaviour run in these --runs: collecting mixed data re-runs the training, which the list says.
+    assert lines["spread-mixed-v1"][1:] == ["collectable,", "--retrain", "no", "-"]
+    assert note.startswith("--retrain: no saved behaviour run of that task is on this machine")
     for dataset_id, entry in CATALOG.items():
-        assert lines[dataset_id][1] == ("collectable" if entry.recipe.collectable else "needs"), dataset_id
+        mixed = entry.quality == "mixed" and entry.recipe.collectable
+        expected = "collectable," if mixed else "collectable" if entry.recipe.collectable else "needs"
+        assert lines[dataset_id][1] == expected, dataset_id
 
 
 def test_collecting_again_keeps_an_identical_dataset(root: Path) -> None:
@@ -116,6 +123,7 @@ def test_verify_fails_with_one_line_naming_the_fix(root: Path, tmp_path: Path) -
         (["datasets", "measure-random", "cartpole"], "unknown task 'cartpole'"),
         (["datasets", "import", "offline-bench/ant-random-v0"], "no local Minari dataset"),
         (["collect", "hopper-random", "--retrain"], "--retrain applies to mixed datasets only"),
+        (["collect", "hopper-random", "--workdir", "."], "--workdir applies to mixed datasets only"),
         (["collect", "hopper-mixed", "--steps", "1000"], "has a fixed size"),
         (["collect", "spread-mixed"], "add --retrain to re-run that training deterministically"),
         (["behaviour", "collect-mixed", "tag"], "add --retrain"),
@@ -131,6 +139,23 @@ def test_errors_are_one_line_without_traceback(args: list[str], message: str, tm
     assert result.exit_code == 1, result.output
     assert message in result.output and result.output.count("\n") == 1 and "Traceback" not in result.output
     assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
+
+
+def test_a_damaged_saved_replay_buffer_names_the_file_and_the_fix(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    damaged = [b"not a zip file", None]  # None: an archive that needs pickles, which a run never saves
+    for content in damaged:
+        if content is None:
+            np.savez(work / "mixed.npz", terminals=np.array([object()], dtype=object))
+        else:
+            (work / "mixed.npz").write_bytes(content)
+        result = CliRunner().invoke(main, ["collect", "spread-mixed", "--workdir", str(work), "--root",
+                                           str(tmp_path / "data")])
+        assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+        assert result.output.startswith(f"Error: {work / 'mixed.npz'} is damaged and cannot be read (")
+        assert "move it away and add --retrain" in result.output and "unsafe" not in result.output.lower()
+    assert not (tmp_path / "data").exists() or not any((tmp_path / "data").iterdir())
 
 
 def test_export_and_import_through_the_cli(root: Path, tmp_path: Path) -> None:

@@ -307,6 +307,12 @@ def test_refuses_manifest_that_disagrees_with_the_file(single: Path) -> None:
     path.write_text(json.dumps(manifest))
     with pytest.raises(DatasetError, match="does not match the one inside"):
         load_dataset("hopper-random", root=single)
+    # Text that is not JSON, and bytes that are not text: the parser's whole position, and the fix.
+    for damaged, why in [(b'{"format": "\x01"}', r"Invalid control character at: line 1 column 13"),
+                         (b"\xff\xfe\x00", r"'utf-8' codec can't decode byte 0xff")]:
+        path.write_bytes(damaged)
+        with pytest.raises(DatasetError, match=rf"manifest hopper-random-v0.json is not valid JSON \({why}.*\); "):
+            load_dataset("hopper-random", root=single)
 
 
 def test_missing_and_incomplete_files(single: Path, tmp_path_factory: pytest.TempPathFactory) -> None:

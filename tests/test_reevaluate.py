@@ -54,7 +54,7 @@ def test_the_runs_own_final_evaluation_is_reproduced(run_dir, data_root):
 def test_the_command_prints_each_run_and_writes_json(run_dir, data_root, tmp_path):
     other = tmp_path / "seed4"
     shutil.copytree(run_dir, other)  # a second run directory (the same policy) to show the mean over runs
-    out = tmp_path / "ev.json"
+    out = tmp_path / "evaluations" / "ev.json"  # its folder is made (before the rollouts, so it cannot cost them)
     result = CliRunner().invoke(main, ["evaluate", str(run_dir), str(other), "--episodes", "3", "--seed", "1",
                                        "--root", str(data_root), "--json", str(out)])
     assert result.exit_code == 0, result.output
@@ -67,6 +67,11 @@ def test_the_command_prints_each_run_and_writes_json(run_dir, data_root, tmp_pat
     assert records[0]["returns"] == records[1]["returns"] and len(records[0]["scores"]) == 3
     assert records[0]["mean_return"] == pytest.approx(sum(records[0]["returns"]) / 3)
     assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoint.pt", "config.json", "metrics.csv", "result.json"]
+    (tmp_path / "a-file").write_text("")
+    blocked = CliRunner().invoke(main, ["evaluate", str(run_dir), "--episodes", "3", "--root", str(data_root),
+                                        "--json", str(tmp_path / "a-file" / "ev.json")])
+    assert blocked.exit_code == 1 and blocked.output.startswith("Error: cannot create the folder of --json ")
+    assert len(blocked.output.strip().splitlines()) == 1  # refused before any run was evaluated
 
 
 def test_an_unfinished_run_is_evaluated_at_its_last_checkpoint(data_root, tmp_path, caplog):

@@ -284,3 +284,18 @@ def test_closed_stdout_ends_quietly(tmp_path, command):
     finally:
         os.close(write_end)
     assert (proc.returncode, proc.stderr) == (0, "")
+
+
+def test_folders_that_cannot_be_made_are_named_with_what_to_check(data_root, tmp_path):
+    """A --runs, --root or --out under a file: the path and the system's reason, not Python's bare [Errno 20]."""
+    (tmp_path / "a-file").write_text("")
+    blocked = tmp_path / "a-file" / "sub"
+    checks = [
+        ["train", "--algo", "td3bc", "--dataset", "hopper-random", "--root", str(data_root), "--runs", str(blocked),
+         *TINY_SETS, "--steps", "2"],
+        ["collect", "hopper-random", "--steps", "50", "--root", str(blocked)],
+    ]
+    for args in checks:
+        result = CliRunner().invoke(main, args)
+        assert_one_line_error(result, f"Not a directory: {blocked}", "(check that path: a folder this command can")
+        assert "[Errno" not in result.stderr

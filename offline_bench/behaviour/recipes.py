@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -231,6 +232,16 @@ class _ReplaySource:
         }
 
 
+def saved_mixed_buffer(task: str, policies: str | os.PathLike[str] | None = None) -> Path | None:
+    """Where ``collect <task>-mixed`` finds the behaviour run's saved replay buffer without ``--workdir`` (the
+    default ``runs/behaviour/<task>/seed<k>/mixed.npz``), or None: that collect then needs ``--retrain``."""
+    entry = read_index(policies).get("tasks", {}).get(task)
+    if entry is None or "mixed" not in entry:
+        return None
+    saved = default_workdir(task, entry["run"]["seed"]) / "mixed.npz"
+    return saved if saved.exists() else None
+
+
 def mixed_buffer(
     task: str,
     run_dir: str | os.PathLike[str] | None = None,
@@ -252,8 +263,14 @@ def mixed_buffer(
     run_dir = Path(run_dir) if run_dir else default_workdir(task, seed)
     saved = run_dir / "mixed.npz"
     if saved.exists():
-        with np.load(saved) as f:
-            arrays = {k: f[k] for k in f.files}
+        try:
+            with np.load(saved) as f:  # no pickles: a file that needs them is not one a run saved
+                arrays = {k: f[k] for k in f.files}
+            arrays["terminals"]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            why = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f"{saved} is damaged and cannot be read ({why}); move it away and add --retrain to "
+                             "rebuild the data, or pass the --workdir of an intact run") from None
         if len(arrays["terminals"]) != steps:
             raise ValueError(f"{saved} holds {len(arrays['terminals'])} transitions, the committed {task} medium "
                              f"policy was frozen at {steps}: it is another run; pass the right --workdir, or "
@@ -369,5 +386,6 @@ __all__ = [
     "mixed_file_arrays",
     "register_behaviour_recipes",
     "retrain_cost",
+    "saved_mixed_buffer",
     "stored_opponent",
 ]

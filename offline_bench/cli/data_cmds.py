@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
-from offline_bench.cli.main import main
+from offline_bench.cli.main import error_line, main
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -40,8 +40,11 @@ def clean_errors(func: F) -> F:
         except (DatasetError, UnknownDatasetError, MinariError, MissingReferenceError, ValueError, KeyError,
                 OSError) as exc:
             logging.getLogger(__name__).debug("%s failed", func.__name__, exc_info=True)  # -vv shows the traceback
-            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-            raise click.ClickException(str(message).replace("\n", " ")) from None
+            if isinstance(exc, OSError) and exc.errno is not None and exc.filename is not None:
+                message = error_line(exc)
+            else:
+                message = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
+            raise click.ClickException(message.replace("\n", " ")) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -148,10 +151,17 @@ def list_datasets(root: str | None, no_verify: bool) -> None:
     from offline_bench.data.format import DatasetError
     from offline_bench.paths import data_root
 
+    from offline_bench.behaviour.recipes import saved_mixed_buffer
+
     click.echo(f"datasets in {data_root(root)}")
     click.echo(f"{'id':<30} {'recipe':<23} {'collected':<11} {'verified':<9} {'transitions':>11}")
+    retrain = False
     for dataset_id in all_dataset_ids():
         status = dataset_status(dataset_id, root)
+        entry = catalog_entry(dataset_id)
+        recipe = entry.recipe.status
+        if entry.quality == "mixed" and entry.recipe.collectable and saved_mixed_buffer(entry.task) is None:
+            recipe, retrain = "collectable, --retrain", retrain or status != "collected"
         verified, transitions = "-", ""
         if status == "collected" and not no_verify:
             try:
@@ -160,8 +170,10 @@ def list_datasets(root: str | None, no_verify: bool) -> None:
             except DatasetError:
                 verified = "FAILED"
         collected = {"collected": "yes", "missing": "no", "incomplete": "incomplete"}[status]
-        click.echo(f"{dataset_id:<30} {catalog_entry(dataset_id).recipe.status:<23} {collected:<11} "
-                   f"{verified:<9} {transitions:>11}")
+        click.echo(f"{dataset_id:<30} {recipe:<23} {collected:<11} {verified:<9} {transitions:>11}")
+    if retrain:
+        click.echo("--retrain: no saved behaviour run of that task is on this machine, so `collect <id> --retrain` "
+                   "re-runs its training up to the medium policy (`offline-bench collect --help` lists the time)")
 
 
 @datasets.command()

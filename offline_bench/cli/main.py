@@ -25,6 +25,17 @@ def configure_threads() -> None:
     torch.set_num_threads(threads or 1)
 
 
+def error_line(err: BaseException) -> str:
+    """The one line a command prints for an expected error: KeyError's quotes removed, the first line of a long
+    message, and a system OSError (an errno and a path, e.g. a --root or --runs that cannot be created) as what
+    failed on which path and what to check, instead of Python's bare ``[Errno 17] File exists: '/dev/null'``."""
+    if isinstance(err, OSError) and err.errno is not None and err.filename is not None:
+        where = err.filename if err.filename2 is None else f"{err.filename} -> {err.filename2}"
+        return f"{err.strerror}: {where} (check that path: a folder this command can read, or create and write to)"
+    text = str(err.args[0] if type(err) is KeyError and err.args else err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def _caused_by_broken_pipe(err: BaseException | None) -> bool:
     """Whether ``err`` is, or was raised while handling, a BrokenPipeError (commands may wrap OSErrors)."""
     while err is not None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from offline_bench.cli.main import main
+from offline_bench.cli.main import error_line, main
 from offline_bench.sweep import PRESETS, RunOutcome, quick_budget_text  # standard library + paths: cheap to import
 
 _FORMATS = ("md", "csv", "latex", "html", "all")
@@ -19,8 +19,7 @@ def _split(values: tuple[str, ...]) -> list[str]:
 
 
 def _fail(err: BaseException) -> None:
-    text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-    raise click.ClickException(str(text).strip().splitlines()[0])
+    raise click.ClickException(error_line(err))
 
 
 @main.command()
@@ -70,7 +69,7 @@ def report(runs: str | None, out: str, formats: tuple[str, ...], statistic: str 
             grid_datasets=grid.datasets if grid else (), grid_algos=grid.algos if grid else (),
             plots=not no_plots, score=score,
         )
-    except (ValueError, FileNotFoundError, KeyError) as err:
+    except (ValueError, OSError, KeyError) as err:
         _fail(err)
     click.echo(result.markdown)
     for path in [*result.files.values()]:  # "replaced": the default --out holds committed tables

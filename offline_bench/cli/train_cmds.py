@@ -9,13 +9,12 @@ from typing import Any
 import click
 import numpy as np
 
-from offline_bench.cli.main import main
+from offline_bench.cli.main import error_line, main
 
 
 def _message(err: BaseException) -> str:
-    """One line for the user: KeyError's quotes removed, only the first line of a long message."""
-    text = err.args[0] if type(err) is KeyError and err.args else str(err)
-    return str(text).strip().splitlines()[0] if str(text).strip() else type(err).__name__
+    """One line for the user (``cli.main.error_line``)."""
+    return error_line(err)
 
 
 class _ProgressBar:
@@ -170,7 +169,7 @@ def _evaluation_line(ev: Any) -> str:
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False), metavar="RUN_DIR...")
 @click.option("--episodes", type=click.IntRange(min=1), default=100, show_default=True,
               help="Episodes per run, run side by side with one batched policy forward per step.")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(min=0, max=2**63 - 1), default=0, show_default=True,
               help="Evaluation seed: the episodes' env seeds and torch's generator derive from it.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Device of the policy; auto uses CUDA when available.")
@@ -197,6 +196,12 @@ def evaluate(run_dirs: tuple[str, ...], episodes: int, seed: int, device: str, r
 
     user_errors: tuple[type[BaseException], ...] = (TrainError, ValueError, UnknownDatasetError, OSError)
     results = []
+    if json_path is not None:  # before evaluating: a folder that cannot be made must not cost the rollouts
+        try:
+            Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            click.echo(f"Error: cannot create the folder of --json {json_path}: {err.strerror or err}", err=True)
+            sys.exit(1)
     try:
         for run_dir in run_dirs:
             results.append(evaluate_run(run_dir, episodes=episodes, seed=seed, device=device, root=root))
@@ -211,5 +216,9 @@ def evaluate(run_dirs: tuple[str, ...], episodes: int, seed: int, device: str, r
         click.echo(f"{len(results)} runs: normalized {np.mean(scores):.1f} ± {np.std(scores):.1f} "
                    "(mean ± std over the runs of each run's mean)")
     if json_path is not None:
-        write_json(Path(json_path), [ev.to_json() for ev in results])
+        try:
+            write_json(Path(json_path), [ev.to_json() for ev in results])
+        except OSError as err:
+            click.echo(f"Error: cannot write --json {json_path}: {err.strerror or err}", err=True)
+            sys.exit(1)
         click.echo(f"wrote {json_path}")

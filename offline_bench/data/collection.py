@@ -399,7 +399,8 @@ def collect(
         return _collect_replay_buffer(entry, steps, seed, root, progress, force, retrain, run_dir)
     if retrain or run_dir is not None:
         raise ValueError(
-            f"--retrain applies to mixed datasets only; {entry.dataset_id} is made of rollouts of "
+            f"{'--retrain' if retrain else '--workdir'} applies to mixed datasets only; {entry.dataset_id} is made of "
+            "rollouts of "
             f"{'a randomly initialised policy' if entry.quality == 'random' else 'the committed ' + entry.quality + ' policy'}"
             f" (to train behaviour policies again: offline-bench behaviour train {entry.task})"
         )

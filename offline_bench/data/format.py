@@ -267,7 +267,7 @@ def read_manifest(root: Path | str, dataset_id: str) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{dataset_id}: manifest {path.name} is not valid JSON ({exc.msg}); {fix()}") from None
+        raise DatasetError(f"{dataset_id}: manifest {path.name} is not valid JSON ({exc}); {fix()}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise DatasetError(f"{dataset_id}: {path.name} is not an offline-bench dataset manifest; {fix()}")
     version = manifest.get("format_version")
