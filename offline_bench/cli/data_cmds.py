@@ -147,11 +147,10 @@ def datasets() -> None:
 @clean_errors
 def list_datasets(root: str | None, no_verify: bool) -> None:
     """Every catalog id: its recipe status, whether it is collected in ROOT, and whether it verifies."""
+    from offline_bench.behaviour.recipes import saved_mixed_buffer
     from offline_bench.data import all_dataset_ids, catalog_entry, dataset_status, load_dataset
     from offline_bench.data.format import DatasetError
     from offline_bench.paths import data_root
-
-    from offline_bench.behaviour.recipes import saved_mixed_buffer
 
     click.echo(f"datasets in {data_root(root)}")
     click.echo(f"{'id':<30} {'recipe':<23} {'collected':<11} {'verified':<9} {'transitions':>11}")
