@@ -89,6 +89,8 @@ def test_spread_file_has_agent_axis_and_timeouts(collected: Path) -> None:
     assert d.manifest["episode_returns"]["episodes"] == 6
     assert d.manifest["references"]["expert"] == task_references("spread").expert
     np.testing.assert_allclose(d.manifest["episode_returns"]["mean"], d.episode_returns()[:6].mean())
+    assert len(d.episode_returns()) == 7 and len(d.episode_returns(complete=True)) == 6  # as the manifest counts
+    np.testing.assert_allclose(d.manifest["episode_returns"]["mean"], d.episode_returns(complete=True).mean())
     batch = DeviceSampler(d, "cpu", seed=0).sample(8)
     assert batch.obs.shape == (8, 3, 18)
 

@@ -89,10 +89,15 @@ class Dataset:
         """``[K]`` last row of each episode."""
         return np.append(self.episode_starts[1:], self.transitions) - 1
 
-    def episode_returns(self) -> np.ndarray:
-        """``[K]`` float64 return per episode; multi-agent: the mean over agents of per-agent sums."""
+    def episode_returns(self, complete: bool = False) -> np.ndarray:
+        """``[K]`` float64 return per episode; multi-agent: the mean over agents of per-agent sums.
+
+        ``complete=True`` leaves out the last episode where the collection's size budget cut it short (the
+        manifest's ``last_episode_cut``), as the manifest's ``episode_returns`` statistics and ``datasets show`` do.
+        """
         team = self.agent_axis("rewards").astype(np.float64).mean(axis=1)  # [T]
-        return np.add.reduceat(team, self.episode_starts) if self.transitions else np.zeros(0)
+        returns = np.add.reduceat(team, self.episode_starts) if self.transitions else np.zeros(0)
+        return returns[:-1] if complete and self.manifest.get("last_episode_cut") and len(returns) else returns
 
     def problem(self) -> Problem:
         """Facts an algorithm is built from, with per-agent observation mean/std over the dataset."""
