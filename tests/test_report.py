@@ -347,6 +347,50 @@ def test_notes_name_each_dataset_file_and_the_datas_own_score(tmp_path: Path,
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [warning]
 
 
+def test_runs_scored_against_different_references_are_named(tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """A resumed run keeps the reference pair it started with: where a task's runs used more than one pair, their
+    normalized scores are on different scales, and the notes list every pair with its runs and warn."""
+    runs = tmp_path / "runs"
+    d4rl = {"random": 20.06, "expert": 1441.81, "source": "catalog"}
+    other = {"random": -500.0, "expert": 3000.0, "source": "catalog"}
+    write_run(runs, "hopper-random-v0", "td3bc", 0, [10.0, 10.0], dataset={"references": d4rl})
+    write_run(runs, "hopper-random-v0", "td3bc", 1, [20.0, 20.0], dataset={"references": other})
+    write_run(runs, "hopper-medium-v0", "td3bc", 0, [30.0, 30.0], dataset={"references": d4rl})
+    write_run(runs, "spread-random-v0", "omar", 0, [1.0, 2.0], dataset={"references": other})
+    with caplog.at_level(logging.WARNING):
+        notes = make_report(runs, None).leaderboard.notes
+    assert ("Reference returns (random / expert): spread -500.00 / 3000.00; hopper 20.06 / 1441.81, -500.00 / "
+            "3000.00.") in notes
+    warning = ("hopper: the runs were scored against 2 different reference pairs (20.06 / 1441.81: hopper-medium-v0 "
+               "td3bc seed 0, hopper-random-v0 td3bc seed 0; -500.00 / 3000.00: hopper-random-v0 td3bc seed 1)")
+    assert [n for n in notes if n.startswith(warning)][0].endswith("their normalized scores are on different "
+                                                                   "scales, and a cell may average them (train the "
+                                                                   "out-of-date runs again in a new --runs folder; "
+                                                                   "`--score return` shows raw returns).")
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [warning]
+
+
+def test_a_cell_of_n_seeds_uses_seeds_0_to_n_minus_1(tmp_path: Path) -> None:
+    """--seeds N (or a preset's count) is what `sweep --seeds N` trains: runs of other seeds are left out of the
+    cells, and a note counts them, instead of a 3-seed mean shown as a complete 2-seed cell."""
+    runs = tmp_path / "runs"
+    for seed, score in enumerate([10.0, 20.0, 90.0]):
+        write_run(runs, "hopper-random-v0", "td3bc", seed, [score, score])
+    write_run(runs, "hopper-random-v0", "cql", 0, [5.0, 5.0])
+    write_run(runs, "hopper-medium-v0", "cql", 4, [7.0, 7.0])  # only a seed beyond: its row stays, 0/2 seeds
+    board = make_report(runs, None, seeds=2).leaderboard
+    cells = board.cells.set_index(["dataset_id", "algo"])
+    td3bc = cells.loc[("hopper-random-v0", "td3bc")]
+    assert (td3bc["mean"], td3bc["std"], td3bc["seeds_finished"], td3bc["status"]) == (15.0, 5.0, 2, "complete")
+    assert cells.loc[("hopper-medium-v0", "cql"), "status"] == "not run"
+    assert board.notes[-1] == ("Left out: 2 run folder(s) of seeds beyond the 2 asked for (cells use seeds 0-1): "
+                               "hopper-medium-v0 cql seed 4, hopper-random-v0 td3bc seed 2.")
+    everything = make_report(runs, None).leaderboard  # without --seeds: every seed, as before
+    assert everything.cells.set_index(["dataset_id", "algo"]).loc[("hopper-random-v0", "td3bc"), "mean"] == 40.0
+    assert not any(n.startswith("Left out") for n in everything.notes)
+
+
 def test_seeds_with_equal_settings_add_no_note(runs: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
         board = make_report(runs, None, seeds=3).leaderboard

@@ -141,13 +141,20 @@ def build_leaderboard(
 ) -> Leaderboard:
     """Aggregate a ``load_runs`` table into a leaderboard.
 
-    ``seeds``: how many seeds each cell should have (default: the most run folders any cell has).
+    ``seeds``: how many seeds each cell should have (default: the most run folders any cell has); given, the cells
+    use seeds 0..seeds-1 only, and a note counts the run folders of other seeds left out.
     ``grid_datasets`` / ``grid_algos``: rows and columns the table must show even without any run folder (their
     cells then say ``not run``); dataset names may omit the version. ``score`` names what ``runs`` holds
     (``normalized`` or ``return``, as passed to ``load_runs``) for the notes.
     """
     stat = choose_statistic(runs, statistic)
     dataset_ids = sorted(set(runs["dataset_id"])) if len(runs) else []
+    found = sorted(set(runs["algo"]), key=_algo_order) if len(runs) else []
+    if seeds is not None and seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    beyond = runs["seed"] >= seeds if seeds is not None and len(runs) else pd.Series(False, index=runs.index)
+    left_out = runs.loc[beyond]
+    runs = runs.loc[~beyond]  # a cell of N seeds is seeds 0..N-1, as `sweep --seeds N` trains them
     for name in grid_datasets:
         task, quality, version = split_dataset_id(name)
         present = [d for d in dataset_ids if split_dataset_id(d)[:2] == (task, quality)
@@ -158,7 +165,6 @@ def build_leaderboard(
         raise ValueError("no runs to report: the runs folder has no <dataset>/<algo>/seed<k> folders matching the "
                          "filters; run `offline-bench sweep` (or train) first, or pass --datasets/--preset for an "
                          "empty grid")
-    found = sorted(set(runs["algo"]), key=_algo_order) if len(runs) else []
     algos = list(dict.fromkeys(list(grid_algos) + found))
     if not algos:
         raise ValueError("no algorithm to show: no run matches the filters; name the columns with --algos")
@@ -182,8 +188,6 @@ def build_leaderboard(
     counts = ["seeds_started", "seeds_done", "seeds_finished"]
     cells[counts] = cells[counts].fillna(0).astype("int64")
     expected = seeds if seeds is not None else max(int(cells["seeds_started"].max()), 1)
-    if expected < 1:
-        raise ValueError(f"seeds must be >= 1, got {seeds}")
     cells["status"] = np.select(
         [cells["seeds_started"] == 0, (cells["seeds_finished"] == 0) & (cells["seeds_done"] > 0),
          cells["seeds_finished"] == 0, cells["seeds_finished"] >= expected],
@@ -204,6 +208,10 @@ def build_leaderboard(
         row_best = shown.groupby(complete["dataset_id"]).transform("max")
         cells.loc[complete.index[shown == row_best], "best"] = True
     notes = _notes(runs, cells, stat, expected, score) + _mixed_settings_notes(finished, cells)
+    if len(left_out):
+        listed = ", ".join(f"{d} {_runs_named(g)}" for d, g in left_out.groupby("dataset_id"))
+        notes += (f"Left out: {len(left_out)} run folder(s) of seeds beyond the {expected} asked for (cells use seeds "
+                  f"0-{expected - 1}): {listed}.",)
     return Leaderboard(cells=cells, rows=tuple(rows), algos=tuple(algos), statistic=stat, notes=notes, title=title)
 
 
@@ -249,10 +257,7 @@ def _notes(runs: pd.DataFrame, cells: pd.DataFrame, stat: str, expected: int, sc
         notes.append(f"Budget per run (as configured) and evaluation: {budget}.")
         notes += _dataset_notes(finished, score)
         if score == "normalized":
-            refs = [f"{task} {g['ref_random'].iloc[0]:.2f} / {g['ref_expert'].iloc[0]:.2f}" for task, g in by_task
-                    if g["ref_random"].notna().any() and g["ref_expert"].notna().any()]
-            if refs:
-                notes.append("Reference returns (random / expert): " + "; ".join(refs) + ".")
+            notes += _reference_notes(by_task)
         multi_agent = [task for task, _ in by_task if task not in SINGLE_AGENT_TASKS]
         if multi_agent:
             notes.append(f"Multi-agent returns ({', '.join(multi_agent)}): the team mean of the learning agents' "
@@ -293,6 +298,28 @@ def _runs_named(runs: pd.DataFrame) -> str:
         numbers = ", ".join(str(int(k)) for k in sorted(seeds))
         named.append(f"{algo} seed{'s' if len(seeds) > 1 else ''} {numbers}")
     return ", ".join(named)
+
+
+def _reference_notes(by_task: list[tuple[str, pd.DataFrame]]) -> list[str]:
+    """The reference returns each task's finished runs were scored against, and a warning note for a task whose
+    runs used more than one pair: a resumed run keeps the pair it started with (``train.loop._kept_references``),
+    so a reference changed between runs puts their normalized scores on different scales."""
+    pairs, warnings = [], []
+    for task, group in by_task:
+        scored = group.loc[group["ref_random"].notna() & group["ref_expert"].notna()]
+        used = list(scored.groupby(["ref_random", "ref_expert"], sort=False))
+        if not used:
+            continue
+        pairs.append(f"{task} " + ", ".join(f"{r:.2f} / {e:.2f}" for (r, e), _ in used))
+        if len(used) > 1:
+            which = "; ".join(f"{r:.2f} / {e:.2f}: " + ", ".join(
+                f"{d} {_runs_named(g)}" for d, g in runs.groupby("dataset_id")) for (r, e), runs in used)
+            log.warning("%s: the runs were scored against %d different reference pairs (%s)", task, len(used), which)
+            warnings.append(f"{task}: the runs were scored against {len(used)} different reference pairs ({which}); "
+                            "their normalized scores are on different scales, and a cell may average them "
+                            "(train the out-of-date runs again in a new --runs folder; `--score return` shows raw "
+                            "returns).")
+    return ([f"Reference returns (random / expert): {'; '.join(pairs)}."] if pairs else []) + warnings
 
 
 def _dataset_notes(finished: pd.DataFrame, score: str) -> list[str]:
