@@ -7,8 +7,10 @@
   episode in a ``VectorEnv``, and ONE batched policy forward per env step for all of them (``[E, N, O] -> [E, N, A]``).
   Episode ``i`` starts from ``episode_seeds(seed, episodes)[i]``, so the same ``seed`` gives the same episodes.
 - Multi-agent return: the team-mean return, i.e. the mean over learning agents of each agent's summed reward in the
-  episode. For tasks with a shared team reward (spread, halfcheetah-2x3) this equals any one agent's return; for
-  tag/world it averages the learning team (the OMAR authors' code reports the first predator's return instead).
+  episode. halfcheetah-2x3 shares one team reward, so this equals either agent's return; spread mixes a shared
+  reward with each agent's own collision penalty (mpe2's ``local_ratio`` 0.5), so its agents' returns differ (e.g.
+  -52.5, -53.0 and -54.0 in one episode) and the mean is taken; for tag/world it averages the learning team (the
+  OMAR authors' code reports the first predator's return instead).
 """
 from __future__ import annotations
 

@@ -158,6 +158,22 @@ def test_a_damaged_saved_replay_buffer_names_the_file_and_the_fix(tmp_path: Path
     assert not (tmp_path / "data").exists() or not any((tmp_path / "data").iterdir())
 
 
+def test_show_scores_the_data_with_the_pair_its_manifest_records(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The normalized score `datasets show` prints is the one training and reports use for this file: its manifest's
+    references, even after the task's catalog pair changed (e.g. a re-exported expert policy)."""
+    from dataclasses import replace
+
+    from offline_bench.data import catalog
+    from offline_bench.evaluate import normalized_score
+
+    manifest = json.loads((root / "hopper-random-v0.json").read_text())
+    refs, mean = manifest["references"], manifest["episode_returns"]["mean"]
+    monkeypatch.setitem(catalog.REFERENCES, "hopper", replace(catalog.REFERENCES["hopper"], random=0.0, expert=1.0))
+    shown = run("datasets", "show", "hopper-random", "--root", str(root)).output.splitlines()
+    expected = normalized_score(mean, refs["random"], refs["expert"])
+    assert f"normalized score: {expected:.1f}  (behaviour policy's mean return)" in shown
+
+
 def test_export_and_import_through_the_cli(root: Path, tmp_path: Path) -> None:
     env = {"MINARI_DATASETS_PATH": str(tmp_path / "minari")}
     result = run("datasets", "export", "hopper-random", "--minari", "--root", str(root), env=env)

@@ -182,7 +182,9 @@ def list_datasets(root: str | None, no_verify: bool) -> None:
 @clean_errors
 def show(dataset_id: str, root: str | None, as_json: bool) -> None:
     """Manifest, sizes, episode-return statistics and the behaviour policy's normalized score of ID."""
-    from offline_bench.data import MissingReferenceError, load_dataset
+    from offline_bench.data import load_dataset
+    from offline_bench.evaluate import has_references, normalized_score
+    from offline_bench.train.loop import dataset_facts
 
     dataset = load_dataset(dataset_id, root)
     m = dataset.manifest
@@ -190,9 +192,14 @@ def show(dataset_id: str, root: str | None, as_json: bool) -> None:
         click.echo(json.dumps(m, indent=2, sort_keys=True))
         return
     stats, refs = m["episode_returns"], m["references"]
-    try:
-        score = f"{dataset.references.normalize(stats['mean']):.1f}" if stats["mean"] is not None else "n/a"
-    except MissingReferenceError:
+    used = dataset_facts(dataset)["references"]  # the pair training scores this file with: the manifest's, whole
+    if stats["mean"] is None:
+        score = "n/a"
+    elif has_references(used["random"], used["expert"]):
+        score = f"{normalized_score(stats['mean'], used['random'], used['expert']):.1f}"
+        if used["source"] != "manifest":
+            score += f" (against the task's current references, {used['random']} / {used['expert']})"
+    else:
         score = "n/a (no expert reference for this task yet)"
     packages = ", ".join(f"{k} {v}" for k, v in m["env"].get("packages", {}).items())
     shapes = ", ".join(f"{k} {v['shape']}" for k, v in m["arrays"].items())
