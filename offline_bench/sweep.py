@@ -191,7 +191,8 @@ def resolve_grid(
     """Every (dataset, algorithm, seed) run of the grid, in table order; explicit arguments override the preset's.
 
     ``budget``: ``quick`` (``steps`` or the preset's quick number of updates, with a few evaluations) or ``paper``
-    (``steps`` if given, else the per-task defaults). ``sets`` are ``key=value`` config overrides for every run.
+    (``steps`` if given, else the per-task defaults). ``sets`` are ``key=value`` config overrides for every run, or
+    ``algo:key=value`` for one algorithm's runs (a key only some of the grid's algorithms have, e.g. ``omar:omar_coe``).
     A grid that ``train`` would refuse run by run (``check_grid``) raises SweepError here, before anything starts.
     """
     from offline_bench.algos import canonical_algo_id
@@ -216,15 +217,28 @@ def resolve_grid(
     except KeyError as err:
         raise SweepError(err.args[0]) from None
     dataset_ids = list(dict.fromkeys(resolve_dataset(d) for d in datasets))
-    overrides = list(sets)
+    overrides, scoped = [], {a: [] for a in algo_ids}  # for every run; for one algorithm's runs
+    for pair in sets:
+        if "=" not in pair:
+            raise SweepError(f"--set expects key=value (or algo:key=value), got {pair!r}")
+        key = pair.split("=", 1)[0]
+        if ":" not in key:
+            overrides.append(pair)
+            continue
+        scope, rest = pair.split(":", 1)
+        try:
+            algo_id = canonical_algo_id(scope)
+        except KeyError as err:
+            raise SweepError(f"--set {pair}: {err.args[0]}") from None
+        if algo_id not in scoped:
+            raise SweepError(f"--set {pair}: {algo_id} is not one of this sweep's algorithms ({', '.join(algo_ids)})")
+        scoped[algo_id].append(rest)
     if budget == "quick":
         steps = steps or (chosen.quick_steps if chosen else QUICK_STEPS)
         eval_every = min(steps, chosen.quick_eval_every if chosen else QUICK_EVAL_EVERY)
         overrides = [f"eval_every={eval_every}"] + overrides  # a later --set of the same key wins
-    for pair in overrides:
-        if "=" not in pair:
-            raise SweepError(f"--set expects key=value, got {pair!r}")
-    specs = [RunSpec(d, a, s, steps, tuple(overrides)) for d in dataset_ids for a in algo_ids for s in range(seeds)]
+    specs = [RunSpec(d, a, s, steps, tuple(overrides + scoped[a]))
+             for d in dataset_ids for a in algo_ids for s in range(seeds)]
     check_grid(specs)
     return specs
 
@@ -245,28 +259,30 @@ def check_grid(specs: Sequence[RunSpec]) -> None:
 
     if not specs:
         return
-    try:
-        overrides = parse_sets(list(specs[0].sets))  # the same overrides for every run of a grid
-    except ValueError as err:
-        raise SweepError(str(err)) from None
     algo_ids = list(dict.fromkeys(s.algo for s in specs))
     dataset_ids = list(dict.fromkeys(s.dataset_id for s in specs))
     steps = specs[0].steps
+    try:  # every run of an algorithm has the same overrides (those for all runs, then its own algo:key=value)
+        overrides_of = {a: parse_sets(list(next(s.sets for s in specs if s.algo == a))) for a in algo_ids}
+    except ValueError as err:
+        raise SweepError(str(err)) from None
     # Unknown keys first, from the config classes themselves, so the message can name every key and the algorithms
     # that lack it (train would stop at the first one).
     loop_keys = {f.name for f in dataclasses.fields(TrainConfig)}
     valid = {a: loop_keys | {f.name for f in dataclasses.fields(load_algorithm(a)[1].config_cls)} for a in algo_ids}
-    lacking = {key: [a for a in algo_ids if key not in valid[a]] for key in overrides}
-    lacking = {key: algos for key, algos in lacking.items() if algos}
+    lacking: dict[str, list[str]] = {}
+    for algo_id in algo_ids:
+        for key in overrides_of[algo_id]:
+            if key not in valid[algo_id]:
+                lacking.setdefault(key, []).append(algo_id)
     if lacking:
         which = "; ".join(f"{key!r} (not a key of {', '.join(algos)})" for key, algos in lacking.items())
         example = next(iter(lacking.values()))[0]
-        known = [key for key in lacking if len(lacking[key]) < len(algo_ids)]  # keys of some algorithms only
-        scoped = (f"; a key of some algorithms only ({', '.join(map(repr, known))}) needs a sweep of those "
-                  "algorithms on their own, into the same --runs folder" if known else "")
+        known = {key: [a for a in algo_ids if key in valid[a]] for key in lacking}  # keys of some algorithms only
+        scoped = [f"--set {owners[0]}:{key}=..." for key, owners in known.items() if owners]
         raise SweepError(f"unknown config key{'s' if len(lacking) > 1 else ''} in --set: {which}; nothing was "
                          f"started (`offline-bench train --algo {example} --show-config` lists the valid keys)"
-                         + scoped)
+                         + (f"; set a key for one algorithm's runs as {', '.join(scoped)}" if scoped else ""))
     unfit = []
     for algo_id in algo_ids:
         algo_cls = load_algorithm(algo_id)[1]
@@ -283,14 +299,15 @@ def check_grid(specs: Sequence[RunSpec]) -> None:
         raise SweepError(f"single-agent algorithms cannot train on multi-agent datasets: {', '.join(unfit)}; use a "
                          f"multi-agent algorithm there ({', '.join(multi_agent)}) or leave those datasets out; "
                          "nothing was started")
-    if "seed" in overrides:  # every run would refuse it: its --seed (0..N-1) and the --set disagree
-        raise SweepError(f"--set seed={overrides['seed']}: a sweep's seeds are 0..N-1 from --seeds N (one run "
-                         "each); leave seed out of --set; nothing was started")
+    for overrides in overrides_of.values():
+        if "seed" in overrides:  # every run would refuse it: its --seed (0..N-1) and the --set disagree
+            raise SweepError(f"--set seed={overrides['seed']}: a sweep's seeds are 0..N-1 from --seeds N (one run "
+                             "each); leave seed out of --set; nothing was started")
     # Every run's whole config (shipped per-task files, then --set and --steps): bad values fail here, not per run.
     for dataset_id in dataset_ids:
         for algo_id in algo_ids:
             try:
-                _, resolved = prepare(algo_id, dataset_id, steps=steps, sets=overrides)
+                _, resolved = prepare(algo_id, dataset_id, steps=steps, sets=overrides_of[algo_id])
                 resolve_device(resolved.train_config.device, resolved.sources.get("device", "default"))
             except (TrainError, ValueError, KeyError, FileNotFoundError) as err:
                 text = err.args[0] if type(err) is KeyError and err.args else str(err)

@@ -217,15 +217,33 @@ def test_grid_with_unknown_set_keys_is_refused_before_anything_starts(tmp_path: 
         assert result.exit_code == 1, result.output
         assert result.output.strip().splitlines() == [
             "Error: unknown config keys in --set: 'foo' (not a key of td3bc, omar); 'omar_coe' (not a key of td3bc); "
-            "nothing was started (`offline-bench train --algo td3bc --show-config` lists the valid keys); a key of "
-            "some algorithms only ('omar_coe') needs a sweep of those algorithms on their own, into the same --runs "
-            "folder"]
+            "nothing was started (`offline-bench train --algo td3bc --show-config` lists the valid keys); set a key "
+            "for one algorithm's runs as --set omar:omar_coe=..."]
     bad_value = _sweep_cli("--algos", "td3bc", "--datasets", "hopper-random", "--set", "eval_every=0", "--dry-run",
                            root=tmp_path, runs=runs)
     assert bad_value.exit_code == 1
     assert bad_value.output.startswith("Error: td3bc on hopper-random-v0: eval_every must be >= 1, got 0")
     assert not runs.exists() and not (tmp_path / "data").exists()
     assert len(resolve_grid(["omar"], ["hopper-random"], sets=["omar_coe=0.5"])) == 1  # a key of the algorithm
+
+
+def test_a_key_of_one_algorithm_is_set_for_its_runs_only() -> None:
+    """`--set omar:omar_coe=0.5` in a grid with td3bc: OMAR's runs get it (after the overrides for every run, so it
+    wins over them), td3bc's do not; a scope outside the grid, or a key its algorithm lacks, is refused."""
+    specs = resolve_grid(["td3bc", "OMAR"], ["hopper-random"], seeds=2,
+                         sets=["polyak=0.01", "omar:omar_coe=0.5", "omar:polyak=0.02"])
+    sets = {(s.algo, s.seed): s.sets for s in specs}
+    assert sets[("td3bc", 0)] == sets[("td3bc", 1)] == ("polyak=0.01",)
+    assert sets[("omar", 1)] == ("polyak=0.01", "omar_coe=0.5", "polyak=0.02")
+    args = next(s for s in specs if s.algo == "omar").train_args("data", "runs")
+    assert args[-6:] == ["--set", "polyak=0.01", "--set", "omar_coe=0.5", "--set", "polyak=0.02"]
+    with pytest.raises(SweepError, match=r"^--set cql:cql_alpha=1: cql is not one of this sweep's algorithms "
+                                         r"\(td3bc, omar\)$"):
+        resolve_grid(["td3bc", "omar"], ["hopper-random"], sets=["cql:cql_alpha=1"])
+    with pytest.raises(SweepError, match=r"^unknown config key in --set: 'omar_coe' \(not a key of td3bc\)"):
+        resolve_grid(["td3bc", "omar"], ["hopper-random"], sets=["td3bc:omar_coe=1"])
+    with pytest.raises(SweepError, match=r"^td3bc on hopper-random-v0: polyak must be in \(0, 1\], got 2"):
+        resolve_grid(["td3bc", "omar"], ["hopper-random"], sets=["td3bc:polyak=2"])
 
 
 def test_grids_every_run_would_refuse_and_unwritable_runs_folders_are_refused_up_front(tmp_path: Path) -> None:

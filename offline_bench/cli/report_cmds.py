@@ -89,7 +89,8 @@ def report(runs: str | None, out: str, formats: tuple[str, ...], statistic: str 
               "(default: the preset's, else 1).")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help="Updates per run (default: --budget quick's number, see --budget, or the per-task paper budget).")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Config override for every run (repeatable).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Config override for every run, or ALGO:KEY=VALUE for one algorithm's runs (repeatable).")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Runs at once (local processes, or the CPUs of the local Ray started for the sweep).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
