@@ -150,11 +150,22 @@ def test_make_report_writes_every_format(runs: Path, tmp_path: Path) -> None:
     assert len(csv) == 6 and set(csv["status"]) == {"complete", "partial", "unfinished", "not run"}
     tex = (out / "leaderboard.tex").read_text()
     assert r"\begin{table}" in tex and r"\bfseries 37.0 $\pm$ 2.2" in tex and r"\multirow" in tex
+    assert r"\label{tab:leaderboard}" in tex
+    # The label comes from the file's name (two tables of one paper never share it) and a title of any characters
+    # leaves the LaTeX valid: escaped in the caption, kept out of the label.
+    titled = make_report(runs, out, formats=("latex",), seeds=3, name="omar-mpe-v1",
+                         title="50% of D4RL_x & #1 ~ a^2 <b>")
+    tex = (out / "omar-mpe-v1.tex").read_text()
+    assert r"\label{tab:omar-mpe-v1}" in tex and titled.files
+    assert (r"\caption{50\% of D4RL\_x \& \#1 \textasciitilde{} a\textasciicircum{}2 \textless{}b\textgreater{}. "
+            in tex)
     pngs = sorted(p.name for p in (out / "leaderboard-curves").iterdir())
     assert pngs == ["spread-mixed-v0.png", "spread-random-v0.png", "tag-random-v0.png"]
     assert all((out / "leaderboard-curves" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     html = (out / "leaderboard.html").read_text()
     assert html.count("data:image/png;base64,") == 3 and "<script>" in html
+    table_tag = next(line for line in html.splitlines() if line.startswith("<table"))
+    assert table_tag.count(" id=") == 1 and 'class="leaderboard"' in table_tag  # valid HTML: one id per element
 
 
 def test_filters_and_grid_rows(runs: Path) -> None:
@@ -330,7 +341,7 @@ def test_notes_name_each_dataset_file_and_the_datas_own_score(tmp_path: Path,
     runs = tmp_path / "runs"
     refs = {"random": -300.0, "expert": 7100.0, "source": "manifest"}
     first = {"sha256": "a" * 64, "transitions": 135000, "episode_return_mean": 2660.0, "references": refs}
-    rebuilt = {**first, "sha256": "b" * 64, "episode_return_mean": 1180.0}
+    rebuilt = {**first, "sha256": "b" * 64, "episode_return_mean": 1180.0, "transitions": 120000}
     write_run(runs, "halfcheetah-2x3-mixed-v0", "ma-icq", 0, [3.0, 4.0], dataset=first)
     write_run(runs, "halfcheetah-2x3-mixed-v0", "ma-icq", 1, [5.0, 6.0], dataset=rebuilt)
     write_run(runs, "halfcheetah-2x3-mixed-v0", "ma-td3bc", 0, [20.0, 30.0], dataset=rebuilt)
@@ -339,8 +350,9 @@ def test_notes_name_each_dataset_file_and_the_datas_own_score(tmp_path: Path,
     with caplog.at_level(logging.WARNING):
         notes = make_report(runs, None).leaderboard.notes
     datasets = next(n for n in notes if n.startswith("Datasets"))
-    assert ("halfcheetah-2x3-medium-v0 1,000,000 (sha256 cccccccccccc); halfcheetah-2x3-mixed-v0 135,000 (sha256 "
-            "aaaaaaaaaaaa, the data 40.0; sha256 bbbbbbbbbbbb, the data 20.0).") in datasets  # 100 (R + 300) / 7400
+    assert ("halfcheetah-2x3-medium-v0 1,000,000 (sha256 cccccccccccc); halfcheetah-2x3-mixed-v0 (135,000 "
+            "transitions, sha256 aaaaaaaaaaaa, the data 40.0; 120,000 transitions, sha256 bbbbbbbbbbbb, the data "
+            "20.0).") in datasets  # 100 (R + 300) / 7400; each file with its own size
     warning = ("halfcheetah-2x3-mixed-v0: the runs trained on 2 different files (aaaaaaaaaaaa: ma-icq seed 0; "
                "bbbbbbbbbbbb: ma-icq seed 1, ma-td3bc seed 0)")
     assert any(n.startswith(warning) for n in notes)

@@ -148,7 +148,7 @@ def make_report(
     markdown = to_markdown(board, links)
     files: dict[str, Path] = {}
     if out_dir is not None:
-        render = {"md": lambda: markdown, "csv": lambda: to_csv(board), "latex": lambda: to_latex(board),
+        render = {"md": lambda: markdown, "csv": lambda: to_csv(board), "latex": lambda: to_latex(board, name),
                   "html": lambda: to_html(board, curve_pngs)}
         for fmt in formats:
             path = Path(out_dir) / f"{name}{EXTENSIONS[fmt]}"

@@ -66,7 +66,8 @@ def to_html(board: Leaderboard, curves: dict[str, bytes] | None = None) -> str:
     css = bold.replace({True: "font-weight: bold", False: ""}).infer_objects(copy=False)
     css.columns = text.columns
     styler = text.style.apply(lambda _: css, axis=None).hide(axis="index")
-    table = styler.set_table_attributes('class="leaderboard" id="leaderboard"').to_html(doctype_html=False)
+    # one id per element: the Styler's own (T_leaderboard); the sorting script finds the table by its class
+    table = styler.set_uuid("leaderboard").set_table_attributes('class="leaderboard"').to_html(doctype_html=False)
     notes = "\n".join(f"<li>{html.escape(note)}</li>" for note in board.notes)
     figures = ""
     for dataset_id, png in (curves or {}).items():

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -249,7 +250,8 @@ def _notes(runs: pd.DataFrame, cells: pd.DataFrame, stat: str, expected: int, sc
                      "random/expert reference returns has no normalized score); `--score return` shows raw returns.")
     finished = runs.loc[runs["finished"].astype(bool)]
     if len(finished):
-        if ks and finished["evaluations"].notna().any() and finished["evaluations"].min() < max(ks):
+        if (stat == "last-k" and ks and finished["evaluations"].notna().any()
+                and finished["evaluations"].min() < max(ks)):
             notes[0] = notes[0].replace(" evaluations,", " evaluations (all evaluations where a run has fewer),", 1)
         by_task = sorted(finished.groupby("task"), key=lambda kv: _order_key("", kv[0], None))
         budget = "; ".join(f"{task}: {_ranges(group['steps'])} updates, {_ranges(group['eval_episodes'])} "
@@ -330,10 +332,12 @@ def _dataset_notes(finished: pd.DataFrame, score: str) -> list[str]:
     for dataset_id, group in finished.groupby("dataset_id"):
         files = list(group.groupby("dataset_sha256", sort=False))  # runs whose config.json names no file: left out
         parts = []
-        for sha, runs in files:
+        for sha, runs in files:  # several files: each with its own size, not one sorted list beside the hashes
             data = _data_score(runs, score)
-            parts.append(f"sha256 {sha[:12]}" + (f", the data {data:.1f}" if math.isfinite(data) else ""))
-        described.append(f"{dataset_id} {_ranges(group['transitions'])}" + (f" ({'; '.join(parts)})" if parts else ""))
+            parts.append((f"{_ranges(runs['transitions'])} transitions, " if len(files) > 1 else "")
+                         + f"sha256 {sha[:12]}" + (f", the data {data:.1f}" if math.isfinite(data) else ""))
+        size = "" if len(files) > 1 else f" {_ranges(group['transitions'])}"
+        described.append(f"{dataset_id}{size}" + (f" ({'; '.join(parts)})" if parts else ""))
         if len(files) > 1:
             used = "; ".join(f"{sha[:12]}: {_runs_named(runs)}" for sha, runs in files)
             log.warning("%s: the runs trained on %d different files (%s)", dataset_id, len(files), used)
@@ -407,12 +411,21 @@ def to_csv(board: Leaderboard) -> str:
 def latex_text(text: str) -> str:
     """Plain text (our notes) made safe for LaTeX."""
     replacements = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                    "{": r"\{", "}": r"\}", "±": r"$\pm$", "·": r"$\cdot$", "−": "-", "–": "--", "’": "'"}
+                    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                    "<": r"\textless{}", ">": r"\textgreater{}", "±": r"$\pm$", "·": r"$\cdot$", "−": "-",
+                    "–": "--", "’": "'"}
     return "".join(replacements.get(ch, ch) for ch in text)
 
 
-def to_latex(board: Leaderboard) -> str:
-    """A ``table`` environment (booktabs rules, grouped rows via multirow), notes in the caption."""
+def latex_label(name: str) -> str:
+    """``\\label`` key of a table written as ``<name>.tex``: ``tab:`` and the name in the characters a key may hold,
+    so two tables of one paper (``omar-mpe``, ``omar-mpe-v1``) never share a label, whatever their titles."""
+    return "tab:" + (re.sub(r"[^a-z0-9:.-]+", "-", name.lower()).strip("-") or "leaderboard")
+
+
+def to_latex(board: Leaderboard, name: str = "leaderboard") -> str:
+    """A ``table`` environment (booktabs rules, grouped rows via multirow), notes in the caption, labelled
+    ``latex_label(name)``."""
     text = board.cell_text("latex")
     bold = board.best_mask()
     styler = text.style.apply(lambda _: bold.replace({True: "font-weight: bold", False: ""}), axis=None)
@@ -421,7 +434,7 @@ def to_latex(board: Leaderboard) -> str:
     caption = latex_text(board.title + ". " + " ".join(board.notes))
     return styler.to_latex(
         hrules=True, multirow_align="t", clines="skip-last;data", convert_css=True, caption=caption,
-        position="ht", position_float="centering", label="tab:" + board.title.lower().replace(" ", "-")[:40],
+        position="ht", position_float="centering", label=latex_label(name),
     )
 
 
@@ -431,6 +444,7 @@ __all__ = [
     "build_leaderboard",
     "choose_statistic",
     "differing_settings",
+    "latex_label",
     "latex_text",
     "to_csv",
     "to_latex",
