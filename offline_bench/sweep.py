@@ -234,8 +234,12 @@ def resolve_grid(
             raise SweepError(f"--set {pair}: {algo_id} is not one of this sweep's algorithms ({', '.join(algo_ids)})")
         scoped[algo_id].append(rest)
     if budget == "quick":
-        steps = steps or (chosen.quick_steps if chosen else QUICK_STEPS)
-        eval_every = min(steps, chosen.quick_eval_every if chosen else QUICK_EVAL_EVERY)
+        quick_steps, quick_every = (chosen.quick_steps, chosen.quick_eval_every) if chosen else (QUICK_STEPS,
+                                                                                               QUICK_EVAL_EVERY)
+        # --steps keeps the quick budget's few evaluations: its period scales with the updates (10,000 updates
+        # at the preset's period of 50 would be 200 evaluations)
+        steps = steps or quick_steps
+        eval_every = max(1, min(steps, steps * quick_every // quick_steps))
         overrides = [f"eval_every={eval_every}"] + overrides  # a later --set of the same key wins
     specs = [RunSpec(d, a, s, steps, tuple(overrides + scoped[a]))
              for d in dataset_ids for a in algo_ids for s in range(seeds)]
@@ -487,9 +491,13 @@ def collect_missing(dataset_ids: Sequence[str], root: Path, runs: Path, steps: i
                     children: ChildProcesses | None = None) -> dict[str, str]:
     """``offline-bench collect`` each dataset in turn (output to the sweep logs); ``{id: why}`` of those that still
     lack a file, ``why`` being the error ``collect`` printed on this attempt (the log keeps every attempt)."""
+    from offline_bench.train.config import split_dataset_id
+
     still_missing = {}
     for dataset_id in dataset_ids:
-        args = ["collect", dataset_id, "--root", str(root)] + (["--steps", str(steps)] if steps else [])
+        fixed_size = split_dataset_id(dataset_id)[1] == "mixed"  # a replay buffer is collected whole
+        args = ["collect", dataset_id, "--root", str(root)] + (["--steps", str(steps)] if steps and not fixed_size
+                                                               else [])
         log_path = runs / LOG_DIR / f"collect-{dataset_id}.log"
         log.info("collecting %s (log: %s)", dataset_id, log_path)
         offset = log_path.stat().st_size if log_path.is_file() else 0

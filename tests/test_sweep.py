@@ -41,6 +41,12 @@ def test_presets_are_the_papers_grids() -> None:
     assert len(dbr) == 4 * 3 * 4 * 2 and {s.seed for s in dbr} == {0, 1}
     quick = PRESETS["dbr-pybullet"]
     assert all(s.steps == quick.quick_steps and f"eval_every={quick.quick_eval_every}" in s.sets for s in dbr)
+    # --steps keeps the quick budget's number of evaluations (4 here), not its period; a later --set still wins
+    longer = resolve_grid(["td3bc"], ["hopper-random"], budget="quick", steps=10_000)
+    assert longer[0].sets == ("eval_every=2500",)
+    assert resolve_grid(["td3bc"], ["hopper-random"], budget="quick", steps=3)[0].sets == ("eval_every=1",)
+    assert resolve_grid(["td3bc"], ["hopper-random"], budget="quick", steps=10_000,
+                        sets=["eval_every=100"])[0].sets == ("eval_every=2500", "eval_every=100")
 
 
 def test_grid_canonicalizes_and_rejects_bad_input() -> None:
@@ -297,6 +303,25 @@ def test_a_failed_collect_is_reported_once_with_its_cause(tmp_path: Path, monkey
                f"failed: {cause} (log: " in result.output
         assert "--collect)" not in result.output and "pass --collect" not in result.output
     assert (tmp_path / "runs" / ".logs" / "collect-hopper-mixed-v0.log").read_text().count(cause) == 2
+
+
+def test_collect_steps_size_rollout_datasets_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mixed dataset is a behaviour run's whole replay buffer: `collect` refuses --steps for it, so --collect-steps
+    is passed to rollout datasets only."""
+    commands = []
+
+    def fake_cli(args, log_path, children=None):
+        commands.append(list(args))
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(log_path).write_text("Error: stand-in\n")
+        return 1, 0.0
+
+    monkeypatch.setattr(sweep_module, "run_cli_process", fake_cli)
+    missing = sweep_module.collect_missing(["hopper-mixed-v0", "hopper-random-v0"], tmp_path / "data",
+                                           tmp_path / "runs", steps=500)
+    assert set(missing) == {"hopper-mixed-v0", "hopper-random-v0"}
+    assert commands == [["collect", "hopper-mixed-v0", "--root", str(tmp_path / "data")],
+                        ["collect", "hopper-random-v0", "--root", str(tmp_path / "data"), "--steps", "500"]]
 
 
 def test_stop_processes_terminates_then_kills(tmp_path: Path) -> None:

@@ -109,7 +109,8 @@ def report(runs: str | None, out: str, formats: tuple[str, ...], statistic: str 
 @click.option("--collect", is_flag=True,
               help="Collect datasets that are missing first (default: skip their runs with a message).")
 @click.option("--collect-steps", type=click.IntRange(min=1), default=None,
-              help="Size of datasets collected by --collect (default: the recipe's, 1M transitions).")
+              help="Size of datasets collected by --collect (default: the recipe's, 1M transitions); mixed "
+              "datasets are a behaviour run's whole replay buffer, always collected at their fixed size.")
 @click.option("--dry-run", is_flag=True,
               help="List the runs with their status (finished, unfinished, new, no-dataset, or conflict: the "
               "runs folder holds that run trained with another config); start nothing.")
