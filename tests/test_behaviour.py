@@ -525,10 +525,10 @@ def test_expert_of_a_second_run_keeps_the_medium_run_for_retrain(tmp_path):
     from offline_bench.behaviour.export import export_policies
     from offline_bench.behaviour.policy import read_index
 
-    def train(seed: int, workdir: str) -> None:
+    def train(seed: int, workdir: str, medium_target: float = -1e9) -> None:
         config = TrainerConfig(task="spread", seed=seed, steps=60, start_steps=20, batch_size=8, buffer_capacity=500,
                                eval_every=30, eval_episodes=1, measure_episodes=2, checkpoint_every=1000,
-                               medium_target=-1e9)
+                               medium_target=medium_target)
         trainer = BehaviourTrainer(config, tmp_path / workdir, algo_overrides={"hidden_sizes": (8, 8)})
         trainer.run()
         trainer.finalize()
@@ -544,3 +544,13 @@ def test_expert_of_a_second_run_keeps_the_medium_run_for_retrain(tmp_path):
     assert entry["medium"] == first["medium"] and entry["mixed"] == first["mixed"] and entry["random"] == first["random"]
     assert entry["expert"]["sha256"] != first["expert"]["sha256"]
     assert read_index(policies)["tasks"]["spread"] == entry
+    # A run without a medium policy, exported without its expert: the medium, mixed data, expert and run records
+    # stay (they were deleted from the index, their datasets no longer collectable); with its expert, only that moves.
+    train(5, "c", medium_target=1e9)
+    kept = export_policies("spread", tmp_path / "c", episodes=2, root=policies, include_expert=False)
+    for key in ("run", "random", "medium", "mixed", "expert", "expert_run"):
+        assert kept[key] == entry[key], key
+    assert read_index(policies)["tasks"]["spread"] == kept
+    moved = export_policies("spread", tmp_path / "c", episodes=2, root=policies, include_expert=True)
+    assert moved["run"] == first["run"] and moved["medium"] == first["medium"] and moved["expert_run"]["seed"] == 5
+    assert moved["expert"]["sha256"] != entry["expert"]["sha256"] or moved["expert"]["step"] != entry["expert"]["step"]

@@ -78,7 +78,9 @@ def export_policies(
 
     ``include_medium=False`` keeps the medium policy, its mixed data and the run they came from (``run``, which
     ``--retrain`` re-runs, and that run's ``random`` return) from the index: the expert of a second run is then
-    recorded with that run as ``expert_run``.
+    recorded with that run as ``expert_run``. A run that has not reached its medium policy keeps the indexed one the
+    same way, and an export without an expert keeps the indexed expert: nothing this export does not replace leaves
+    the index (those policies' files stay, and their datasets stay collectable).
     """
     run_dir = Path(run_dir)
     root = Path(root or policies_root())
@@ -119,13 +121,14 @@ def export_policies(
         write_index(index, root)  # the expert is measured against this opponent below
 
     medium = summary["medium"] if include_medium else None
-    if not include_medium:  # keep the medium policy (and its mixed data) exported earlier, e.g. from a finer pass
+    other_run = None  # this run, where the index's run record stays another's (the one that made the medium)
+    if medium is None:  # keep the medium policy (and its mixed data) exported earlier, e.g. from a finer pass
         for key in ("medium", "mixed", "medium_target"):
             if key in old:
                 entry[key] = old[key]
         if "medium" in old and "run" in old and not _same_run(old["run"], run):
             # another run made the medium policy: its record is what --retrain of the mixed data re-runs
-            entry["run"], entry["random"], entry["expert_run"] = old["run"], old.get("random", entry["random"]), run
+            entry["run"], entry["random"], other_run = old["run"], old.get("random", entry["random"]), run
     if medium is not None:
         dst = root / task / "medium.pt"
         sha = _copy_in(run_dir / "snapshots" / f"actor_{medium['step']:08d}.pt", dst)
@@ -144,11 +147,16 @@ def export_policies(
     if include_expert is None:
         include_expert = run["finished"]
     if not include_expert:
+        for key in ("expert", "expert_run"):  # the expert exported earlier stays (its file is untouched)
+            if key in old:
+                entry[key] = old[key]
         if "medium" not in entry and r.medium_target is not None:
             entry["medium_note"] = f"the run has not reached the medium target {r.medium_target:.0f} yet"
         index["tasks"][task] = entry
         write_index(index, root)
         return entry
+    if other_run is not None:
+        entry["expert_run"] = other_run
     dst = root / task / "expert.pt"
     sha = _copy_in(run_dir / "snapshots" / f"actor_{best['step']:08d}.pt", dst)
     expert = {"step": best["step"], "eval_return": best["eval_return"]}
