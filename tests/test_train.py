@@ -559,3 +559,33 @@ def test_algorithm_that_cannot_be_built_is_a_train_error_without_a_run_directory
     with pytest.raises(TrainError, match=r"^cannot build td3bc with this config \(IndexError: amin\(\).*--set"):
         train_run(dataset, BrokenTD3BC, resolved, runs=tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+class DivergingTD3BC(TD3BC):
+    """Diverges after 13 updates, as a too-large learning rate does: its actor's weights become NaN."""
+
+    def update(self, batch):
+        metrics = super().update(batch)
+        if self.updates == 13:
+            with torch.no_grad():
+                for p in self.actor.parameters():
+                    p.fill_(float("nan"))
+        return metrics
+
+
+def test_a_diverged_run_is_one_error_naming_the_step_the_metrics_and_what_to_do(data_root, tmp_path):
+    """NaN actions at an evaluation are a diverged run, not a bug in the env: the error says so, names the metrics
+    that went non-finite (their row is in metrics.csv) and the checkpoint kept, and says what to change."""
+    _, resolved = prepare("td3bc", "hopper-random", steps=30, sets=TINY)
+    dataset = load_dataset("hopper-random", root=data_root)
+    with pytest.raises(TrainError) as err:
+        train_run(dataset, DivergingTD3BC, resolved, runs=tmp_path)
+    message = str(err.value)
+    assert message.startswith("training diverged: the policy's actions are NaN or inf at the evaluation of step 20 (")
+    assert "actor_loss" in message and "not finite in metrics.csv's last row" in message
+    assert message.endswith("; the run keeps its last checkpoint (step 10), and resuming would repeat the same "
+                            "updates: change the config (e.g. a smaller learning rate) and train into another "
+                            "--runs folder")
+    run_dir = tmp_path / "hopper-random-v0" / "td3bc" / "seed0"
+    rows = read_metrics(run_dir)
+    assert rows[-1]["step"] == "20" and rows[-1]["actor_loss"] == "nan" and not (run_dir / "result.json").exists()

@@ -59,8 +59,13 @@ def check_action(action: np.ndarray, spec: TaskSpec) -> np.ndarray:
             f"{spec.name}: action must have shape [N, A] = {list(expected)} (padded per agent), got {list(action.shape)}"
         )
     if not np.isfinite(action).all():
-        raise ValueError(f"{spec.name}: action contains NaN or inf; check the policy's output before stepping")
+        raise NonFiniteActionError(f"{spec.name}: action contains NaN or inf; check the policy's output before "
+                                   "stepping")
     return np.clip(action, -1.0, 1.0)
+
+
+class NonFiniteActionError(ValueError):
+    """A policy's action holds NaN or inf (training uses it to report a diverged run)."""
 
 
 class BoxMap:

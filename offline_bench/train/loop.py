@@ -70,6 +70,7 @@ from offline_bench.evaluate import (
     normalized_score,
     reference_returns,
 )
+from offline_bench.envs._common import NonFiniteActionError
 from offline_bench.paths import runs_root
 from offline_bench import config as config_lib
 from offline_bench.train.config import ResolvedConfig, TrainConfig, resolve_config, split_dataset_id
@@ -388,6 +389,18 @@ def check_compatible(algo_cls: type, algo_id: str, problem: Any, dataset_id: str
             f"{algo_id} is a single-agent algorithm but {dataset_id} has {problem.n_agents} agents; "
             f"use a multi-agent one: {', '.join(ma)}"
         )
+
+
+def _diverged(step: int, tc: TrainConfig, start: int, metrics: MetricsCSV) -> str:
+    """The message of a run whose policy acts NaN or inf at an evaluation: training diverged."""
+    last = metrics.rows[-1] if metrics.rows else {}
+    broken = [k for k, v in last.items() if v and v.lower() in ("nan", "inf", "-inf")]
+    ckpt = max((step - 1) // tc.checkpoint_every * tc.checkpoint_every, start)  # before this step, or resumed from
+    kept = f"its last checkpoint (step {ckpt:,})" if ckpt > 0 else "no checkpoint"
+    return (f"training diverged: the policy's actions are NaN or inf at the evaluation of step {step:,}"
+            + (f" ({', '.join(broken)} not finite in metrics.csv's last row)" if broken else "")
+            + f"; the run keeps {kept}, and resuming would repeat the same updates: change the config (e.g. a "
+            "smaller learning rate) and train into another --runs folder")
 
 
 def catalog_agents(dataset_id: str) -> int:
@@ -749,7 +762,12 @@ def _train_locked(
                     if evaluator is None:
                         evaluator = Evaluator(facts["task"], tc.eval_episodes, device, opponent=opponent,
                                               action_layout=facts["action_layout"])
-                    res: EvalResult = evaluator(algo.act, eval_seed(tc.seed, step))
+                    try:
+                        res: EvalResult = evaluator(algo.act, eval_seed(tc.seed, step))
+                    except NonFiniteActionError:
+                        metrics.append(row | {"time_s": round(time.perf_counter() - t0, 3)}
+                                       | _average_metrics(buffer))  # the diverged metrics, for the diagnosis
+                        raise TrainError(_diverged(step, tc, start, metrics)) from None
                     score = normalized_score(res.mean_return, ref_random, ref_expert) if has_refs else None
                     latest = {"step": step, "return": res.mean_return, "return_std": res.std_return, "score": score,
                               "length": res.mean_length}
