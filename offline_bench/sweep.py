@@ -475,7 +475,8 @@ def _outcome(spec: RunSpec, runs: Path, code: int, seconds: float) -> RunOutcome
     if code == 0 and run_status(spec, runs) == "finished":
         return RunOutcome(spec, "finished", seconds, log_path)
     why = f"exit code {code}" if code != 0 else "exited 0 but wrote no result.json"
-    return RunOutcome(spec, "failed", seconds, log_path, f"{why}; log {log_path}: {_error_line(_last_attempt(log_path))}")
+    cause = _error_line(_last_attempt(log_path))
+    return RunOutcome(spec, "failed", seconds, log_path, f"{why}; log {log_path}: {cause}")
 
 
 def _error_line(text: str) -> str:
