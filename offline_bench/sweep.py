@@ -501,13 +501,9 @@ def collect_missing(dataset_ids: Sequence[str], root: Path, runs: Path, steps: i
                                                                else [])
         log_path = runs / LOG_DIR / f"collect-{dataset_id}.log"
         log.info("collecting %s (log: %s)", dataset_id, log_path)
-        offset = log_path.stat().st_size if log_path.is_file() else 0
         code, _ = run_cli_process(args, str(log_path), children)
         if code != 0 or not is_collected(dataset_id, root):
-            with open(log_path, errors="replace") as f:
-                f.seek(offset)
-                attempt = f.read()
-            why = _error_line(attempt) if code != 0 else "collect exited 0 but wrote no dataset file"
+            why = _error_line(_last_attempt(log_path)) if code != 0 else "collect exited 0 but wrote no dataset file"
             still_missing[dataset_id] = f"`offline-bench {' '.join(args)}` failed: {why} (log: {log_path})"
     return still_missing
 

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
-from offline_bench.cli.main import error_line, main
+from offline_bench.cli.main import main, system_error_line
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -40,10 +40,7 @@ def clean_errors(func: F) -> F:
         except (DatasetError, UnknownDatasetError, MinariError, MissingReferenceError, ValueError, KeyError,
                 OSError) as exc:
             logging.getLogger(__name__).debug("%s failed", func.__name__, exc_info=True)  # -vv shows the traceback
-            if isinstance(exc, OSError) and exc.errno is not None and exc.filename is not None:
-                message = error_line(exc)
-            else:
-                message = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
+            message = system_error_line(exc) or str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
             raise click.ClickException(message.replace("\n", " ")) from None
 
     return wrapper  # type: ignore[return-value]

@@ -25,13 +25,22 @@ def configure_threads() -> None:
     torch.set_num_threads(threads or 1)
 
 
+def system_error_line(err: BaseException) -> str | None:
+    """A system OSError (an errno and a path, e.g. a --root or --runs that cannot be created) as what failed on which
+    path and what to check, instead of Python's bare ``[Errno 17] File exists: '/dev/null'``; None for other errors
+    (our own messages, which already say what to do)."""
+    if not (isinstance(err, OSError) and err.errno is not None and err.filename is not None):
+        return None
+    where = err.filename if err.filename2 is None else f"{err.filename} -> {err.filename2}"
+    return f"{err.strerror}: {where} (check that path: a folder this command can read, or create and write to)"
+
+
 def error_line(err: BaseException) -> str:
-    """The one line a command prints for an expected error: KeyError's quotes removed, the first line of a long
-    message, and a system OSError (an errno and a path, e.g. a --root or --runs that cannot be created) as what
-    failed on which path and what to check, instead of Python's bare ``[Errno 17] File exists: '/dev/null'``."""
-    if isinstance(err, OSError) and err.errno is not None and err.filename is not None:
-        where = err.filename if err.filename2 is None else f"{err.filename} -> {err.filename2}"
-        return f"{err.strerror}: {where} (check that path: a folder this command can read, or create and write to)"
+    """The one line a command prints for an expected error: a system error as ``system_error_line`` says it,
+    KeyError's quotes removed, the first line of a long message."""
+    system = system_error_line(err)
+    if system is not None:
+        return system
     text = str(err.args[0] if type(err) is KeyError and err.args else err).strip()
     return text.splitlines()[0] if text else type(err).__name__
 
